@@ -1,0 +1,163 @@
+"""One device layer for XPU, CUDA, MPS and CPU.
+
+`torch.accelerator.*` raises when no accelerator exists and `torch.xpu.*` raises on
+builds without XPU, so every helper here checks the backend first and is a harmless
+no-op on the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PREFERENCE = ("xpu", "cuda", "mps", "cpu")
+
+
+def _backend_available(kind: str) -> bool:
+    if kind == "cpu":
+        return True
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "xpu":
+        return hasattr(torch, "xpu") and torch.xpu.is_available()
+    if kind == "mps":
+        return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    return False
+
+
+def available_devices() -> list[str]:
+    """The backends usable in this process, best first (always ends with 'cpu')."""
+    return [k for k in PREFERENCE if _backend_available(k)]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' (or None) picks xpu > cuda > mps > cpu; an explicit string is checked."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is None or device == "auto":
+        return torch.device(available_devices()[0])
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(
+            f"device {device!r} is not a device name; use auto, {', '.join(PREFERENCE)} (optionally with :index)"
+        ) from e
+    if not _backend_available(dev.type):
+        raise RuntimeError(
+            f"device {device!r} was asked for but this PyTorch build ({torch.__version__}) "
+            f"cannot use it; available here: {', '.join(available_devices())}. Use --device auto."
+        )
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """'auto': bfloat16 on accelerators (float32 where precision needs it is the model's
+    business), float32 on CPU, where bf16 matmuls are slow and the goldens are float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"dtype {dtype!r} is not supported; use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+def _module(device: torch.device):
+    """The torch backend module for an accelerator device, or None for CPU/unknown."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda
+    if device.type == "xpu" and _backend_available("xpu"):
+        return torch.xpu
+    if device.type == "mps" and _backend_available("mps"):
+        return torch.mps
+    return None
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on `device`; a no-op on CPU."""
+    device = torch.device(device)
+    mod = _module(device)
+    if mod is None:
+        return
+    if device.type == "mps":
+        mod.synchronize()
+    else:
+        mod.synchronize(device)
+
+
+def empty_cache(device: torch.device | str) -> None:
+    """Give cached, unused device memory back to the driver; a no-op on CPU."""
+    mod = _module(torch.device(device))
+    if mod is not None and hasattr(mod, "empty_cache"):
+        mod.empty_cache()
+
+
+def memory_allocated(device: torch.device | str) -> int:
+    """Bytes held by tensors on `device` (0 on CPU, where RSS is the measure)."""
+    device = torch.device(device)
+    mod = _module(device)
+    if mod is None:
+        return 0
+    if device.type == "mps":
+        return int(mod.current_allocated_memory())
+    return int(mod.memory_allocated(device))
+
+
+def max_memory_allocated(device: torch.device | str) -> int:
+    """Peak bytes held by tensors since the last reset_peak_memory (0 on CPU and MPS)."""
+    device = torch.device(device)
+    mod = _module(device)
+    if mod is None or device.type == "mps":
+        return 0
+    return int(mod.max_memory_allocated(device))
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    device = torch.device(device)
+    mod = _module(device)
+    if mod is not None and device.type != "mps":
+        mod.reset_peak_memory_stats(device)
+
+
+def total_memory(device: torch.device | str) -> int:
+    """Total device memory in bytes (0 where the backend does not say)."""
+    device = torch.device(device)
+    mod = _module(device)
+    if mod is None:
+        return 0
+    if device.type == "mps":
+        return int(mod.recommended_max_memory()) if hasattr(mod, "recommended_max_memory") else 0
+    return int(mod.get_device_properties(device).total_memory)
+
+
+def device_name(device: torch.device | str) -> str:
+    """A human name: 'NVIDIA H100 80GB HBM3', 'Apple MPS', or the CPU model."""
+    device = torch.device(device)
+    mod = _module(device)
+    if mod is not None and device.type in ("cuda", "xpu"):
+        return str(mod.get_device_name(device))
+    if device.type == "mps":
+        return "Apple MPS"
+    return _cpu_name()
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return "CPU: " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return "CPU: " + (platform.processor() or platform.machine())
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for device out-of-memory errors on any backend."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return "out of memory" in text or "outofmemory" in text
