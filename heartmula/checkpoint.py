@@ -156,3 +156,23 @@ def check_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], 
         problems.append(f"shape mismatches: {'; '.join(wrong[:10])}")
     if problems:
         raise CheckpointError(f"{where} does not match the model config: " + " | ".join(problems))
+
+
+def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    """Build HeartMuLa on the meta device (no memory, no init), then adopt the
+    checkpoint's tensors as its parameters, already on `device` in `dtype`."""
+    from .model import HeartMuLa, HeartMuLaArgs
+
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    try:
+        args = HeartMuLaArgs.from_config(read_json(config_path), where=str(config_path))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+    with torch.device("meta"):
+        model = HeartMuLa(args)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    state = load_state_dict(folder, device, dtype)
+    check_keys(state, expected, str(folder))
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval().requires_grad_(False)

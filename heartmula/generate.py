@@ -1,0 +1,296 @@
+"""The frame loop: prompt step, then one `decode_frame` per 80 ms of audio.
+
+The hot loop is shaped for device graphs: every buffer it touches is allocated once
+per (batch, cache length), positions and sampling knobs are device tensors updated in
+place, and the host looks at the device (end-of-song flags, progress) only every
+`SYNC_EVERY` frames.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .audio import FRAME_MS
+from .device import synchronize
+from .model import HeartMuLa
+from .prompt import GenConfig, Prompt
+from .sampling import sample_topk, vocab_keys
+
+SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress, cancel)
+PROGRESS_MIN_INTERVAL_S = 0.25  # on_progress is called at most this often (and at the end)
+MAX_TAKES = 8
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What a generation request may change. Presets are partial instances of this."""
+
+    max_audio_length_ms: int = 120_000  # song length cap; 80 ms per frame
+    cfg_scale: float = 1.5  # classifier-free guidance; 1.0 turns it off (half the work)
+    temperature: float = 1.0  # sampling temperature for every codebook
+    topk: int = 50  # sample among the k most likely codes
+    seed: int | None = None  # None draws a fresh seed (reported in the result)
+    takes: int = 1  # variations generated together; take i uses seed + i
+    ignore_eos: bool = False  # run to max_audio_length_ms even if the song ends (benchmarks)
+    codec_steps: int = 10  # Euler steps of the codec's flow matching
+    codec_guidance_scale: float = 1.25  # the codec's own guidance
+
+    def __post_init__(self):
+        def check(name, lo, hi, kind):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"{name} must be a {kind.__name__ if isinstance(kind, type) else 'number'}, got {value!r}")
+            if not lo <= value <= hi:
+                raise ValueError(f"{name}={value!r} is out of range; allowed: {lo} to {hi}")
+
+        check("max_audio_length_ms", FRAME_MS, 600_000, int)
+        check("cfg_scale", 1.0, 10.0, (int, float))
+        check("temperature", 0.05, 5.0, (int, float))
+        check("topk", 1, 8192, int)
+        check("takes", 1, MAX_TAKES, int)
+        check("codec_steps", 1, 100, int)
+        check("codec_guidance_scale", 1.0, 10.0, (int, float))
+        if self.seed is not None:
+            check("seed", 0, MAX_SEED, int)
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
+
+    @property
+    def max_frames(self) -> int:
+        return self.max_audio_length_ms // FRAME_MS
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # "prompt", "frames" or "decode"
+    done: int  # frames (or decode windows) done
+    total: int
+    elapsed_s: float
+    per_s: float  # frames per second of one take (windows per second when decoding)
+    eta_s: float | None  # None until a rate is known
+
+
+@dataclass(frozen=True)
+class FramesResult:
+    frames: list[np.ndarray]  # per take: [n_frames, n_codebooks] int64; frame 0 is the prompt step's
+    seeds: list[int]  # take i's seed
+    prompt_len: int
+    prompt_s: float  # time of the prompt step (device synced)
+    frames_s: float  # time of the frame loop after it
+    steps: int  # decode_frame calls made
+    stopped: bool = False  # True when should_stop ended the run early
+    ended: list[bool] = field(default_factory=list)  # take i reached its end-of-song code
+
+    @property
+    def frames_per_s(self) -> float:
+        """Steps per second: frames of one take per second (the rate that sets the ETA)."""
+        return self.steps / self.frames_s if self.frames_s > 0 else 0.0
+
+
+class StepBuffers:
+    """Device buffers the loop reuses every frame (allocated by `setup`)."""
+
+    def __init__(self, model: HeartMuLa, takes: int, guided: bool):
+        dev = model.codebook0_head.weight.device
+        k = model.args.n_codebooks
+        self.takes, self.guided = takes, guided
+        self.rows = takes * (2 if guided else 1)
+        self.codes = torch.zeros(self.rows, k, dtype=torch.long, device=dev)  # the last frame
+        self.input_pos = torch.zeros(1, dtype=torch.long, device=dev)
+        self.temperature = torch.ones((), device=dev)
+        self.topk = torch.ones((), dtype=torch.long, device=dev)
+        self.cfg_scale = torch.ones((), device=dev)
+        self.seeds = torch.zeros(takes, dtype=torch.long, device=dev)
+        self.offsets = model.audio_offsets(dev)  # codebook k's rows start at k * vocab
+        self.keys = vocab_keys(model.args.audio_vocab_size, dev)
+        self.dec_pos = [torch.tensor([0, 1], device=dev)] + [torch.tensor([i], device=dev) for i in range(2, k)]
+
+    def set_request(self, opts: GenerateOptions, seeds: list[int]) -> None:
+        self.temperature.fill_(float(opts.temperature))
+        self.topk.fill_(int(opts.topk))
+        self.cfg_scale.fill_(float(opts.cfg_scale))
+        self.seeds.copy_(torch.tensor(seeds, dtype=torch.long))
+
+
+def _guide(logits: torch.Tensor, buf: StepBuffers) -> torch.Tensor:
+    # logits: [rows, V] -> [takes, V]; rows are [cond takes..., uncond takes...]
+    if not buf.guided:
+        return logits
+    cond, uncond = logits[: buf.takes], logits[buf.takes :]
+    return uncond + (cond - uncond) * buf.cfg_scale
+
+
+def _both_halves(codes: torch.Tensor, buf: StepBuffers) -> torch.Tensor:
+    # The guided sample is used by the conditional and the unconditional row alike.
+    return torch.cat([codes, codes]) if buf.guided else codes
+
+
+def depth_frame(model: HeartMuLa, last_h: torch.Tensor, buf: StepBuffers) -> torch.Tensor:
+    """The backbone's last hidden state -> one frame of codes [rows, n_codebooks].
+
+    Codebook 0 comes from the backbone's head; the depth decoder then predicts
+    codebooks 1..K-1 one at a time, restarting at position 0 every frame.
+    """
+    k = model.args.n_codebooks
+    counter = buf.input_pos * k
+    logits = model.codebook0_head(last_h).float()
+    code = _both_halves(sample_topk(_guide(logits, buf), buf.temperature, buf.topk, buf.seeds, counter, buf.keys), buf)
+    out = [code]
+    x = model.projection(torch.stack([last_h, model.embed_audio(0, code[:, None])[:, 0]], dim=1))
+    for i in range(1, k):
+        h = model.decoder(x, buf.dec_pos[i - 1])[:, -1]
+        logits = (h @ model.audio_head[i - 1]).float()
+        code = _both_halves(
+            sample_topk(_guide(logits, buf), buf.temperature, buf.topk, buf.seeds, counter + i, buf.keys), buf
+        )
+        out.append(code)
+        if i < k - 1:
+            x = model.projection(model.embed_audio(i, code[:, None]))
+    return torch.stack(out, dim=1)
+
+
+def prefill(model: HeartMuLa, prompt: Prompt, buf: StepBuffers) -> torch.Tensor:
+    """The prompt step: every prompt row through the backbone, then frame 0 [rows, K]."""
+    dev = buf.codes.device
+    tokens = torch.from_numpy(prompt.tokens).to(dev).expand(buf.rows, -1, -1)  # [rows, L, K+1]
+    mask = torch.from_numpy(prompt.mask).to(dev)  # [L, K+1]
+    dtype = model.codebook0_head.weight.dtype
+    text = model.text_embeddings(tokens[..., -1])  # [rows, L, dim]
+    muq = model.muq_linear(torch.zeros(model.args.muq_dim, device=dev, dtype=dtype))  # no reference audio
+    muq = muq.expand(buf.rows, -1).clone()
+    if buf.guided:  # the unconditional rows see only the learned "no text" embedding
+        uncond = model.unconditional_text_embedding.weight[0]
+        text = torch.cat([text[: buf.takes], uncond.expand_as(text[buf.takes :])])
+        muq[buf.takes :] = uncond
+    audio = model.audio_embeddings(tokens[..., :-1] + buf.offsets)  # [rows, L, K, dim]
+    h = (torch.cat([audio, text[:, :, None]], dim=2) * mask[None, :, :, None]).sum(dim=2)
+    h[:, prompt.muq_idx] = muq
+    input_pos = torch.arange(len(prompt), device=dev)
+    last_h = model.backbone(h, input_pos)[:, -1]
+    buf.input_pos.fill_(len(prompt) - 1)
+    return depth_frame(model, last_h, buf)
+
+
+def decode_frame(model: HeartMuLa, buf: StepBuffers) -> torch.Tensor:
+    """One step: the previous frame (buf.codes) at buf.input_pos -> the next frame [rows, K].
+
+    No host sync, no Python branch on tensor values, no state change outside buffers:
+    this is the function a device graph captures.
+    """
+    x = model.audio_embeddings(buf.codes + buf.offsets).sum(dim=1, keepdim=True)  # [rows, 1, dim]
+    last_h = model.backbone(x, buf.input_pos)[:, -1]
+    return depth_frame(model, last_h, buf)
+
+
+def cache_length(prompt_len: int, max_frames: int, model_max: int) -> int:
+    """Backbone positions needed, rounded up so similar requests reuse one cache."""
+    need = prompt_len + max_frames
+    return min(model_max, -(-need // 256) * 256)
+
+
+def check_fits(prompt_len: int, opts: GenerateOptions, model_max: int) -> None:
+    if prompt_len + opts.max_frames > model_max:
+        room_ms = max(0, model_max - prompt_len) * FRAME_MS
+        raise ValueError(
+            f"the prompt takes {prompt_len} of the model's {model_max} positions, which leaves room for "
+            f"{room_ms / 1000:.1f} s of audio, but max_audio_length_ms={opts.max_audio_length_ms} was asked; "
+            "shorten the lyrics or the length"
+        )
+
+
+def take_seeds(opts: GenerateOptions) -> list[int]:
+    base = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
+    return [(base + i) % (MAX_SEED + 1) for i in range(opts.takes)]
+
+
+@torch.inference_mode()
+def generate_frames(
+    model: HeartMuLa,
+    prompt: Prompt,
+    gen: GenConfig,
+    opts: GenerateOptions,
+    *,
+    buffers: StepBuffers | None = None,
+    step: Callable[[HeartMuLa, StepBuffers], torch.Tensor] = decode_frame,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> FramesResult:
+    """Run the prompt step and the frame loop for every take of `opts`.
+
+    `buffers` must match (takes, guidance) and the model's caches must be set up for
+    it; `step` is `decode_frame` or a captured-graph replay of it.
+    """
+    buf = buffers or StepBuffers(model, opts.takes, opts.guided)
+    if (buf.takes, buf.guided) != (opts.takes, opts.guided):
+        raise ValueError("step buffers were set up for another number of takes or guidance")
+    dev = buf.codes.device
+    seeds = take_seeds(opts)
+    buf.set_request(opts, seeds)
+    n, total = opts.takes, opts.max_frames
+    stop = should_stop or (lambda: False)
+
+    t0 = time.perf_counter()
+    if on_progress:
+        on_progress(Progress("prompt", 0, total, 0.0, 0.0, None))
+    frames = torch.zeros(n, total, model.args.n_codebooks, dtype=torch.long, device=dev)
+    lengths = torch.full((n,), total, dtype=torch.long, device=dev)
+    ended = torch.zeros(n, dtype=torch.bool, device=dev)
+    frame0 = prefill(model, prompt, buf)
+    frames[:, 0] = frame0[:n]
+    buf.codes.copy_(frame0)
+    synchronize(dev)
+    t1 = time.perf_counter()
+    prompt_s = t1 - t0
+
+    steps, stopped, last_report = 0, False, 0.0
+    for t in range(1, total):
+        buf.input_pos.add_(1)
+        codes = step(model, buf)
+        frames[:, t] = codes[:n]
+        if not opts.ignore_eos:
+            # End of song when any code of a take's conditional row is an end code; that
+            # frame is dropped. Flags stay on the device until the next look.
+            hit = (codes[:n] >= gen.audio_eos_id).any(dim=1) & ~ended
+            lengths.masked_fill_(hit, t)
+            ended |= hit
+        buf.codes.copy_(codes)
+        steps += 1
+        if stop():
+            stopped = True
+            break
+        if t % SYNC_EVERY == 0 or t == total - 1:
+            all_ended = bool(ended.all()) if not opts.ignore_eos else False  # the one sync
+            now = time.perf_counter()
+            if on_progress and (now - last_report >= PROGRESS_MIN_INTERVAL_S or all_ended or t == total - 1):
+                last_report = now
+                rate = steps / (now - t1) if now > t1 else 0.0
+                on_progress(Progress("frames", t + 1, total, now - t0, rate, (total - t - 1) / rate if rate else None))
+            if all_ended:
+                break
+    if stopped:  # keep what exists: frames 0..t of every take not already ended
+        lengths = torch.minimum(lengths, torch.tensor(t + 1, device=dev))
+    synchronize(dev)
+    frames_s = time.perf_counter() - t1
+    lengths_h = lengths.tolist()
+    frames_h = frames.cpu().numpy()
+    return FramesResult(
+        frames=[frames_h[i, : lengths_h[i]].copy() for i in range(n)],
+        seeds=seeds,
+        prompt_len=len(prompt),
+        prompt_s=prompt_s,
+        frames_s=frames_s,
+        steps=steps,
+        stopped=stopped,
+        ended=[bool(x) for x in ended.tolist()],
+    )

@@ -1,0 +1,275 @@
+"""HeartMuLa: a llama-3.2 style backbone and depth decoder with multi-codebook heads.
+
+Only the modules, their sizes and the static KV cache live here; prompt building,
+sampling and the frame loop are in their own modules. Parameter names follow the
+official checkpoint exactly, so its state dict loads with no renaming.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LlamaArgs:
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    dim: int
+    intermediate_dim: int
+    max_seq_len: int
+    norm_eps: float = 1e-5
+    rope_base: float = 500_000.0
+    rope_scale_factor: float = 32.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_old_context_len: int = 8192
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+
+def _flavor(n_layer, n_head, n_kv_head, dim, intermediate_dim, max_seq_len) -> LlamaArgs:
+    return LlamaArgs(n_layer, n_head, n_kv_head, dim, intermediate_dim, max_seq_len)
+
+
+# The official flavor names of config.json's backbone_flavor / decoder_flavor, plus the
+# two tiny test flavors of the golden checkpoints (shared/golden/flavors.json).
+FLAVORS: dict[str, LlamaArgs] = {
+    "llama-3B": _flavor(28, 24, 8, 3072, 8192, 8192),
+    "llama-300M": _flavor(3, 8, 4, 3072, 8192, 2048),
+    "llama-400M": _flavor(4, 8, 4, 3072, 8192, 2048),
+    "llama-7B": _flavor(32, 32, 8, 4096, 14336, 8192),
+    "llama-tiny": _flavor(2, 4, 2, 64, 128, 256),
+    "llama-tiny-decoder": _flavor(2, 2, 1, 32, 64, 16),
+}
+
+
+@dataclass(frozen=True)
+class HeartMuLaArgs:
+    backbone: LlamaArgs
+    decoder: LlamaArgs
+    text_vocab_size: int = 128_256
+    audio_vocab_size: int = 8197  # 8192 codes + specials (audio_eos_id is 8193)
+    n_codebooks: int = 8
+    muq_dim: int = 512
+
+    @classmethod
+    def from_config(cls, config: dict, where: str = "config.json") -> "HeartMuLaArgs":
+        """Build from the official config.json: flavor names, or explicit sizes under
+        `backbone` / `decoder` keys ({n_layer, n_head, ...}) for unofficial checkpoints."""
+
+        def llama(key: str) -> LlamaArgs:
+            spec = config.get(key)
+            if isinstance(spec, dict):
+                try:
+                    return LlamaArgs(**spec)
+                except TypeError as e:
+                    raise ValueError(f"{where}: bad sizes under {key!r}: {e}") from e
+            name = config.get(f"{key}_flavor")
+            if name not in FLAVORS:
+                raise ValueError(
+                    f"{where}: {key}_flavor {name!r} is not a known flavor; known: {', '.join(FLAVORS)}"
+                )
+            return FLAVORS[name]
+
+        return cls(
+            backbone=llama("backbone"),
+            decoder=llama("decoder"),
+            text_vocab_size=int(config.get("text_vocab_size", 128_256)),
+            audio_vocab_size=int(config.get("audio_vocab_size", 8197)),
+            n_codebooks=int(config.get("audio_num_codebooks", 8)),
+            muq_dim=int(config.get("muq_dim", 512)),
+        )
+
+
+def llama3_inv_freq(args: LlamaArgs, device=None) -> torch.Tensor:
+    """RoPE inverse frequencies with Llama-3 long-context scaling ([head_dim/2], float32)."""
+    hd = args.head_dim
+    freqs = 1.0 / (args.rope_base ** (torch.arange(0, hd, 2, device=device)[: hd // 2].float() / hd))
+    low_wavelen = args.rope_old_context_len / args.rope_low_freq_factor
+    high_wavelen = args.rope_old_context_len / args.rope_high_freq_factor
+    wavelen = 2 * math.pi / freqs
+    smooth = (args.rope_old_context_len / wavelen - args.rope_low_freq_factor) / (
+        args.rope_high_freq_factor - args.rope_low_freq_factor
+    )
+    mid = (1 - smooth) * freqs / args.rope_scale_factor + smooth * freqs
+    return torch.where(
+        wavelen < high_wavelen, freqs, torch.where(wavelen > low_wavelen, freqs / args.rope_scale_factor, mid)
+    )
+
+
+def rope_table(args: LlamaArgs, n_pos: int, device=None) -> torch.Tensor:
+    """[n_pos, head_dim/2, 2] (cos, sin) in float32."""
+    inv = llama3_inv_freq(args, device)
+    angles = torch.outer(torch.arange(n_pos, device=device, dtype=torch.float32), inv)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    # x: [B, S, H, D]; rope: [S, D/2, 2]. Rotates adjacent pairs (x[2i], x[2i+1]),
+    # as the official (torchtune) models were trained, not the two-halves layout.
+    xs = x.float().unflatten(-1, (-1, 2))
+    cos, sin = rope[None, :, None, :, 0], rope[None, :, None, :, 1]
+    out = torch.stack([xs[..., 0] * cos - xs[..., 1] * sin, xs[..., 1] * cos + xs[..., 0] * sin], dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 whatever the weight dtype: bf16 sums of squares lose too much.
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.scale
+
+
+class KVCache(nn.Module):
+    """Keys and values of every position so far, preallocated for one (batch, length)."""
+
+    def __init__(self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, n_kv_head, max_len, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        # input_pos: [S] device tensor; k, v: [B, H, S, D]. index_copy_ keeps shapes static.
+        self.k_cache.index_copy_(2, input_pos, k)
+        self.v_cache.index_copy_(2, input_pos, v)
+        return self.k_cache, self.v_cache
+
+
+class Attention(nn.Module):
+    def __init__(self, args: LlamaArgs):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = args.n_head, args.n_kv_head, args.head_dim
+        self.q_proj = nn.Linear(args.dim, args.n_head * args.head_dim, bias=False)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_head * args.head_dim, bias=False)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_head * args.head_dim, bias=False)
+        self.output_proj = nn.Linear(args.n_head * args.head_dim, args.dim, bias=False)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, rope, mask, input_pos):
+        # x: [B, S, dim]; rope: [S, D/2, 2]; mask: [S, L] bool over the cache; input_pos: [S]
+        b, s, _ = x.shape
+        q = apply_rope(self.q_proj(x).view(b, s, self.n_head, self.head_dim), rope).transpose(1, 2)
+        k = apply_rope(self.k_proj(x).view(b, s, self.n_kv_head, self.head_dim), rope).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.n_kv_head, self.head_dim).transpose(1, 2)
+        k, v = self.kv_cache.update(input_pos, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_head != self.n_kv_head)
+        return self.output_proj(y.transpose(1, 2).reshape(b, s, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: LlamaArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.intermediate_dim, bias=False)
+        self.w2 = nn.Linear(args.intermediate_dim, args.dim, bias=False)
+        self.w3 = nn.Linear(args.dim, args.intermediate_dim, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: LlamaArgs):
+        super().__init__()
+        self.attn = Attention(args)
+        self.mlp = FeedForward(args)
+        self.sa_norm = RMSNorm(args.dim, args.norm_eps)
+        self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x, rope, mask, input_pos):
+        h = x + self.attn(self.sa_norm(x), rope, mask, input_pos)
+        return h + self.mlp(self.mlp_norm(h))
+
+
+class Llama(nn.Module):
+    """A llama decoder without token embeddings or output layer (inputs are vectors)."""
+
+    def __init__(self, args: LlamaArgs):
+        super().__init__()
+        self.args = args
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layer))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.register_buffer("rope", None, persistent=False)  # [cache_len, head_dim/2, 2]
+        self.register_buffer("key_pos", None, persistent=False)  # [cache_len]
+        self.cache_len = 0
+
+    def setup_cache(self, batch: int, max_len: int, dtype, device) -> None:
+        """Allocate the KV caches and RoPE table; a no-op when (batch, length) is unchanged."""
+        if max_len > self.args.max_seq_len:
+            raise ValueError(f"cache length {max_len} exceeds the model's {self.args.max_seq_len} positions")
+        first = self.layers[0].attn.kv_cache
+        if first is not None and tuple(first.k_cache.shape[::2]) == (batch, max_len) and first.k_cache.dtype == dtype \
+                and first.k_cache.device == torch.device(device):
+            return
+        self.free_cache()
+        for layer in self.layers:
+            a = layer.attn
+            layer.attn.kv_cache = KVCache(batch, a.n_kv_head, max_len, a.head_dim, dtype, device)
+        self.rope = rope_table(self.args, max_len, device)
+        self.key_pos = torch.arange(max_len, device=device)
+        self.cache_len = max_len
+
+    def free_cache(self) -> None:
+        for layer in self.layers:
+            layer.attn.kv_cache = None
+        self.rope = None
+        self.key_pos = None
+        self.cache_len = 0
+
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, dim]; input_pos: [S] positions of these S inputs (a device tensor).
+        rope = self.rope[input_pos]
+        mask = self.key_pos[None, :] <= input_pos[:, None]  # [S, L]: causal over the cache
+        for layer in self.layers:
+            x = layer(x, rope, mask, input_pos)
+        return self.norm(x)
+
+
+class HeartMuLa(nn.Module):
+    """Backbone + depth decoder + the embeddings and heads that bind them to audio codes."""
+
+    def __init__(self, args: HeartMuLaArgs):
+        super().__init__()
+        self.args = args
+        bdim, ddim, vocab = args.backbone.dim, args.decoder.dim, args.audio_vocab_size
+        self.backbone = Llama(args.backbone)
+        self.decoder = Llama(args.decoder)
+        self.text_embeddings = nn.Embedding(args.text_vocab_size, bdim)
+        # Codebook k's code c is row k * audio_vocab_size + c.
+        self.audio_embeddings = nn.Embedding(vocab * args.n_codebooks, bdim)
+        self.unconditional_text_embedding = nn.Embedding(1, bdim)
+        self.projection = nn.Linear(bdim, ddim, bias=False)
+        self.codebook0_head = nn.Linear(bdim, vocab, bias=False)
+        self.audio_head = nn.Parameter(torch.empty(args.n_codebooks - 1, ddim, vocab))
+        self.muq_linear = nn.Linear(args.muq_dim, bdim)
+
+    def setup_caches(self, batch: int, max_len: int) -> None:
+        """Caches for `batch` rows and `max_len` backbone positions (the depth decoder
+        needs only one position per codebook). Idempotent for an unchanged shape."""
+        p = self.codebook0_head.weight
+        self.backbone.setup_cache(batch, max_len, p.dtype, p.device)
+        self.decoder.setup_cache(batch, self.args.n_codebooks, p.dtype, p.device)
+
+    def free_caches(self) -> None:
+        self.backbone.free_cache()
+        self.decoder.free_cache()
+
+    def audio_offsets(self, device) -> torch.Tensor:
+        return torch.arange(self.args.n_codebooks, device=device) * self.args.audio_vocab_size
+
+    def embed_audio(self, codebook: int, codes: torch.Tensor) -> torch.Tensor:
+        # codes: [B, 1] -> [B, 1, dim]
+        return self.audio_embeddings(codes + codebook * self.args.audio_vocab_size)
