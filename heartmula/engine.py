@@ -1,0 +1,317 @@
+"""`Engine`: owns the models, their caches and one lock; the API the CLI and UI call.
+
+One generation at a time per engine (one static cache). Models load on first use or
+at `load()`; with `lazy_load` each model is freed right after its phase, so the
+language model and the codec never sit in device memory together.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import device as devices
+from .audio import SAMPLE_RATE
+from .checkpoint import CheckpointPaths, load_heartmula, resolve_paths
+from .generate import FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits, generate_frames
+from .prompt import GenConfig, Prompt, build_prompt, load_tokenizer
+
+MAX_LYRICS_CHARS = 20_000
+MAX_TAGS_CHARS = 1_000
+
+
+class GenerationCancelled(Exception):
+    """The user stopped the job; `partial` holds the frames made so far (may be None)."""
+
+    def __init__(self, message: str = "stopped by the user", partial: FramesResult | None = None):
+        super().__init__(message)
+        self.partial = partial
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_path: str = "./ckpt"
+    version: str = "3B"
+    device: str = "auto"  # the language model's device
+    codec_device: str | None = None  # None: same as `device`
+    dtype: str = "auto"  # auto: bfloat16 on accelerators, float32 on CPU
+    lazy_load: bool = False  # free each model right after its phase
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    audio: list[np.ndarray]  # per take: float32 [2, samples] at sample_rate
+    sample_rate: int
+    frames: list[np.ndarray]  # per take: [n_frames, 8] int64
+    seeds: list[int]
+    options: GenerateOptions
+    lyrics: str
+    tags: str
+    prompt_len: int
+    prompt_s: float
+    frames_s: float
+    decode_s: float
+    total_s: float
+    frames_per_s: float  # frames of one take per second of the frame loop
+    peak_memory_bytes: int  # device peak during the job (0 where the backend does not say)
+    device: str
+    model_version: str
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def durations_s(self) -> list[float]:
+        return [a.shape[-1] / self.sample_rate for a in self.audio]
+
+
+def _clean_text(value: str, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+    # Control characters (but newlines and tabs) carry no meaning for the tokenizer.
+    value = "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
+    if not value.strip():
+        raise ValueError(f"{name} are empty; write some {name}")
+    if len(value) > limit:
+        raise ValueError(f"{name} are {len(value)} characters long; the limit is {limit}")
+    return value.strip()
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None, **overrides):
+        self.config = replace(config or EngineConfig(), **overrides)
+        self.device = devices.resolve_device(self.config.device)
+        self.codec_device = devices.resolve_device(self.config.codec_device or self.config.device)
+        self.dtype = devices.resolve_dtype(self.config.dtype, self.device)
+        self.paths: CheckpointPaths = resolve_paths(self.config.model_path, self.config.version, need_codec=False)
+        self.gen = GenConfig.from_file(self.paths.gen_config)
+        self.tokenizer = load_tokenizer(self.paths.tokenizer)
+        self.mula = None
+        self.codec = None
+        self._buffers: StepBuffers | None = None
+        self._lock = threading.RLock()  # re-entered by generate -> generate_frames/decode
+        self.last_timings: dict = {}
+
+    # ----- loading -------------------------------------------------------------------
+    def load(self, codec: bool = True) -> "Engine":
+        """Load the language model (and the codec) now rather than on first use."""
+        self._ensure_mula()
+        if codec:
+            self._ensure_codec()
+        return self
+
+    def _ensure_mula(self):
+        if self.mula is None:
+            t = time.perf_counter()
+            self.mula = load_heartmula(self.paths.mula, self.device, self.dtype)
+            devices.synchronize(self.device)
+            self.last_timings["load_mula_s"] = time.perf_counter() - t
+        return self.mula
+
+    def _ensure_codec(self):
+        if self.codec is None:
+            from .codec import load_codec
+
+            if not self.paths.codec.is_dir():
+                from .checkpoint import DOWNLOAD_HINT, CheckpointError
+
+                raise CheckpointError(
+                    f"expected the HeartCodec model at {self.paths.codec}, but it is missing. "
+                    + DOWNLOAD_HINT.format(root=self.paths.root)
+                )
+            t = time.perf_counter()
+            codec_dtype = devices.resolve_dtype(self.config.dtype, self.codec_device)
+            self.codec = load_codec(self.paths.codec, self.codec_device, codec_dtype)
+            devices.synchronize(self.codec_device)
+            self.last_timings["load_codec_s"] = time.perf_counter() - t
+        return self.codec
+
+    def unload(self, mula: bool = True, codec: bool = True) -> None:
+        """Free the models' device memory (it measurably returns to the driver)."""
+        if mula and self.mula is not None:
+            self.mula.free_caches()
+            self.mula = None
+            self._buffers = None
+        if codec and self.codec is not None:
+            self.codec = None
+        gc.collect()
+        for d in {self.device, self.codec_device}:
+            devices.synchronize(d)
+            devices.empty_cache(d)
+
+    def free_caches(self) -> None:
+        if self.mula is not None:
+            self.mula.free_caches()
+        self._buffers = None
+        gc.collect()
+        devices.empty_cache(self.device)
+
+    # ----- prompts ------------------------------------------------------------------
+    def build_prompt(self, lyrics: str, tags: str) -> Prompt:
+        lyrics = _clean_text(lyrics, "lyrics", MAX_LYRICS_CHARS)
+        tags = _clean_text(tags, "tags", MAX_TAGS_CHARS)
+        return build_prompt(self.tokenizer, lyrics, tags, self.gen)
+
+    # ----- generation ---------------------------------------------------------------
+    def _prepare(self, prompt: Prompt, opts: GenerateOptions) -> StepBuffers:
+        model = self._ensure_mula()
+        model_max = model.args.backbone.max_seq_len
+        check_fits(len(prompt), opts, model_max)
+        rows = opts.takes * (2 if opts.guided else 1)
+        model.setup_caches(rows, cache_length(len(prompt), opts.max_frames, model_max))
+        if self._buffers is None or (self._buffers.takes, self._buffers.guided) != (opts.takes, opts.guided):
+            self._buffers = StepBuffers(model, opts.takes, opts.guided)
+        return self._buffers
+
+    def generate_frames(
+        self,
+        lyrics: str,
+        tags: str,
+        options: GenerateOptions | None = None,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **overrides,
+    ) -> FramesResult:
+        """Lyrics + tags -> the codes of every take (no audio). A stop returns the frames so far."""
+        opts = replace(options or GenerateOptions(), **overrides)
+        prompt = self.build_prompt(lyrics, tags)
+        with self._lock:
+            try:
+                buf = self._prepare(prompt, opts)
+                result = generate_frames(
+                    self.mula, prompt, self.gen, opts, buffers=buf, on_progress=on_progress, should_stop=should_stop
+                )
+            except BaseException as e:
+                self._after_failure(e)
+                raise
+            if result.stopped:
+                self.free_caches()
+            if self.config.lazy_load:
+                self.unload(mula=True, codec=False)
+            return result
+
+    def decode(
+        self,
+        frames: list[np.ndarray],
+        options: GenerateOptions | None = None,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[np.ndarray]:
+        """Frames of each take ([n, 8]) -> float32 stereo [2, samples] at 48 kHz each."""
+        opts = options or GenerateOptions()
+        codec = self._ensure_codec()
+        t0 = time.perf_counter()
+        stop = should_stop or (lambda: False)
+
+        def progress(done: int, total: int) -> None:
+            if stop():
+                raise GenerationCancelled("stopped while decoding")
+            if on_progress:
+                el = time.perf_counter() - t0
+                rate = done / el if el > 0 else 0.0
+                on_progress(Progress("decode", done, total, el, rate, (total - done) / rate if rate else None))
+
+        codes = [torch.from_numpy(np.ascontiguousarray(f.T)) for f in frames]  # [8, T] each
+        audio = codec.decode_batch(
+            codes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale, on_progress=progress
+        )
+        if self.config.lazy_load:
+            self.unload(mula=False, codec=True)
+        return audio
+
+    def generate(
+        self,
+        lyrics: str,
+        tags: str,
+        options: GenerateOptions | None = None,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **overrides,
+    ) -> GenerateResult:
+        """Lyrics + tags -> a song per take. Raises GenerationCancelled when stopped."""
+        opts = replace(options or GenerateOptions(), **overrides)
+        with self._lock:
+            t0 = time.perf_counter()
+            for d in {self.device, self.codec_device}:
+                devices.reset_peak_memory(d)
+            fr = self.generate_frames(lyrics, tags, opts, on_progress=on_progress, should_stop=should_stop)
+            if fr.stopped:
+                raise GenerationCancelled("stopped while generating frames", partial=fr)
+            t1 = time.perf_counter()
+            try:
+                audio = self.decode(fr.frames, opts, on_progress=on_progress, should_stop=should_stop)
+            except BaseException as e:
+                self._after_failure(e)
+                raise
+            decode_s = time.perf_counter() - t1
+            peak = max(devices.max_memory_allocated(d) for d in {self.device, self.codec_device})
+        return GenerateResult(
+            audio=audio,
+            sample_rate=SAMPLE_RATE,
+            frames=fr.frames,
+            seeds=fr.seeds,
+            options=replace(opts, seed=fr.seeds[0]),
+            lyrics=lyrics,
+            tags=tags,
+            prompt_len=fr.prompt_len,
+            prompt_s=fr.prompt_s,
+            frames_s=fr.frames_s,
+            decode_s=decode_s,
+            total_s=time.perf_counter() - t0,
+            frames_per_s=fr.frames_per_s,
+            peak_memory_bytes=peak,
+            device=devices.device_name(self.device),
+            model_version=self.config.version,
+        )
+
+    def _after_failure(self, error: BaseException) -> None:
+        """Free what a failed or stopped job held, so the next job starts clean."""
+        self.free_caches()
+        if devices.is_out_of_memory(error):
+            raise RuntimeError(
+                "the device ran out of memory; try fewer takes, a shorter length, or lazy load "
+                "(--lazy-load) so the language model and codec are not loaded together"
+            ) from error
+
+    # ----- information ------------------------------------------------------------------
+    def memory(self) -> dict:
+        """Device memory now: used, peak and total bytes per device in use."""
+        out = {}
+        for d in {self.device, self.codec_device}:
+            out[str(d)] = {
+                "name": devices.device_name(d),
+                "allocated": devices.memory_allocated(d),
+                "peak": devices.max_memory_allocated(d),
+                "total": devices.total_memory(d),
+            }
+        return out
+
+
+def load_engine(
+    model_path: str = "./ckpt",
+    *,
+    version: str = "3B",
+    device: str = "auto",
+    codec_device: str | None = None,
+    dtype: str = "auto",
+    lazy_load: bool = False,
+    preload: bool = True,
+) -> Engine:
+    """Open a checkpoint folder; with `preload`, load the models now (unless lazy)."""
+    engine = Engine(
+        EngineConfig(
+            model_path=str(Path(model_path)), version=version, device=device,
+            codec_device=codec_device, dtype=dtype, lazy_load=lazy_load,
+        )
+    )
+    if preload and not lazy_load:
+        engine.load(codec=engine.paths.codec.is_dir())
+    return engine

@@ -1,0 +1,159 @@
+"""Presets: YAML files of option values, `presets/<name>.yaml`, the file name being the name.
+
+A preset is partial: keys it leaves out keep their defaults. Keys are field names of
+`GenerateOptions` (generation) and `TranscribeSettings` (transcription). As nanoGPT's
+configurator does, an unknown key or a value of another type is refused with a message
+that names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from .audio import atomic_write_bytes
+from .generate import GenerateOptions
+
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "presets"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,47}$")
+
+
+@dataclass(frozen=True)
+class TranscribeSettings:
+    batch_size: int = 16  # chunks transcribed together
+    chunk_length_s: float = 30.0  # long audio is cut into chunks of this length
+
+    def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
+            raise ValueError(f"batch_size={self.batch_size!r} is out of range; allowed: 1 to 64")
+        if isinstance(self.chunk_length_s, bool) or not isinstance(self.chunk_length_s, (int, float)) \
+                or not 5 <= self.chunk_length_s <= 30:
+            raise ValueError(f"chunk_length_s={self.chunk_length_s!r} is out of range; allowed: 5 to 30")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    generate: GenerateOptions
+    transcribe: TranscribeSettings
+    description: str = ""
+    builtin: bool = False
+
+    def to_dict(self) -> dict:
+        return {"description": self.description, **asdict(self.generate), **asdict(self.transcribe)}
+
+
+def _coerce(key: str, value, default, where: str):
+    """Keep the default's type: int fields take ints, float fields ints or floats."""
+    expected = type(default) if default is not None else int
+    if isinstance(value, bool) != isinstance(default, bool) and default is not None:
+        raise ValueError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if value is not None and not isinstance(value, expected):
+        raise ValueError(f"{where}: {key} must be {expected.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def preset_from_dict(name: str, data: dict, where: str, builtin: bool = False) -> Preset:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: a preset is a mapping of option: value, found {type(data).__name__}")
+    gen_defaults, tr_defaults = GenerateOptions(), TranscribeSettings()
+    gen_keys = {f.name for f in fields(GenerateOptions)}
+    tr_keys = {f.name for f in fields(TranscribeSettings)}
+    unknown = sorted(set(data) - gen_keys - tr_keys - {"description"})
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: description, "
+            f"{', '.join(sorted(gen_keys | tr_keys))}"
+        )
+    gen = {k: _coerce(k, v, getattr(gen_defaults, k), where) for k, v in data.items() if k in gen_keys}
+    tr = {k: _coerce(k, v, getattr(tr_defaults, k), where) for k, v in data.items() if k in tr_keys}
+    try:
+        return Preset(
+            name=name,
+            generate=replace(gen_defaults, **gen),
+            transcribe=replace(tr_defaults, **tr),
+            description=str(data.get("description", "")),
+            builtin=builtin,
+        )
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)  # safe_load: YAML never builds Python objects here
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: could not be read ({e})") from e
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from e
+    return data if data is not None else {}
+
+
+def user_dir() -> Path:
+    """Where presets saved from the studio go (built-in ones are never overwritten)."""
+    base = os.environ.get("HEARTMULA_HOME") or Path.home() / ".local" / "share" / "heartmula"
+    return Path(base) / "presets"
+
+
+def load_preset(name_or_path: str | Path, search: list[Path] | None = None) -> Preset:
+    """A preset by name (user presets shadow nothing: built-ins win) or by YAML path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return preset_from_dict(p.stem, _read_yaml(p), str(p))
+    for folder in search or [BUILTIN_DIR, user_dir()]:
+        path = Path(folder) / f"{name_or_path}.yaml"
+        if path.is_file():
+            return preset_from_dict(path.stem, _read_yaml(path), str(path), builtin=Path(folder) == BUILTIN_DIR)
+    raise ValueError(f"no preset named {name_or_path!r}; available: {', '.join(list_presets(search)) or 'none'}")
+
+
+def list_presets(search: list[Path] | None = None) -> list[str]:
+    names: list[str] = []
+    for folder in search or [BUILTIN_DIR, user_dir()]:
+        for path in sorted(Path(folder).glob("*.yaml")):
+            if path.stem not in names:
+                names.append(path.stem)
+    return names
+
+
+def load_all(search: list[Path] | None = None) -> tuple[dict[str, Preset], list[str]]:
+    """Every preset that loads, and one warning per file that does not (skipped, not fatal)."""
+    presets, warnings = {}, []
+    for name in list_presets(search):
+        try:
+            presets[name] = load_preset(name, search)
+        except ValueError as e:
+            warnings.append(str(e))
+    return presets, warnings
+
+
+def save_preset(preset: Preset, folder: Path | None = None) -> Path:
+    """Write a preset as YAML, atomically; refuses names of built-in presets."""
+    import yaml
+
+    if not NAME_RE.match(preset.name):
+        raise ValueError(
+            f"preset name {preset.name!r}: use 1-48 letters, digits, spaces, '-' or '_', starting with a letter or digit"
+        )
+    if (BUILTIN_DIR / f"{preset.name}.yaml").exists():
+        raise ValueError(f"{preset.name!r} is a built-in preset; save under another name")
+    folder = Path(folder or user_dir())
+    data = preset.to_dict()
+    preset_from_dict(preset.name, data, "new preset")  # the file we write must load back
+    return atomic_write_bytes(folder / f"{preset.name}.yaml", yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
+
+
+def delete_preset(name: str, folder: Path | None = None) -> None:
+    if (BUILTIN_DIR / f"{name}.yaml").exists():
+        raise ValueError(f"{name!r} is a built-in preset and cannot be deleted")
+    path = Path(folder or user_dir()) / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"no custom preset named {name!r}")
+    path.unlink()

@@ -1,0 +1,87 @@
+"""Saving a generated take: the audio file plus a JSON sidecar with everything that made it."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .audio import atomic_write_bytes, write_audio
+
+SIDECAR_VERSION = 1
+
+
+def sidecar_path(audio_path: str | Path) -> Path:
+    return Path(audio_path).with_suffix(".json")
+
+
+def song_metadata(result, take: int) -> dict:
+    """Every setting, the seed, model versions, durations and speeds of one take."""
+    import torch
+
+    opts = asdict(result.options)
+    opts["seed"] = result.seeds[take]
+    audio = result.audio[take]
+    return {
+        "sidecar_version": SIDECAR_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "lyrics": result.lyrics,
+        "tags": result.tags,
+        "take": take,
+        "takes": len(result.audio),
+        "seed": result.seeds[take],
+        "options": opts,
+        "model": {"heartmula_version": result.model_version, "heartcodec": "HeartCodec-oss"},
+        "frames": int(result.frames[take].shape[0]),
+        "duration_s": round(audio.shape[-1] / result.sample_rate, 3),
+        "sample_rate": result.sample_rate,
+        "channels": int(audio.shape[0]),
+        "timings_s": {
+            "prompt": round(result.prompt_s, 4),
+            "frames": round(result.frames_s, 4),
+            "decode": round(result.decode_s, 4),
+            "total": round(result.total_s, 4),
+        },
+        "frames_per_s": round(result.frames_per_s, 2),
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "device": result.device,
+        "software": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def save_take(result, take: int, path: str | Path) -> tuple[Path, Path]:
+    """Write take `take` to `path` (.wav/.flac/.mp3) and its sidecar beside it, atomically.
+
+    The audio is written first, so a listed sidecar always has its audio."""
+    path = Path(path)
+    write_audio(path, result.audio[take], result.sample_rate)
+    meta = song_metadata(result, take)
+    meta["audio_file"] = path.name
+    side = atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
+    return path, side
+
+
+def take_paths(path: str | Path, takes: int) -> list[Path]:
+    """song.mp3 for one take; song_take1.mp3, song_take2.mp3, ... for several."""
+    path = Path(path)
+    if takes == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_take{i + 1}{path.suffix}") for i in range(takes)]
+
+
+def save_frames(path: str | Path, frames: list[np.ndarray]) -> Path:
+    """[takes, frames, 8] int64 .npy; takes of unequal length are padded with -1."""
+    n = max(len(f) for f in frames)
+    k = frames[0].shape[1]
+    arr = np.full((len(frames), n, k), -1, dtype=np.int64)
+    for i, f in enumerate(frames):
+        arr[i, : len(f)] = f
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
