@@ -48,6 +48,7 @@ LATENTS_PER_FRAME = 2  # latents run at 25 Hz
 WINDOW_LATENTS = WINDOW_FRAMES * LATENTS_PER_FRAME  # 744
 OVERLAP_LATENTS = OVERLAP_FRAMES * LATENTS_PER_FRAME  # 104
 OVERLAP_SAMPLES = OVERLAP_FRAMES * SAMPLES_PER_FRAME  # 199680
+HOP_SAMPLES = HOP_FRAMES * SAMPLES_PER_FRAME  # 1228800
 WINDOW_SAMPLES = WINDOW_FRAMES * SAMPLES_PER_FRAME  # 1428480
 
 INCONTEXT_NOISE_KEEP = 1 - 1e-6  # in-context frames at time t: (1 - 0.999999 t) noise + t latents
@@ -429,7 +430,10 @@ class HeartCodec(nn.Module):
             # largest tensors of the whole decode.
             take = takes[i]
             take.prev_latents = latents[row]
-            chunk = self._crossfade(take, self._latents_to_audio(latents[row]), last=w == take.n_windows - 1)
+            # Only the last window can end past the song; its audio beyond is never used.
+            n_samples = min(WINDOW_SAMPLES, take.target_samples - w * HOP_SAMPLES)
+            audio = self._latents_to_audio(latents[row], max(n_samples, OVERLAP_SAMPLES if w else 1))
+            chunk = self._crossfade(take, audio, last=w == take.n_windows - 1)
             chunk = chunk[:, : max(0, take.target_samples - take.emitted)]
             take.emitted += chunk.shape[1]
             out.append((i, chunk))
@@ -459,9 +463,17 @@ class HeartCodec(nn.Module):
             x = x + dt * v
         return x
 
-    def _latents_to_audio(self, latents: torch.Tensor) -> torch.Tensor:
-        # latents: [744, 256] -> float32 [2, samples]: channels 0..127 are left, 128..255 right
-        streams = latents.float().unflatten(-1, (N_CHANNELS, -1)).permute(1, 2, 0)  # [2, 128, 744]
+    def _latents_to_audio(self, latents: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """latents [744, 256] -> float32 [2, >= n_samples]; channels 0..127 are left, 128..255 right.
+
+        The scalar decoder is causal but for a look-ahead of 2 latents, so the first
+        n_samples need only the latents up to there (plus the look-ahead): a short song,
+        or the last window of a long one, skips decoding the padding."""
+        lookahead = self.scalar_model.lookahead
+        hop = self.scalar_model.args.hop_length
+        if lookahead is not None:
+            latents = latents[: -(-n_samples // hop) + lookahead]
+        streams = latents.float().unflatten(-1, (N_CHANNELS, -1)).permute(1, 2, 0)  # [2, 128, n]
         return self.scalar_model.decode(streams)[:, 0]
 
     @staticmethod

@@ -142,6 +142,12 @@ class ScalarDecoder(nn.Module):
         layers.append(Conv1d(args.init_channel, 1, args.default_kernel_size, causal=args.causal, weight_norm=True))
         self.decoder = nn.ModuleList(layers)
 
+    @property
+    def lookahead(self) -> int | None:
+        """How many latent steps past t the output samples of step t depend on (the centred
+        first conv); None when the decoder is not causal after it."""
+        return self.args.delay_kernel_size // 2 if self.args.causal else None
+
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         # latent: [B, latent_dim, T] -> [B, 1, T * hop_length]
         x = torch.round(SQ_LEVELS * latent) / SQ_LEVELS  # snap to the encoder's 9 levels

@@ -36,6 +36,16 @@ def rel_err(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These tests share a 2-core machine with other jobs; two spinning OpenMP threads per
+    # process then run several times slower than one. Restored afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def golden_dir() -> Path:
     path = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
@@ -188,17 +198,20 @@ def test_padding_rule(n_frames):
 
 # ---- batching ------------------------------------------------------------------------------------
 
-def test_decode_batch_equals_separate_decodes(codec, golden, one_frame, one_window):
+def test_decode_batch_equals_separate_decodes(codec, golden, one_frame):
     codes = golden["detok_codes"]
-    gens = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
+    alone = codec.decode(codes[:, 100:130], num_steps=FAST_STEPS, generator=torch.Generator().manual_seed(9))
+    gens = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(9)]
     progress = []
-    outs = codec.decode_batch([codes[:, :1], codes[:, :WINDOW_FRAMES]], num_steps=FAST_STEPS, generators=gens,
+    outs = codec.decode_batch([codes[:, :1], codes[:, 100:130]], num_steps=FAST_STEPS, generators=gens,
                               on_progress=lambda d, t: progress.append((d, t)))
     assert progress[-1] == (2, 2)
-    assert outs[0].shape == one_frame.shape and outs[1].shape == one_window.shape
+    assert outs[0].shape == one_frame.shape and outs[1].shape == alone.shape == (2, 30 * SAMPLES_PER_FRAME)
     # Batched matrix products may round differently from single ones; nothing else differs.
     assert rel_err(outs[0], one_frame) < 1e-5
-    assert rel_err(outs[1], one_window) < 1e-5
+    assert rel_err(outs[1], alone) < 1e-5
+    # Different takes got different noise (the batch rows are not mixed up or shared).
+    assert rel_err(outs[0][:, :SAMPLES_PER_FRAME], outs[1][:, :SAMPLES_PER_FRAME]) > 1e-2
 
 
 # ---- precision -----------------------------------------------------------------------------------
