@@ -118,7 +118,7 @@ class StepBuffers:
 
     def set_request(self, opts: GenerateOptions, seeds: list[int]) -> None:
         self.temperature.fill_(float(opts.temperature))
-        self.topk.fill_(int(opts.topk))
+        self.topk.fill_(min(int(opts.topk), self.keys.numel()))  # k beyond the vocabulary keeps all
         self.cfg_scale.fill_(float(opts.cfg_scale))
         self.seeds.copy_(torch.tensor(seeds, dtype=torch.long))
 
