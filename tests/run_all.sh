@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The one test command: sets up a fresh machine by itself, then runs the whole suite.
+#   bash tests/run_all.sh [pytest args...]
+# Installs (when missing): Debian chromium, espeak-ng and sox; a .venv with torch first
+# (TORCH_SPEC, default the CPU wheel torch==2.13.0), then requirements.txt and the test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade pip >/dev/null
+# torch first and on its own: a loose "torch" would pull a multi-GB CUDA build.
+"$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+"$VPY" -m pip install -q -r requirements.txt -r tests/requirements.txt
+
+export PYTHONUNBUFFERED=1
+exec "$VPY" -m pytest -q -p no:cacheprovider "$@"
