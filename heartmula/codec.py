@@ -302,7 +302,13 @@ class HeartCodec(nn.Module):
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor | np.ndarray, *, num_steps: int = 10, guidance_scale: float = 1.25,
                generator: torch.Generator | None = None, on_progress: ProgressFn | None = None) -> np.ndarray:
-        """codes [8, T] -> float32 [2, T * 3840] at 48 kHz (see the module docstring)."""
+        """codes [8, T] -> float32 [2, T * 3840] at 48 kHz (see the module docstring).
+
+        guidance_scale > 1 runs classifier-free guidance (estimator batch [uncond, cond]);
+        <= 1 runs the conditional estimate only, as the reference does. `generator` (any
+        device) draws the noise; None uses torch's global CPU generator, so
+        torch.manual_seed(s) reproduces the reference. `on_progress(done_windows, total_windows)`
+        is called after each window."""
         chunks = list(self.decode_stream(codes, num_steps=num_steps, guidance_scale=guidance_scale,
                                          generator=generator, on_progress=on_progress))
         return np.concatenate(chunks, axis=1)
@@ -455,7 +461,9 @@ class HeartCodec(nn.Module):
             t, dt = t_steps[k], dt_steps[k]
             if n_incontext:
                 x[:, :n_incontext] = (1 - INCONTEXT_NOISE_KEEP * t) * noise[:, :n_incontext] + t * incontext[:, :n_incontext]
-            h = torch.cat([torch.cat([x, x]) if guided else x, static], dim=-1).to(self.compute_dtype)
+            # float32 in: the estimator casts for its own projections and keeps the raw input
+            # float32 where it concatenates it again (connection_proj).
+            h = torch.cat([torch.cat([x, x]) if guided else x, static], dim=-1)
             v = estimator(h, cond=step_conds[k])
             if guided:
                 v_uncond, v_cond = v.chunk(2)
