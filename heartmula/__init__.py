@@ -10,6 +10,20 @@ The public surface (the UI imports only these names):
 from .engine import Engine, EngineConfig, GenerateResult, GenerationCancelled, load_engine
 from .generate import FramesResult, GenerateOptions, Progress
 
+# The studio (ui/) imports these too; none of them imports gradio.
+from .audio import FRAME_MS, SAMPLE_RATE, AudioFileError
+from .checkpoint import find_versions
+from .device import available_devices
+from .doctor import run as run_doctor
+from .generate import MAX_SEED, MAX_TAKES
+from .history import History, Song
+from .lyrics import LyricCheck, check_lyrics
+from .presets import Preset, TranscribeSettings, delete_preset, load_preset, save_preset
+from .presets import load_all as load_presets
+from .presets import user_dir as preset_user_dir
+from .stats import LiveStats, device_utilization
+from .transcribe import RTF_LABEL, Transcriber, TranscriptionCancelled, TranscriptionResult, format_transcript
+
 __all__ = [
     "Engine",
     "EngineConfig",
@@ -19,4 +33,10 @@ __all__ = [
     "GenerationCancelled",
     "Progress",
     "load_engine",
+    # studio helpers
+    "FRAME_MS", "SAMPLE_RATE", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices",
+    "run_doctor", "History", "Song", "LyricCheck", "check_lyrics", "Preset", "TranscribeSettings",
+    "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
+    "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",
+    "format_transcript",
 ]
