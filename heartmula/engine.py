@@ -82,6 +82,14 @@ def _clean_text(value: str, name: str, limit: int) -> str:
     return value.strip()
 
 
+def codec_codes(frames: np.ndarray, codebook_size: int) -> torch.Tensor:
+    """[n, 8] frames -> the codec's [8, n] codes. The language model's vocabulary has a few
+    special ids past the codebook (8192 and up); the stop rule drops frames holding the
+    end id, but the others can still be sampled, and with ignore_eos so can the end id:
+    they are clamped to the codebook rather than crash the decode."""
+    return torch.from_numpy(np.ascontiguousarray(np.clip(frames, 0, codebook_size - 1).T))
+
+
 class Engine:
     def __init__(self, config: EngineConfig | None = None, **overrides):
         self.config = replace(config or EngineConfig(), **overrides)
@@ -218,7 +226,7 @@ class Engine:
                 rate = done / el if el > 0 else 0.0
                 on_progress(Progress("decode", done, total, el, rate, (total - done) / rate if rate else None))
 
-        codes = [torch.from_numpy(np.ascontiguousarray(f.T)) for f in frames]  # [8, T] each
+        codes = [codec_codes(f, codec.config.codebook_size) for f in frames]
         audio = codec.decode_batch(
             codes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale, on_progress=progress
         )

@@ -182,14 +182,14 @@ def prefill(model: HeartMuLa, prompt: Prompt, buf: StepBuffers) -> torch.Tensor:
     return depth_frame(model, last_h, buf)
 
 
-def decode_frame(model: HeartMuLa, buf: StepBuffers) -> torch.Tensor:
+def decode_frame(model: HeartMuLa, buf: StepBuffers, attn_len: int | None = None) -> torch.Tensor:
     """One step: the previous frame (buf.codes) at buf.input_pos -> the next frame [rows, K].
 
     No host sync, no Python branch on tensor values, no state change outside buffers:
-    this is the function a device graph captures.
+    this is the function a device graph captures (one graph per `attn_len` bucket).
     """
     x = model.audio_embeddings(buf.codes + buf.offsets).sum(dim=1, keepdim=True)  # [rows, 1, dim]
-    last_h = model.backbone(x, buf.input_pos)[:, -1]
+    last_h = model.backbone(x, buf.input_pos, attn_len)[:, -1]
     return depth_frame(model, last_h, buf)
 
 
@@ -222,15 +222,17 @@ def generate_frames(
     opts: GenerateOptions,
     *,
     buffers: StepBuffers | None = None,
-    step: Callable[[HeartMuLa, StepBuffers], torch.Tensor] = decode_frame,
+    step: Callable[[HeartMuLa, StepBuffers, int], torch.Tensor] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> FramesResult:
     """Run the prompt step and the frame loop for every take of `opts`.
 
     `buffers` must match (takes, guidance) and the model's caches must be set up for
-    it; `step` is `decode_frame` or a captured-graph replay of it.
+    it. `step(model, buf, pos)` makes the frame at host-known position `pos`: eager
+    `decode_frame` by default, or a captured-graph replay of it (see graphs.py).
     """
+    step = step or (lambda m, b, pos: decode_frame(m, b))
     buf = buffers or StepBuffers(model, opts.takes, opts.guided)
     if (buf.takes, buf.guided) != (opts.takes, opts.guided):
         raise ValueError("step buffers were set up for another number of takes or guidance")
@@ -256,7 +258,7 @@ def generate_frames(
     steps, stopped, last_report = 0, False, 0.0
     for t in range(1, total):
         buf.input_pos.add_(1)
-        codes = step(model, buf)
+        codes = step(model, buf, len(prompt) + t - 1)
         frames[:, t] = codes[:n]
         if not opts.ignore_eos:
             # End of song when any code of a take's conditional row is an end code; that

@@ -159,15 +159,22 @@ class Attention(nn.Module):
         self.output_proj = nn.Linear(args.n_head * args.head_dim, args.dim, bias=False)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x, rope, mask, input_pos):
-        # x: [B, S, dim]; rope: [S, D/2, 2]; mask: [S, L] bool over the cache; input_pos: [S]
+    def forward(self, x, rope, mask, input_pos, attn_len):
+        # x: [B, S, dim]; rope: [S, D/2, 2]; mask: [S, attn_len] bool; input_pos: [S]
         b, s, _ = x.shape
-        q = apply_rope(self.q_proj(x).view(b, s, self.n_head, self.head_dim), rope).transpose(1, 2)
+        g = self.n_head // self.n_kv_head
+        q = apply_rope(self.q_proj(x).view(b, s, self.n_head, self.head_dim), rope)
         k = apply_rope(self.k_proj(x).view(b, s, self.n_kv_head, self.head_dim), rope).transpose(1, 2)
         v = self.v_proj(x).view(b, s, self.n_kv_head, self.head_dim).transpose(1, 2)
         k, v = self.kv_cache.update(input_pos, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_head != self.n_kv_head)
-        return self.output_proj(y.transpose(1, 2).reshape(b, s, -1))
+        k, v = k[:, :, :attn_len], v[:, :, :attn_len]  # only the part that can be filled
+        # Grouped-query attention without copying the cache per query head: the g query
+        # heads that share a kv head (heads kv*g .. kv*g+g-1) become g*S query rows.
+        q = q.view(b, s, self.n_kv_head, g, self.head_dim).permute(0, 2, 3, 1, 4).reshape(b, self.n_kv_head, g * s, -1)
+        m = mask.expand(g, s, mask.shape[-1]).reshape(g * s, -1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        y = y.view(b, self.n_kv_head, g, s, self.head_dim).permute(0, 3, 1, 2, 4).reshape(b, s, -1)
+        return self.output_proj(y)
 
 
 class FeedForward(nn.Module):
@@ -189,8 +196,8 @@ class Block(nn.Module):
         self.sa_norm = RMSNorm(args.dim, args.norm_eps)
         self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, rope, mask, input_pos):
-        h = x + self.attn(self.sa_norm(x), rope, mask, input_pos)
+    def forward(self, x, rope, mask, input_pos, attn_len):
+        h = x + self.attn(self.sa_norm(x), rope, mask, input_pos, attn_len)
         return h + self.mlp(self.mlp_norm(h))
 
 
@@ -229,12 +236,15 @@ class Llama(nn.Module):
         self.key_pos = None
         self.cache_len = 0
 
-    def forward(self, x: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor, attn_len: int | None = None) -> torch.Tensor:
         # x: [B, S, dim]; input_pos: [S] positions of these S inputs (a device tensor).
+        # attn_len: attend to cache positions [0, attn_len) only; it must exceed every
+        # input_pos. A static int, so that each length bucket is its own device graph.
+        attn_len = attn_len or self.cache_len
         rope = self.rope[input_pos]
-        mask = self.key_pos[None, :] <= input_pos[:, None]  # [S, L]: causal over the cache
+        mask = self.key_pos[None, :attn_len] <= input_pos[:, None]  # [S, attn_len]: causal
         for layer in self.layers:
-            x = layer(x, rope, mask, input_pos)
+            x = layer(x, rope, mask, input_pos, attn_len)
         return self.norm(x)
 
 

@@ -1,0 +1,347 @@
+"""`python -m heartmula.bench`: the speed figures, their targets and the hardware floor.
+
+Real shapes (HeartMuLa-oss-3B, HeartCodec-oss, Whisper large-v3) with random weights:
+weights do not change speed. Every time is taken after a warm-up with the device
+synchronized before the clock is read.
+
+    python -m heartmula.bench --device cuda --what generate,codec,load,transcribe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import device as devices
+from .engine import codec_codes
+from .generate import GenerateOptions, StepBuffers, cache_length, decode_frame, generate_frames, prefill
+from .model import FLAVORS, HeartMuLa, HeartMuLaArgs, LlamaArgs
+from .prompt import GenConfig, Prompt
+
+TARGETS = {
+    "gen_fps_1take": 175.0,  # frames/s, 1 take, cfg 1.5
+    "gen_4take_speedup": 3.0,  # x the 1-take frames/s, counted over all takes
+    "prompt_ms": 100.0,  # 300-token prompt step
+    "codec_120s_s": 1.2,
+    "song_3min_s": 20.0,
+    "load_s": 3.0,
+    "transcribe_rtf": 0.01,
+}
+
+
+@dataclass
+class Row:
+    what: str
+    value: float
+    unit: str
+    target: str = ""
+    floor: str = ""
+    pct_floor: str = ""
+    ok: str = ""
+
+
+def _time(fn, dev, reps: int = 5) -> float:
+    """Median seconds of `fn()` over reps, device synchronized around each."""
+    times = []
+    for _ in range(reps):
+        devices.synchronize(dev)
+        t = time.perf_counter()
+        fn()
+        devices.synchronize(dev)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def copy_bandwidth(dev) -> float:
+    """Bytes/s of a large device-to-device copy, counting bytes read and written."""
+    if dev.type == "cpu":
+        n = 256 * 2**20
+    else:
+        n = 2 * 2**30
+    a = torch.empty(n, dtype=torch.uint8, device=dev)
+    a.random_(0, 255)  # never time on zeros
+    b = torch.empty_like(a)
+    b.copy_(a)
+    return 2 * n / _time(lambda: b.copy_(a), dev, reps=10)
+
+
+# --size small: the same code paths at toy sizes, to check the benchmark itself on a CPU.
+SMALL_BACKBONE = LlamaArgs(2, 4, 2, 64, 128, 8192)
+SMALL_DECODER = LlamaArgs(2, 2, 1, 32, 64, 16)
+SMALL_CODEC = dict(dim=32, codebook_size=64, codebook_dim=8, attention_head_dim=16, num_attention_heads=2,
+                   in_channels=544, num_layers=2, num_layers_2=1, init_channel=4)
+SIZE = "3B"
+
+
+def random_mula(dev, dtype) -> HeartMuLa:
+    if SIZE == "small":
+        args = HeartMuLaArgs(backbone=SMALL_BACKBONE, decoder=SMALL_DECODER, text_vocab_size=320, audio_vocab_size=8197,
+                             muq_dim=16)
+    else:
+        args = HeartMuLaArgs(backbone=FLAVORS["llama-3B"], decoder=FLAVORS["llama-300M"])
+    with torch.device("meta"):
+        model = HeartMuLa(args)
+    model = model.to_empty(device=dev).to(dtype)
+    g = torch.Generator(device=dev).manual_seed(0)
+    for name, p in model.named_parameters():
+        if name.endswith("scale"):
+            p.data.fill_(1.0)
+        else:
+            p.data.normal_(0.0, 0.02, generator=g)
+    return model.eval().requires_grad_(False)
+
+
+def weight_bytes_per_frame(model: HeartMuLa) -> int:
+    """The least a frame must read: the backbone once, the depth decoder seven times,
+    the heads and the projection once per use (embedding rows are negligible)."""
+    size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
+    k = model.args.n_codebooks
+    head = model.audio_head
+    return (size(model.backbone) + (k - 1) * size(model.decoder) + size(model.codebook0_head)
+            + head.numel() * head.element_size() + k * size(model.projection))
+
+
+def random_prompt(n_rows: int, vocab: int, k: int = 8) -> Prompt:
+    rng = np.random.default_rng(0)
+    tokens = np.zeros((n_rows, k + 1), dtype=np.int64)
+    tokens[:, -1] = rng.integers(0, vocab, n_rows)
+    mask = np.zeros_like(tokens, dtype=bool)
+    mask[:, -1] = True
+    return Prompt(tokens=tokens, mask=mask, muq_idx=min(12, n_rows - 1))
+
+
+def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, results: dict) -> list[Row]:
+    from .graphs import GraphedStep, graphs_supported
+
+    model = random_mula(dev, dtype)
+    gen = GenConfig()
+    prompt = random_prompt(300, model.args.text_vocab_size)
+    bw = results.setdefault("copy_bandwidth_Bps", copy_bandwidth(dev))
+    rows: list[Row] = []
+    use_graphs = use_graphs and graphs_supported(dev)
+
+    def run(n_takes: int, n_frames: int, graphed: bool, seed: int = 1):
+        opts = GenerateOptions(max_audio_length_ms=n_frames * 80, takes=n_takes, cfg_scale=1.5, seed=seed,
+                               ignore_eos=True)
+        model.setup_caches(2 * n_takes, cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
+        buf = StepBuffers(model, n_takes, True)
+        step = None
+        if graphed:
+            step = GraphedStep(model, buf)
+            t = time.perf_counter()
+            step.capture_all()
+            devices.synchronize(dev)
+            results[f"capture_s_{n_takes}"] = time.perf_counter() - t
+        generate_frames(model, prompt, gen, replace_frames(opts, 16), buffers=buf, step=step)  # warm-up
+        return generate_frames(model, prompt, gen, opts, buffers=buf, step=step)
+
+    def replace_frames(opts, n):
+        from dataclasses import replace
+        return replace(opts, max_audio_length_ms=n * 80)
+
+    # Prompt step: 300 tokens, cfg batch 2.
+    model.setup_caches(2, cache_length(len(prompt), frames, model.args.backbone.max_seq_len))
+    buf = StepBuffers(model, 1, True)
+    buf.set_request(GenerateOptions(seed=0), [0])
+    with torch.inference_mode():
+        prompt_s = _time(lambda: prefill(model, prompt, buf), dev)
+    rows.append(Row("prompt step, 300 tokens, cfg 1.5", prompt_s * 1e3, "ms", f"< {TARGETS['prompt_ms']:.0f}",
+                    ok=_ok(prompt_s * 1e3 <= TARGETS["prompt_ms"])))
+
+    floor_s = weight_bytes_per_frame(model) / bw
+    results["floor_fps"] = 1 / floor_s
+    eager = run(1, min(frames, 256), graphed=False)
+    rows.append(Row("generation eager, 1 take, cfg 1.5", eager.frames_per_s, "frames/s", "",
+                    f"{1 / floor_s:.0f}", f"{100 * eager.frames_per_s * floor_s:.0f}%"))
+    one = run(1, frames, graphed=use_graphs)
+    label = "graph" if use_graphs else "eager"
+    rows.append(Row(f"generation {label}, 1 take, cfg 1.5", one.frames_per_s, "frames/s",
+                    f">= {TARGETS['gen_fps_1take']:.0f}", f"{1 / floor_s:.0f}", f"{100 * one.frames_per_s * floor_s:.0f}%",
+                    _ok(one.frames_per_s >= TARGETS["gen_fps_1take"])))
+    results["ms_per_frame_1take"] = 1e3 / one.frames_per_s
+    if use_graphs:
+        n = min(frames, 256)
+        a = run(1, n, graphed=False, seed=9).frames[0]
+        b = run(1, n, graphed=True, seed=9).frames[0]
+        same = int((a == b).all(axis=1).sum())
+        results["graph_eager_identical_frames"] = f"{same}/{n}"
+        rows.append(Row("graph vs eager: identical frames, same seed", same, f"of {n}", f"{n}", ok=_ok(same == n)))
+    if takes > 1:
+        many = run(takes, frames, graphed=use_graphs)
+        total = many.frames_per_s * takes
+        speedup = total / one.frames_per_s
+        rows.append(Row(f"generation {label}, {takes} takes (all takes)", total, "frames/s",
+                        f">= {TARGETS['gen_4take_speedup'] * one.frames_per_s:.0f}", "", "",
+                        _ok(speedup >= TARGETS["gen_4take_speedup"])))
+        results[f"speedup_{takes}takes"] = speedup
+    results["generate_model"] = model
+    return rows
+
+
+def random_codec(dev, dtype):
+    from .codec import FP32_PARAM_MARKERS, CodecConfig, HeartCodec
+
+    torch.manual_seed(0)
+    with torch.device(dev):
+        codec = HeartCodec(CodecConfig(**SMALL_CODEC) if SIZE == "small" else CodecConfig())
+    for name, p in codec.named_parameters():
+        if name.startswith("flow_matching.estimator.") and not any(m in name for m in FP32_PARAM_MARKERS):
+            p.data = p.data.to(dtype)
+    return codec.eval().requires_grad_(False)
+
+
+def bench_codec(dev, dtype, results: dict) -> list[Row]:
+    codec = random_codec(dev, dtype)
+    rng = np.random.default_rng(0)
+    rows = []
+    for seconds in (30, 120):
+        codes = rng.integers(0, codec.config.codebook_size, (8, int(seconds * 12.5)))
+        codec.decode(codes[:, :50])  # warm-up
+        s = _time(lambda: codec.decode(codes), dev, reps=3)
+        results[f"codec_{seconds}s_s"] = s
+        target = f"<= {TARGETS['codec_120s_s']}" if seconds == 120 else ""
+        rows.append(Row(f"codec, {seconds} s of audio, 10 steps", s, "s", target,
+                        ok=_ok(s <= TARGETS["codec_120s_s"]) if seconds == 120 else ""))
+    results["codec"] = codec
+    return rows
+
+
+def bench_song(dev, results: dict) -> list[Row]:
+    """A 3-minute song end to end (frames + decode), load excluded, 1 take, cfg 1.5."""
+    from .graphs import GraphedStep, graphs_supported
+
+    model, codec = results["generate_model"], results["codec"]
+    prompt = random_prompt(300, model.args.text_vocab_size)
+    opts = GenerateOptions(max_audio_length_ms=180_000, seed=3, ignore_eos=True)
+    model.setup_caches(2, cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
+    buf = StepBuffers(model, 1, True)
+    step = GraphedStep(model, buf) if graphs_supported(dev) else None
+    if step:
+        step.capture_all()
+    devices.synchronize(dev)
+    t = time.perf_counter()
+    fr = generate_frames(model, prompt, GenConfig(), opts, buffers=buf, step=step)
+    codec.decode(codec_codes(fr.frames[0], codec.config.codebook_size))
+    devices.synchronize(dev)
+    s = time.perf_counter() - t
+    return [Row("3-minute song end to end (load excluded)", s, "s", f"<= {TARGETS['song_3min_s']:.0f}",
+                ok=_ok(s <= TARGETS["song_3min_s"]))]
+
+
+def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
+    """Checkpoint load: a random 3B checkpoint (float32 safetensors, sharded as on the hub)
+    written to local disk, then load_heartmula to the device in `dtype`."""
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from .checkpoint import load_heartmula
+
+    folder = folder or tempfile.mkdtemp(prefix="heartmula-bench-")
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        model = results.get("generate_model") or random_mula(dev, dtype)
+        state = {k: v.float().cpu() for k, v in model.state_dict().items()}
+        names, shard, shards, size = sorted(state), {}, [], 0
+        for k in names:
+            shard[k] = state[k]
+            size += state[k].numel() * 4
+            if size > 5 * 2**30:
+                shards.append(shard)
+                shard, size = {}, 0
+        shards.append(shard)
+        weight_map = {}
+        for i, sh in enumerate(shards):
+            fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(sh, os.path.join(folder, fname))
+            weight_map.update({k: fname for k in sh})
+        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+            json.dump({"weight_map": weight_map}, f)
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            a = model.args
+            json.dump({"backbone": a.backbone.__dict__, "decoder": a.decoder.__dict__,
+                       "text_vocab_size": a.text_vocab_size, "audio_vocab_size": a.audio_vocab_size,
+                       "muq_dim": a.muq_dim}, f)
+        del state, shards, shard
+    results.pop("generate_model", None)
+    devices.empty_cache(dev)
+    load_heartmula(folder, dev, dtype)  # first read fills the page cache, as a second start would find it
+    devices.empty_cache(dev)
+    s = _time(lambda: load_heartmula(folder, dev, dtype), dev, reps=2)
+    return [Row("checkpoint load, 3B fp32 safetensors -> device", s, "s", f"<= {TARGETS['load_s']:.0f}",
+                ok=_ok(s <= TARGETS["load_s"]))]
+
+
+def bench_transcribe(dev, results: dict, minutes: float = 10.0) -> list[Row]:
+    from .transcribe import bench_large_v3_rtf
+
+    rtf = bench_large_v3_rtf(dev, minutes=minutes)
+    return [Row(f"transcription, Whisper large-v3 shape, {minutes:g} min", rtf, "RTF (lower is faster)",
+                f"<= {TARGETS['transcribe_rtf']}", ok=_ok(rtf <= TARGETS["transcribe_rtf"]))]
+
+
+def _ok(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
+    head = ("figure", "value", "unit", "target", "floor", "% floor", "met")
+    table = [head] + [(r.what, f"{r.value:.4g}", r.unit, r.target, r.floor, r.pct_floor, r.ok) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+    print(f"card: {devices.device_name(dev)}; torch {torch.__version__}", file=stream)
+    if "copy_bandwidth_Bps" in results:
+        print(f"measured copy bandwidth {results['copy_bandwidth_Bps'] / 1e12:.2f} TB/s; "
+              f"generation floor {results.get('floor_fps', 0):.0f} frames/s (weights read once per use)", file=stream)
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)), file=stream)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m heartmula.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--what", default="generate,codec,song,load", help="generate,codec,song,load,transcribe")
+    p.add_argument("--frames", type=int, default=512, help="frames per timed generation")
+    p.add_argument("--takes", type=int, default=4)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--no-graphs", action="store_true", help="time the eager loop only")
+    p.add_argument("--load-folder", default=None, help="reuse a checkpoint folder for the load figure")
+    p.add_argument("--json", default=None, help="also write the raw numbers here")
+    p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")
+    args = p.parse_args(argv)
+    global SIZE
+    SIZE = args.size
+    dev = devices.resolve_device(args.device)
+    dtype = devices.resolve_dtype(args.dtype, dev)
+    what = set(args.what.split(","))
+    rows: list[Row] = []
+    results: dict = {}
+    if "generate" in what or "song" in what:
+        rows += bench_generate(dev, dtype, args.frames, args.takes, not args.no_graphs, results)
+    if "codec" in what or "song" in what:
+        rows += bench_codec(dev, dtype, results)
+    if "song" in what:
+        rows += bench_song(dev, results)
+    results.pop("codec", None)
+    if "load" in what:
+        rows += bench_load(dev, dtype, args.load_folder, results)
+    results.pop("generate_model", None)
+    if "transcribe" in what:
+        rows += bench_transcribe(dev, results)
+    print_table(rows, dev, results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"card": devices.device_name(dev), "torch": torch.__version__,
+                       "rows": [r.__dict__ for r in rows],
+                       **{k: v for k, v in results.items() if isinstance(v, (int, float, str))}}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""`decode_frame` captured as CUDA graphs: the whole frame step is one launch.
+
+A frame is ~1,500 small kernels (28 backbone layers, seven depth-decoder passes,
+eight samplings); launched one by one from Python they cost more than the weights
+take to read. Captured once, each step is a single graph replay.
+
+Attention must read only the filled part of the KV cache, or long songs slow down:
+positions are grouped in buckets of `BUCKET` and each bucket has its own graph that
+attends to [0, bucket end). All graphs share one memory pool.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .generate import StepBuffers, decode_frame
+from .model import HeartMuLa
+
+BUCKET = 512  # positions per attention-length bucket
+
+
+def graphs_supported(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+class GraphedStep:
+    """Callable as `step(model, buf, pos)` for `generate_frames`; replays a captured graph."""
+
+    def __init__(self, model: HeartMuLa, buf: StepBuffers, bucket: int = BUCKET):
+        self.model, self.buf = model, buf
+        self.cache_len = model.backbone.cache_len
+        self.key = self.cache_key(model, buf)
+        self.lens = sorted({min(n, self.cache_len) for n in range(bucket, self.cache_len + bucket, bucket)})
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+
+    @staticmethod
+    def cache_key(model: HeartMuLa, buf: StepBuffers) -> tuple:
+        """What a captured graph depends on: the cache and buffer storage it reads and writes."""
+        kv = model.backbone.layers[0].attn.kv_cache
+        return (id(buf), kv.k_cache.data_ptr() if kv is not None else None, model.backbone.cache_len)
+
+    def bucket_for(self, pos: int) -> int:
+        for n in self.lens:
+            if pos < n:
+                return n
+        raise ValueError(f"position {pos} is beyond the cache ({self.cache_len})")
+
+    @torch.inference_mode()
+    def capture(self, attn_len: int) -> None:
+        """Warm up on a side stream, then capture. The warm-up writes the KV cache at the
+        current position only, which the real step overwrites with the same values, and
+        a position is always written before it is read: capturing mid-song is safe."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                decode_frame(self.model, self.buf, attn_len)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = decode_frame(self.model, self.buf, attn_len)
+        self.graphs[attn_len] = (graph, out)
+
+    def capture_all(self) -> None:
+        for n in self.lens:
+            if n not in self.graphs:
+                self.capture(n)
+
+    def __call__(self, model: HeartMuLa, buf: StepBuffers, pos: int) -> torch.Tensor:
+        n = self.bucket_for(pos)
+        if n not in self.graphs:
+            self.capture(n)
+        graph, out = self.graphs[n]
+        graph.replay()
+        return out  # overwritten by the next replay: the loop copies it out first
