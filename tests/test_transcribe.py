@@ -263,3 +263,31 @@ def test_shell_srt_with_lyrics(short_wav, tmp_path, heartmula_cache, demo_whispe
     assert "real-time factor (lower is faster)" in proc.stderr
     wer = float(re.search(r"word error rate: ([\d.]+)%", proc.stderr).group(1)) / 100
     assert wer < SHORT_WER_BOUND and "Traceback" not in proc.stderr
+
+
+def test_windows_cover_the_audio_and_cut_in_pauses():
+    rng = np.random.default_rng(0)
+    rate = 16000
+    # 7 "lines" of 4 s noise, each followed by 1.5 s of silence: 38.5 s
+    line, gap = rng.normal(0, 0.1, 4 * rate).astype(np.float32), np.zeros(int(1.5 * rate), np.float32)
+    audio = np.concatenate([np.concatenate([line, gap]) for _ in range(7)])
+    windows = plan_windows(audio, 12.0)
+    assert windows[0][0] == 0 and windows[-1][1] == len(audio)
+    assert all(a < b and b - a <= 12 * rate for a, b in windows)
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(windows, windows[1:]))  # no gap, no overlap
+    for _, cut in windows[:-1]:
+        assert np.max(np.abs(audio[cut - 160:cut + 160])) == 0.0, cut / rate  # inside a pause
+    # Without pauses the cuts still respect the limit.
+    noise = rng.normal(0, 0.1, 65 * rate).astype(np.float32)
+    windows = plan_windows(noise, 30.0)
+    assert windows[-1][1] == len(noise) and all(b - a <= 30 * rate for a, b in windows) and len(windows) >= 3
+    assert plan_windows(noise[:rate], 30.0) == [(0, rate)]
+
+
+def test_looping_text_is_detected():
+    from heartmula.transcribe import _is_looping
+
+    assert _is_looping("team " * 40)
+    assert not _is_looping("The rain is falling on the silver town, I walk alone and never turn around.")
+    # A sung refrain repeats, but not 2.4x-compressibly over one window.
+    assert not _is_looping("Oh la la, la la la. Hold me now, hold me now, hold my hand until the light.")
