@@ -22,7 +22,9 @@ ffmpeg or torchaudio.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
+import logging
 import os
 import sys
 import threading
@@ -144,6 +146,23 @@ def resolve_model_folder(model_path: str | os.PathLike | None) -> tuple[Path | N
     return None, True
 
 
+class _KnownGenerateNoise(logging.Filter):
+    """Drops two warnings transformers 5's generate() raises about arguments that Whisper's
+    own generate() passes to it internally: every call would print them, and neither
+    the user nor we can act on them. Everything else from transformers still shows."""
+
+    MESSAGES = ("together with generation-related arguments", "seem to have been set")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(m in record.getMessage() for m in self.MESSAGES)
+
+
+def _install_noise_filter() -> None:
+    logger = logging.getLogger("transformers.generation.utils")
+    if not any(isinstance(f, _KnownGenerateNoise) for f in logger.filters):
+        logger.addFilter(_KnownGenerateNoise())
+
+
 class _StopWhen:
     """A transformers stopping criterion that aborts generation when asked.
 
@@ -194,6 +213,7 @@ class Transcriber:
             # Whisper is trained in fp16 and runs well in it; CPUs are slow in half precision.
             dtype = torch.float32 if self.device.type == "cpu" else torch.float16
             transformers.utils.logging.disable_progress_bar()
+            _install_noise_filter()
             try:
                 model = WhisperForConditionalGeneration.from_pretrained(
                     self._folder, dtype=dtype, attn_implementation="sdpa", use_safetensors=True)
@@ -231,7 +251,7 @@ class Transcriber:
 
     def transcribe(
         self,
-        audio: str | os.PathLike | np.ndarray,
+        path_or_array: str | os.PathLike | np.ndarray,
         *,
         sample_rate: int | None = None,
         batch_size: int = 16,
@@ -246,7 +266,7 @@ class Transcriber:
         `should_stop()` turns True.
         """
         options = TranscribeOptions(batch_size=batch_size, chunk_length_s=chunk_length_s, language=language)
-        mono = _load_mono_16k(audio, sample_rate)
+        mono = _load_mono_16k(path_or_array, sample_rate)
         duration_s = mono.shape[0] / WHISPER_SAMPLE_RATE
         with self._lock:
             if should_stop is not None and should_stop():
@@ -294,20 +314,23 @@ class Transcriber:
         import torch
         from transformers import StoppingCriteriaList
 
-        features = self._processor.feature_extractor(
-            pieces, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features
-        kwargs: dict = {
-            "return_timestamps": True,
-            "num_beams": num_beams,
-            "max_new_tokens": min(int(MAX_TOKENS_PER_S * options.chunk_length_s) + 16,
-                                  self._model.config.max_target_positions - 4),
-        }
+        # Every window is padded to Whisper's 30 s; the mask tells generate() which frames
+        # are real (and keeps it from guessing one from the pad token).
+        inputs = self._processor.feature_extractor(
+            pieces, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
+        gen = copy.deepcopy(self._model.generation_config)
+        gen.max_length = None  # max_new_tokens below is the limit (both set makes transformers warn)
+        gen.max_new_tokens = min(int(MAX_TOKENS_PER_S * options.chunk_length_s) + 16,
+                                 self._model.config.max_target_positions - 4)
+        gen.num_beams = num_beams
+        kwargs: dict = {"generation_config": gen, "return_timestamps": True,
+                        "attention_mask": inputs.attention_mask.to(self.device)}
         if language is not None:
             kwargs.update(language=language, task="transcribe")
         if should_stop is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
         with torch.inference_mode():
-            out = self._model.generate(features.to(self.device, self._model.dtype), **kwargs)
+            out = self._model.generate(inputs.input_features.to(self.device, self._model.dtype), **kwargs)
         sequences = out if isinstance(out, torch.Tensor) else out["sequences"]
         return [self._parse_tokens(row.tolist()) for row in sequences.cpu()]
 

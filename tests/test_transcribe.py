@@ -3,7 +3,7 @@
 
 Word error rates measured on this setup (espeak-ng 1.51 en-us at 140 wpm, greedy decoding,
 float32 on CPU): short clip 2/22 = 9.1% ("never" -> "ever", "hold" -> "folds"); the ~45 s
-clip at chunk_length_s=15, batch_size=4: 10/82 = 12.2%. The bounds below (25% and 30%)
+clip at chunk_length_s=12, batch_size=3: 12/80 = 15.0%. The bounds below (25% and 30%)
 leave room for other CPUs' float rounding and espeak-ng versions, and still fail on a broken
 model, a wrong tokenizer or lost/duplicated chunks (those give WER near or above 100%).
 """
