@@ -344,7 +344,8 @@ class Transcriber:
         tokenizer = self._processor.tokenizer
         gen = self._model.generation_config
         ts_begin = gen.no_timestamps_token_id + 1
-        first_special = gen.eos_token_id  # <|endoftext|>: every id from here up is control
+        eos = gen.eos_token_id
+        first_special = min(eos) if isinstance(eos, (list, tuple)) else eos  # <|endoftext|>: ids from here up are control
         out, text_ids, start = [], [], None
         for token in ids:
             if token >= ts_begin:
@@ -364,6 +365,8 @@ class Transcriber:
 def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None) -> np.ndarray:
     """File or array -> float32 mono [samples] at 16 kHz."""
     if isinstance(audio, (str, os.PathLike)):
+        if Path(audio).is_dir():
+            raise AudioFileError(f"{audio}: is a folder, not an audio file; give a WAV, FLAC, MP3 or OGG file")
         data, sample_rate = read_audio(audio)
         where = str(audio)
     else:

@@ -19,6 +19,7 @@ import weakref
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from heartmula.audio import AudioFileError
 from heartmula.lyrics import check_lyrics
@@ -150,7 +151,7 @@ def bad_files(tmp_path):
     text.write_text("these are my lyric notes, not audio\n" * 20)
     return {"empty": (empty, "empty"), "corrupt": (corrupt, "not a readable audio file"),
             "text": (text, "not a readable audio file"), "missing": (tmp_path / "nope.wav", "no such file"),
-            "folder": (tmp_path, "no such file")}
+            "folder": (tmp_path, "is a folder")}
 
 
 def test_bad_files_raise_clear_errors(demo_transcriber, bad_files):
@@ -198,8 +199,6 @@ def test_cli_bad_values_exit_2(capsys, short_wav, tmp_path, heartmula_cache):
         (["--save-path", str(tmp_path)], "is a folder"),
         (["--language", "fr"], "only transcribes English"),
     ]
-    import torch
-
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "cannot use it"))
     for extra, message in cases:
@@ -228,6 +227,7 @@ def test_model_path_resolution(tmp_path, demo_whisper_dir):
 def test_unload_frees_the_model(demo_whisper_dir):
     t = Transcriber(device="cpu")
     t.load()
+    assert t._model.config._attn_implementation == "sdpa" and t._model.dtype == torch.float32
     model_ref = weakref.ref(t._model)
     t.unload()
     assert not t.loaded and model_ref() is None
