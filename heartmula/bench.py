@@ -78,6 +78,7 @@ SMALL_DECODER = LlamaArgs(2, 2, 1, 32, 64, 16)
 SMALL_CODEC = dict(dim=32, codebook_size=64, codebook_dim=8, attention_head_dim=16, num_attention_heads=2,
                    in_channels=544, num_layers=2, num_layers_2=1, init_channel=4)
 SIZE = "3B"
+COMPILE = False
 
 
 def random_mula(dev, dtype) -> HeartMuLa:
@@ -95,7 +96,10 @@ def random_mula(dev, dtype) -> HeartMuLa:
             p.data.fill_(1.0)
         else:
             p.data.normal_(0.0, 0.02, generator=g)
-    return model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False).fuse_projections()
+    if COMPILE:
+        model.compile_blocks()
+    return model
 
 
 def weight_bytes_per_frame(model: HeartMuLa) -> int:
@@ -287,6 +291,36 @@ def bench_transcribe(dev, results: dict, minutes: float = 10.0) -> list[Row]:
                 f"<= {TARGETS['transcribe_rtf']}", ok=_ok(rtf <= TARGETS["transcribe_rtf"]))]
 
 
+def profile_step(dev, dtype, frames: int = 3) -> int:
+    """Kernel time by name for `frames` eager frame steps (1 take, cfg 1.5, 812 positions)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = random_mula(dev, dtype)
+    prompt = random_prompt(300, model.args.text_vocab_size)
+    model.setup_caches(2, 1024)
+    buf = StepBuffers(model, 1, True)
+    buf.set_request(GenerateOptions(seed=0), [0])
+    with torch.inference_mode():
+        buf.codes.copy_(prefill(model, prompt, buf))
+        for _ in range(3):
+            decode_frame(model, buf)
+        devices.synchronize(dev)
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(frames):
+                buf.input_pos.add_(1)
+                buf.codes.copy_(decode_frame(model, buf))
+            devices.synchronize(dev)
+    key = "device_time_total" if dev.type == "cuda" else "cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0 and not e.key.startswith("aten::")]
+    total = sum(getattr(e, key) for e in events)
+    print(f"{len(events)} kernel kinds; device time {total / frames / 1e3:.2f} ms per frame; launches per frame "
+          f"{sum(e.count for e in events) / frames:.0f}")
+    for e in sorted(events, key=lambda e: -getattr(e, key))[:25]:
+        print(f"{getattr(e, key) / frames / 1e3:8.3f} ms  {e.count / frames:6.0f}x  {e.key[:110]}")
+    return 0
+
+
 def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
@@ -313,10 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-graphs", action="store_true", help="time the eager loop only")
     p.add_argument("--load-folder", default=None, help="reuse a checkpoint folder for the load figure")
     p.add_argument("--json", default=None, help="also write the raw numbers here")
+    p.add_argument("--compile", action="store_true", help="torch.compile the blocks' elementwise stretches")
+    p.add_argument("--profile", action="store_true", help="print the kernels of one frame step and exit")
     p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")
     args = p.parse_args(argv)
-    global SIZE
-    SIZE = args.size
+    global SIZE, COMPILE
+    SIZE, COMPILE = args.size, args.compile
+    if args.profile:
+        return profile_step(devices.resolve_device(args.device), devices.resolve_dtype(args.dtype, devices.resolve_device(args.device)))
     dev = devices.resolve_device(args.device)
     dtype = devices.resolve_dtype(args.dtype, dev)
     what = set(args.what.split(","))

@@ -158,9 +158,11 @@ def check_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], 
         raise CheckpointError(f"{where} does not match the model config: " + " | ".join(problems))
 
 
-def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   fuse: bool = True):
     """Build HeartMuLa on the meta device (no memory, no init), then adopt the
-    checkpoint's tensors as its parameters, already on `device` in `dtype`."""
+    checkpoint's tensors as its parameters, already on `device` in `dtype`. With `fuse`,
+    q/k/v and w1/w3 are stacked for speed (the state dict then has other names)."""
     from .model import HeartMuLa, HeartMuLaArgs
 
     folder = Path(folder)
@@ -175,4 +177,6 @@ def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype
     state = load_state_dict(folder, device, dtype)
     check_keys(state, expected, str(folder))
     model.load_state_dict(state, assign=True, strict=True)
-    return model.eval().requires_grad_(False)
+    del state
+    model.eval().requires_grad_(False)
+    return model.fuse_projections() if fuse else model

@@ -106,19 +106,18 @@ def llama3_inv_freq(args: LlamaArgs, device=None) -> torch.Tensor:
 
 
 def rope_table(args: LlamaArgs, n_pos: int, device=None) -> torch.Tensor:
-    """[n_pos, head_dim/2, 2] (cos, sin) in float32."""
+    """[n_pos, head_dim/2] complex64: e^(i * position * frequency)."""
     inv = llama3_inv_freq(args, device)
     angles = torch.outer(torch.arange(n_pos, device=device, dtype=torch.float32), inv)
-    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+    return torch.polar(torch.ones_like(angles), angles)
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    # x: [B, S, H, D]; rope: [S, D/2, 2]. Rotates adjacent pairs (x[2i], x[2i+1]),
-    # as the official (torchtune) models were trained, not the two-halves layout.
-    xs = x.float().unflatten(-1, (-1, 2))
-    cos, sin = rope[None, :, None, :, 0], rope[None, :, None, :, 1]
-    out = torch.stack([xs[..., 0] * cos - xs[..., 1] * sin, xs[..., 1] * cos + xs[..., 0] * sin], dim=-1)
-    return out.flatten(-2).type_as(x)
+    # x: [B, S, H, D]; rope: [S, D/2] complex. Rotates adjacent pairs (x[2i], x[2i+1]) as
+    # one complex number each, as the official (torchtune) models were trained, not the
+    # two-halves layout. In float32, then back to x's dtype.
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * rope[None, :, None, :]).flatten(-2).type_as(x)
 
 
 class RMSNorm(nn.Module):
@@ -129,8 +128,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 whatever the weight dtype: bf16 sums of squares lose too much.
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.scale
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x) * self.scale
 
 
 class KVCache(nn.Module):
@@ -157,15 +155,33 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(args.dim, args.n_kv_head * args.head_dim, bias=False)
         self.v_proj = nn.Linear(args.dim, args.n_kv_head * args.head_dim, bias=False)
         self.output_proj = nn.Linear(args.n_head * args.head_dim, args.dim, bias=False)
+        self.wqkv: nn.Linear | None = None  # q, k and v stacked, once fuse() has run
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x, rope, mask, input_pos, attn_len):
-        # x: [B, S, dim]; rope: [S, D/2, 2]; mask: [S, attn_len] bool; input_pos: [S]
+    def fuse(self) -> None:
+        """One matrix product instead of three (fewer, larger reads). Changes state_dict names,
+        so it runs after loading."""
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        self.wqkv = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+        self.wqkv.weight = nn.Parameter(w, requires_grad=False)
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def qkv(self, x: torch.Tensor, rope: torch.Tensor):
+        # x: [B, S, dim] -> q [B, S, H, D], k and v [B, Hkv, S, D], RoPE applied
         b, s, _ = x.shape
+        if self.wqkv is not None:
+            q, k, v = self.wqkv(x).split([self.n_head * self.head_dim] + [self.n_kv_head * self.head_dim] * 2, -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = apply_rope(q.view(b, s, self.n_head, self.head_dim), rope)
+        k = apply_rope(k.view(b, s, self.n_kv_head, self.head_dim), rope).transpose(1, 2)
+        v = v.view(b, s, self.n_kv_head, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def attend(self, q, k, v, mask, input_pos, attn_len):
+        # mask: [S, attn_len] bool; input_pos: [S]. Writes k, v to the cache, then attends.
+        b, s = q.shape[:2]
         g = self.n_head // self.n_kv_head
-        q = apply_rope(self.q_proj(x).view(b, s, self.n_head, self.head_dim), rope)
-        k = apply_rope(self.k_proj(x).view(b, s, self.n_kv_head, self.head_dim), rope).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.n_kv_head, self.head_dim).transpose(1, 2)
         k, v = self.kv_cache.update(input_pos, k, v)
         k, v = k[:, :, :attn_len], v[:, :, :attn_len]  # only the part that can be filled
         # Grouped-query attention without copying the cache per query head: the g query
@@ -183,9 +199,29 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(args.dim, args.intermediate_dim, bias=False)
         self.w2 = nn.Linear(args.intermediate_dim, args.dim, bias=False)
         self.w3 = nn.Linear(args.dim, args.intermediate_dim, bias=False)
+        self.w13: nn.Linear | None = None  # w1 and w3 stacked, once fuse() has run
+
+    def fuse(self) -> None:
+        w = torch.cat([self.w1.weight, self.w3.weight])
+        self.w13 = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+        self.w13.weight = nn.Parameter(w, requires_grad=False)
+        del self.w1, self.w3
 
     def forward(self, x):
+        if self.w13 is not None:
+            a, b = self.w13(x).chunk(2, dim=-1)
+            return self.w2(F.silu(a) * b)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def block_qkv(block: "Block", x: torch.Tensor, rope: torch.Tensor):
+    """The attention's inputs: norm, q/k/v projections, RoPE (a fusable stretch)."""
+    return block.attn.qkv(block.sa_norm(x), rope)
+
+
+def block_mlp(block: "Block", h: torch.Tensor) -> torch.Tensor:
+    """The MLP half of a block with its residual (a fusable stretch)."""
+    return h + block.mlp(block.mlp_norm(h))
 
 
 class Block(nn.Module):
@@ -195,10 +231,16 @@ class Block(nn.Module):
         self.mlp = FeedForward(args)
         self.sa_norm = RMSNorm(args.dim, args.norm_eps)
         self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
+        # The two stretches between cache accesses; `compile_blocks` swaps in compiled ones.
+        self.qkv_fn, self.mlp_fn = block_qkv, block_mlp
 
     def forward(self, x, rope, mask, input_pos, attn_len):
-        h = x + self.attn(self.sa_norm(x), rope, mask, input_pos, attn_len)
-        return h + self.mlp(self.mlp_norm(h))
+        # Compiled stretches serve the decode shapes only (1 or 2 positions); a prompt of
+        # any length stays eager rather than cost a compilation per length.
+        decode = x.shape[1] <= 2
+        q, k, v = (self.qkv_fn if decode else block_qkv)(self, x, rope)
+        h = x + self.attn.attend(q, k, v, mask, input_pos, attn_len)
+        return (self.mlp_fn if decode else block_mlp)(self, h)
 
 
 class Llama(nn.Module):
@@ -283,3 +325,22 @@ class HeartMuLa(nn.Module):
     def embed_audio(self, codebook: int, codes: torch.Tensor) -> torch.Tensor:
         # codes: [B, 1] -> [B, 1, dim]
         return self.audio_embeddings(codes + codebook * self.args.audio_vocab_size)
+
+    def fuse_projections(self) -> "HeartMuLa":
+        """Stack q/k/v and w1/w3 weights (run after loading: state_dict names change)."""
+        for llama in (self.backbone, self.decoder):
+            for layer in llama.layers:
+                layer.attn.fuse()
+                layer.mlp.fuse()
+        return self
+
+    def compile_blocks(self, **kwargs) -> "HeartMuLa":
+        """torch.compile the elementwise-heavy stretches of every block (norms, RoPE,
+        SiLU, residuals fuse into few kernels). All blocks share the two compiled
+        functions, so 31 layers cost one compilation per input shape."""
+        qkv = torch.compile(block_qkv, dynamic=False, fullgraph=True, **kwargs)
+        mlp = torch.compile(block_mlp, dynamic=False, fullgraph=True, **kwargs)
+        for llama in (self.backbone, self.decoder):
+            for layer in llama.layers:
+                layer.qkv_fn, layer.mlp_fn = qkv, mlp
+        return self

@@ -44,7 +44,7 @@ def test_explicit_sizes_in_config():
 
 
 def test_loads_tiny_checkpoint_exactly(tiny_ckpt):
-    model = load_heartmula(tiny_ckpt / "HeartMuLa-oss-tiny")
+    model = load_heartmula(tiny_ckpt / "HeartMuLa-oss-tiny", fuse=False)
     state = load_file(str(tiny_ckpt / "HeartMuLa-oss-tiny" / "model.safetensors"))
     ours = model.state_dict()
     assert set(ours) == set(state)
