@@ -1,0 +1,101 @@
+"""HeartMuLa Studio: `python app.py [--model-path ./ckpt] [--host 127.0.0.1] [--port 7860] ...`
+
+Loads the engine, builds the UI, queues and launches; nothing else. Flag names match
+`load_engine`'s keywords. Without a checkpoint in --model-path the studio falls back to the
+demo weights (when heartmula.demo is available) and says plainly that they make noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("heartmula.studio")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="HeartMuLa Studio: generate songs from lyrics in the browser")
+    p.add_argument("--model-path", default="./ckpt", help="checkpoint folder (holds HeartMuLa-oss-<version>/)")
+    p.add_argument("--version", default="3B", help="HeartMuLa version in the folder (3B, ...)")
+    p.add_argument("--device", default="auto", choices=["auto", "xpu", "cuda", "mps", "cpu"])
+    p.add_argument("--codec-device", default=None, help="device of the codec (default: --device)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--lazy-load", action="store_true", help="free each model after its phase (less memory)")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves your whole network: use --auth")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    p.add_argument("--output-dir", default="./outputs", help="where History keeps the songs")
+    return p.parse_args(argv)
+
+
+def _auth(value: str | None):
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        sys.exit("--auth must be USER:PASS (both non-empty)")
+    return (user, password)
+
+
+def _has_checkpoint(model_path: str, version: str) -> bool:
+    from heartmula import find_versions
+
+    return version in find_versions(model_path)
+
+
+def _demo_bundle():
+    """The demo checkpoint folder, or None where heartmula.demo is not available."""
+    try:
+        from heartmula.demo import ensure_demo_bundle
+    except ImportError:
+        return None
+    return ensure_demo_bundle()
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    auth = _auth(args.auth)
+    if args.host in ("0.0.0.0", "::") and auth is None:
+        banner = "!" * 78
+        log.warning("\n%s\n  WARNING: --host %s without --auth: ANYONE on your network can use this studio,\n"
+                    "  run jobs on your device and read your songs. Add --auth USER:PASS.\n%s",
+                    banner, args.host, banner)
+
+    from heartmula import load_engine
+
+    model_path, version, demo = args.model_path, args.version, False
+    if not _has_checkpoint(model_path, version):
+        bundle = _demo_bundle()
+        if bundle is None:
+            from heartmula import find_versions
+
+            found = find_versions(model_path)
+            hint = f" (found versions: {', '.join(found)}; pass --version)" if found else ""
+            sys.exit(f"no HeartMuLa-oss-{version} in {model_path}{hint}. Download the models with:\n"
+                     f"  python -m heartmula download --model-path {model_path}")
+        log.warning("no checkpoint in %s: using the DEMO weights in %s (they make noise). "
+                    "Download the real models: python -m heartmula download --model-path ./ckpt", model_path, bundle)
+        model_path, version, demo = str(bundle), "demo", True
+
+    try:
+        engine = load_engine(model_path, version=version, device=args.device, codec_device=args.codec_device,
+                             dtype=args.dtype, lazy_load=args.lazy_load)
+    except (RuntimeError, ValueError) as e:
+        sys.exit(f"could not load the model: {e}")
+
+    from ui.blocks import build_ui
+
+    output_dir = Path(args.output_dir).expanduser().resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    demo_ui = build_ui(engine, output_dir=output_dir, demo=demo)
+    demo_ui.queue(default_concurrency_limit=1)
+    demo_ui.launch(server_name=args.host, server_port=args.port, auth=auth, allowed_paths=[str(output_dir)],
+                   footer_links=["api", "settings"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

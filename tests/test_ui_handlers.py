@@ -1,0 +1,247 @@
+"""The studio's handlers against the real engine on the tiny checkpoint (no browser).
+
+Handlers are plain functions: they take values and return (or yield) dicts keyed by the
+tab's component names; here they run exactly as the UI runs them, through `user_errors`.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import soundfile as sf
+
+from heartmula import History, load_engine
+from ui.errors import INTERNAL, user_errors
+from ui.handlers import common, compare, generate, history, settings, transcribe
+from ui.session import Session
+from ui.studio import Studio
+
+ROOT = Path(__file__).resolve().parents[1]
+LYRICS = "[verse]\nhello world, this is a test\n[chorus]\nsing along with me\n"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_ckpt):
+    return load_engine(str(tiny_ckpt), version="tiny", device="cpu")
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    """User presets go to a temporary HEARTMULA_HOME, with one preset that never stops early."""
+    monkeypatch.setenv("HEARTMULA_HOME", str(tmp_path / "home"))
+    values = dict(max_audio_length_ms=1600, cfg_scale=1.5, temperature=1.0, topk=50, takes=1, ignore_eos=True,
+                  codec_steps=2, codec_guidance_scale=1.25, batch_size=4, chunk_length_s=30)
+    settings.save(None, "test-full", "runs to the maximum length",
+                  *[values[name] for name in settings.PRESET_FIELDS])
+    return tmp_path / "home"
+
+
+@pytest.fixture()
+def studio(engine, tmp_path, home):
+    return Studio(engine=engine, history=History(tmp_path / "outputs"), temp_dir=tmp_path / "tmp")
+
+
+def run(fn, *args):
+    """Run a handler as the UI does; return every dict it produced."""
+    out = user_errors(fn)(*args)
+    return list(out) if not isinstance(out, dict) else [out]
+
+
+def gen_args(studio, session, *, duration_s=1.6, preset="test-full", seed=11, takes=1, lyrics=LYRICS, cfg=1.5):
+    return (studio, session, lyrics, "pop, piano", duration_s, preset, cfg, 1.0, 50, seed, takes)
+
+
+# ----- structure ---------------------------------------------------------------------------------
+def test_import_heartmula_leaves_gradio_out():
+    code = "import sys, heartmula; assert 'gradio' not in sys.modules, 'gradio imported'; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_ui_never_imports_torch_or_engine_internals():
+    files = sorted((ROOT / "ui").rglob("*.py"))
+    assert len(files) >= 12
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else []
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] != "torch", f"{path} imports {name}"
+                assert not name.startswith("heartmula."), f"{path} imports {name}; use names from heartmula"
+
+
+# ----- Generate ----------------------------------------------------------------------------------
+def test_generate_progress_then_takes_saved(studio):
+    session = Session()
+    outs = run(generate.generate, *gen_args(studio, session, takes=2))
+    statuses = [o["status"] for o in outs if "status" in o]
+    assert any("Generating frames" in s and "frames/s" in s and "ETA" in s for s in statuses[:-1])
+    final = outs[-1]
+    shown = [a for a in final["audios"] if a.get("visible")]
+    assert len(shown) == 2 and all(not a.get("visible") for a in final["audios"][2:])
+    for a in shown:
+        audio, rate = sf.read(a["value"])
+        assert rate == 48_000 and audio.shape == (20 * 3840, 2)  # 1.6 s = 20 frames, stereo
+    suffixes = sorted(Path(p).suffix for p in final["downloads"])
+    assert suffixes == sorted([".wav", ".mp3", ".flac", ".json"] * 2)
+    assert [m["seed"] for m in final["metadata"]] == [11, 12]
+    assert len(studio.history.list()) == 2 and session.last_song_ids
+    live = settings.live(studio)["live"]
+    assert "frames/s" in live and "not reported" in live and "idle" in live
+    assert studio.stats.snapshot().codec_rtf > 0
+
+
+def test_bad_input_is_a_clear_message(studio):
+    cases = [
+        (dict(lyrics="   "), "lyrics are empty"),
+        (dict(duration_s=0), "duration"),
+        (dict(cfg=0.2), "cfg_scale"),
+        (dict(takes=9), "takes"),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(gr.Error) as e:
+            run(generate.generate, *gen_args(studio, Session(), **kwargs))
+        assert words in str(e.value) and "Traceback" not in str(e.value)
+    assert studio.history.list() == []
+
+
+def test_unexpected_errors_are_internal(caplog):
+    def broken():
+        raise KeyError("boom")
+
+    with pytest.raises(gr.Error, match=INTERNAL):
+        user_errors(broken)()
+    assert "boom" in caplog.text  # the traceback goes to the server log
+
+
+def test_stop_ends_the_job_and_leaves_no_history(studio):
+    session = Session()
+    common.start(session)
+    outs = user_errors(generate.generate)(*gen_args(studio, session, duration_s=14, takes=8))
+    seen = []
+    for out in outs:
+        seen.append(out)
+        if "Generating frames" in out.get("status", ""):
+            stopper = threading.Thread(target=common.stop, args=(session,))
+            stopper.start()
+            stopper.join()
+    assert session.cancel.is_set()
+    assert not any("audios" in o for o in seen)  # ended without results
+    assert studio.history.list() == [] and studio.stats.snapshot().job is None
+    # the engine is free again: the next job runs to the end
+    common.start(session)
+    assert "audios" in run(generate.generate, *gen_args(studio, session))[-1]
+
+
+def test_presets_tags_and_seed():
+    values = generate.apply_preset("speed")
+    assert values["duration_s"] == 60 and values["cfg_scale"] == 1.5 and "Fastest" in values["preset_info"]
+    with pytest.raises(gr.Error, match="no preset"):
+        user_errors(generate.apply_preset)("nope")
+    assert generate.add_tag("pop", "piano") == {"tags": "pop, piano", "picker": None}
+    assert generate.add_tag("pop, piano", "Piano")["tags"] == "pop, piano"
+    assert generate.add_tag("", "rock")["tags"] == "rock"
+    assert 0 <= generate.random_seed() < 2**31
+    opts = generate.build_options("quality", 3, 2.0, 0.9, 40, -1, 2)
+    assert opts.seed is None and opts.codec_steps == 20 and opts.max_audio_length_ms == 3000 and opts.takes == 2
+
+
+# ----- History -----------------------------------------------------------------------------------
+def test_history_refresh_select_reuse_delete(studio):
+    session = Session()
+    run(generate.generate, *gen_args(studio, session, seed=5))
+    run(generate.generate, *gen_args(studio, session, seed=6, cfg=2.5))
+    listed = history.refresh(studio)
+    assert [row[3] for row in listed["table"]] == [6, 5]  # newest first
+    newest = listed["song"]["value"]
+    picked = history.select(studio, newest)
+    assert Path(picked["player"]).suffix == ".wav" and picked["details"]["seed"] == 6
+    reuse = history.reuse(studio, newest)
+    assert reuse["seed"] == 6 and reuse["cfg_scale"] == 2.5 and reuse["lyrics"] == LYRICS
+    assert reuse["duration_s"] == pytest.approx(1.6)
+    after = user_errors(history.delete)(studio, newest)
+    assert [row[3] for row in after["table"]] == [5] and after["player"] is None
+    assert History(studio.history.folder).list()[0].seed == 5  # a fresh History agrees
+    with pytest.raises(gr.Error, match="pick a song"):
+        user_errors(history.delete)(studio, None)
+
+
+# ----- Transcribe and lyric check ------------------------------------------------------------------
+def test_transcribe_spoken_clip(studio, speak, heartmula_cache, tmp_path):
+    clip = speak(["the quick brown fox", "jumps over the lazy dog"], tmp_path / "fox.wav")
+    outs = run(transcribe.transcribe, studio, Session(), str(clip), 8, 30, "")
+    final = outs[-1]
+    words = final["text"].lower()
+    assert "fox" in words and "lazy" in words and "quick" in words, words
+    assert "real-time factor (lower is faster)" in final["speed"]
+    assert final["segments"] and all(len(row) == 3 for row in final["segments"])
+    files = {Path(p).suffix: Path(p).read_text() for p in final["downloads"]}
+    assert set(files) == {".txt", ".lrc", ".srt"} and "-->" in files[".srt"] and "fox" in files[".lrc"].lower()
+    with pytest.raises(gr.Error, match="upload or record"):
+        run(transcribe.transcribe, studio, Session(), None, 8, 30, "")
+    with pytest.raises(gr.Error, match="only transcribes English"):
+        run(transcribe.transcribe, studio, Session(), str(clip), 8, 30, "fr")
+    with pytest.raises(gr.Error, match="chunk_length_s"):
+        run(transcribe.transcribe, studio, Session(), str(clip), 8, 2, "")
+
+
+def test_check_lyrics_of_a_take(studio, heartmula_cache):
+    session = Session()
+    with pytest.raises(gr.Error, match="generate a song first"):
+        run(generate.check_take, studio, session, "Take 1", LYRICS)
+    run(generate.generate, *gen_args(studio, session))
+    result = run(generate.check_take, studio, session, "Take 1", LYRICS)[-1]["check_result"]
+    assert "Word error rate" in result and "Diff" in result  # noise from tiny weights: the rate is high
+
+
+# ----- Settings and Compare ------------------------------------------------------------------------
+def test_settings_presets_save_validate_delete(studio, home):
+    values = settings.preset_values("quality")
+    assert values["cfg_scale"] == 2.0 and values["codec_steps"] == 20 and values["batch_size"] == 12
+    row = [values[name] for name in settings.PRESET_FIELDS]
+    out = user_errors(settings.save)(studio, "my sketch", "mine", *row)
+    assert "my sketch" in out["generate_preset"]["choices"] and "my sketch" in out["compare_presets"]["choices"]
+    assert (home / "presets" / "my sketch.yaml").is_file()
+    assert generate.apply_preset("my sketch")["cfg_scale"] == 2.0
+    bad = dict(zip(settings.PRESET_FIELDS, row), cfg_scale=0.5)
+    with pytest.raises(gr.Error, match="cfg_scale"):
+        user_errors(settings.save)(studio, "bad", "", *[bad[n] for n in settings.PRESET_FIELDS])
+    with pytest.raises(gr.Error, match="built-in"):
+        user_errors(settings.save)(studio, "quality", "", *row)
+    with pytest.raises(gr.Error, match="built-in"):
+        user_errors(settings.delete)(studio, "speed")
+    out = user_errors(settings.delete)(studio, "my sketch")
+    assert "my sketch" not in out["generate_preset"]["choices"]
+
+
+def test_settings_model_folder_status_and_doctor(studio, tiny_ckpt):
+    found = settings.scan_folder(str(tiny_ckpt))
+    assert found["version"]["choices"] == ["tiny"] and "HeartCodec-oss: ✓" in found["found"]
+    with pytest.raises(gr.Error, match="enter the model folder"):
+        user_errors(settings.scan_folder)("")
+    assert "version **tiny**" in settings.engine_status(studio)
+    with pytest.raises(gr.Error, match="not available"):
+        user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cuda", "auto", False)
+    assert "Verdict" in settings.doctor(studio)["doctor"]
+
+
+def test_compare_two_presets(studio):
+    outs = run(compare.compare, studio, Session(), ["test-full", "speed"], LYRICS, "pop", 1.6, 42)
+    table = [o["table"] for o in outs if "table" in o][-1]
+    assert [r[0] for r in table] == ["test-full", "speed"]
+    assert all(r[1] > 0 and r[4] > 0 for r in table)  # frames/s, total s
+    players = [o["audios"] for o in outs if "audios" in o][-1]
+    assert sum(bool(a.get("visible")) for a in players) == 2
+    assert studio.history.list() == []  # compare renders are temporary
+    with pytest.raises(gr.Error, match="pick 2 to 4"):
+        run(compare.compare, studio, Session(), ["speed"], LYRICS, "pop", 2, 1)

@@ -1,0 +1,51 @@
+"""`build_ui(engine) -> gr.Blocks`: the header, five tabs, and their wiring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from heartmula import Engine, History, load_presets
+
+from . import wiring
+from .studio import Studio
+from .tabs import compare, generate, history, settings, transcribe
+
+DOWNLOAD_COMMAND = "python -m heartmula download --model-path ./ckpt"
+
+
+def header(studio: Studio) -> str:
+    c = studio.engine.config
+    text = (f"# 🎵 HeartMuLa Studio\nLyrics and style tags in, songs out · model **{c.version}** from "
+            f"`{c.model_path}` on **{studio.engine.device}**")
+    if studio.demo:
+        text += (f"\n\n> ⚠️ **Demo weights: they make noise, not music.** No model was found in the model folder, "
+                 f"so the studio runs on small random demo weights to show how everything works. "
+                 f"Download the real models with `{DOWNLOAD_COMMAND}` and start again with `--model-path ./ckpt`.")
+    return text
+
+
+def build_ui(engine: Engine, *, output_dir: str | Path = "./outputs", demo: bool = False,
+             studio: Studio | None = None) -> gr.Blocks:
+    """The whole studio for one engine (passed in, shared by every session)."""
+    studio = studio or Studio(engine=engine, history=History(output_dir), demo=demo)
+    c = engine.config
+    presets = list(load_presets()[0])
+    default = "balanced" if "balanced" in presets else presets[0]
+    with gr.Blocks(title="HeartMuLa Studio") as blocks:
+        gr.Markdown(header(studio), elem_id="studio-header")
+        with gr.Tabs(selected="generate") as tabs:
+            with gr.Tab("Generate", id="generate"):
+                gen = generate.build(presets, default)
+            with gr.Tab("History", id="history"):
+                hist = history.build()
+            with gr.Tab("Transcribe", id="transcribe"):
+                tr = transcribe.build(presets)
+            with gr.Tab("Compare", id="compare"):
+                cmp = compare.build(presets)
+            with gr.Tab("Settings", id="settings"):
+                st = settings.build(c.model_path, c.version, c.device, c.dtype, c.lazy_load, presets, default)
+        wiring.wire(blocks, studio, tabs, gen, hist, tr, st, cmp)
+    blocks.studio = studio  # for tests and app.py; handlers get it through partial
+    return blocks

@@ -1,0 +1,66 @@
+"""`@user_errors`: the one place where exceptions become what the user sees.
+
+- ValueError (bad input; the message is written for the user) -> gr.Error(message)
+- RuntimeError (setup problems: missing weights, out of memory; user-facing messages) -> gr.Error(message),
+  logged with its traceback
+- GenerationCancelled / TranscriptionCancelled -> gr.Info ("Stopped ...") and the handler ends quietly
+- anything else -> logged with its traceback, gr.Error("Internal error: see server log")
+
+Works on plain functions and on generator functions (long jobs that yield progress).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+
+import gradio as gr
+
+from heartmula import GenerationCancelled, TranscriptionCancelled
+
+log = logging.getLogger("heartmula.studio")
+INTERNAL = "Internal error: see server log"
+
+
+def _translate(e: BaseException) -> BaseException | None:
+    """The exception to raise instead (None: a stop, already reported)."""
+    if isinstance(e, gr.Error):
+        return e
+    if isinstance(e, (GenerationCancelled, TranscriptionCancelled)):
+        gr.Info(f"Stopped: {e}" if str(e) else "Stopped")
+        return None
+    if isinstance(e, ValueError):
+        return gr.Error(str(e))
+    if isinstance(e, RuntimeError):
+        log.error("job failed: %s", e, exc_info=e)
+        return gr.Error(str(e))
+    log.error("internal error", exc_info=e)
+    return gr.Error(INTERNAL)
+
+
+def user_errors(fn):
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:
+                err = _translate(e)
+                if err is not None:
+                    raise err from e
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            err = _translate(e)
+            if err is not None:
+                raise err from e
+            return {}  # a stop: nothing to update
+
+    return wrapper

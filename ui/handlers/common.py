@@ -1,0 +1,123 @@
+"""Helpers shared by the handlers: running an engine job on a worker thread, formatting."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable, Iterator
+
+HEARTBEAT_S = 0.5  # the UI hears from a running job at least this often
+
+
+def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None = None) -> Iterator:
+    """Run fn(on_progress=..., should_stop=...) on a worker thread.
+
+    Yields each Progress the job reports (and None as a heartbeat every HEARTBEAT_S), then
+    returns fn's result (`result = yield from run_job(...)`); fn's exception is re-raised here.
+    If the consumer goes away (the browser tab closed), the job is told to stop.
+    """
+    events: queue.Queue = queue.Queue()
+    box: dict = {}
+
+    def forward(p) -> None:
+        if on_progress is not None:
+            on_progress(p)
+        events.put(p)
+
+    def work() -> None:
+        try:
+            box["result"] = fn(on_progress=forward, should_stop=cancel.is_set)
+        except BaseException as e:  # handed to the consumer's thread
+            box["error"] = e
+        finally:
+            events.put(_DONE)
+
+    worker = threading.Thread(target=work, name="heartmula-job", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = events.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                yield None
+                continue
+            if item is _DONE:
+                break
+            yield item
+    finally:
+        if worker.is_alive():  # consumer closed early: end the job rather than let it run on
+            cancel.set()
+            worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+_DONE = object()
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d} min"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if not n:
+        return "0 B" if n == 0 else "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def bar(done: int, total: int, width: int = 24) -> str:
+    filled = int(width * done / total) if total else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def progress_text(p, started: float) -> str:
+    """One readable line for a heartmula Progress (or None: just the elapsed time)."""
+    elapsed = time.monotonic() - started
+    if p is None:
+        return f"⏳ Working… elapsed {fmt_s(elapsed)}"
+    if p.phase == "prompt":
+        return f"⏳ Reading the prompt… elapsed {fmt_s(elapsed)}"
+    if p.phase == "frames":
+        rate = f"{p.per_s:.1f} frames/s" if p.per_s else "– frames/s"
+        return (f"🎼 Generating frames {bar(p.done, p.total)} **{p.done} / {p.total}** · {rate} · "
+                f"elapsed {fmt_s(elapsed)} · ETA {fmt_s(p.eta_s)}")
+    if p.phase == "decode":
+        return (f"🔊 Decoding audio {bar(p.done, p.total)} **{p.done} / {p.total}** windows · "
+                f"elapsed {fmt_s(elapsed)} · ETA {fmt_s(p.eta_s)}")
+    return f"⏳ {p.phase} {p.done} / {p.total} · elapsed {fmt_s(elapsed)}"
+
+
+# ----- the Run / Stop pair every long job has (keys: run_btn, stop_btn, status) -----------------
+def start(session) -> dict:
+    """Before a job is queued (outside the queue): clear the session's Stop flag, swap the buttons."""
+    session.cancel.clear()
+    return {"run_btn": _update(interactive=False), "stop_btn": _update(interactive=True),
+            "status": "⏳ Waiting for the engine…"}
+
+
+def stop(session) -> dict:
+    """Stop button (outside the queue): the running job sees the flag within a few frames."""
+    session.cancel.set()
+    return {"status": "⏹ Stopping…", "stop_btn": _update(interactive=False)}
+
+
+def finish() -> dict:
+    """After a job, however it ended: back to idle."""
+    return {"run_btn": _update(interactive=True), "stop_btn": _update(interactive=False)}
+
+
+def _update(**kwargs):
+    import gradio as gr
+
+    return gr.update(**kwargs)

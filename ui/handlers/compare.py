@@ -1,0 +1,61 @@
+"""Compare tab: one prompt and seed under 2-4 presets, one after another; speed table + players."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import gradio as gr
+
+from heartmula import load_presets, write_audio
+
+from .common import fmt_bytes, progress_text, run_job
+
+MAX_PRESETS = 4
+HEADERS = ["Preset", "Frames/s", "Generation (s)", "Decode (s)", "Total (s)", "Peak memory", "Audio (s)"]
+
+
+def compare(studio, session, names, lyrics, tags, duration_s, seed):
+    """Generator: progress per preset, the table growing as each finishes, a player per preset."""
+    names = list(names or [])
+    if not 2 <= len(names) <= MAX_PRESETS:
+        raise ValueError(f"pick 2 to {MAX_PRESETS} presets to compare (picked {len(names)})")
+    presets, _ = load_presets()
+    missing = [n for n in names if n not in presets]
+    if missing:
+        raise ValueError(f"no preset named {', '.join(map(repr, missing))}")
+    if duration_s is None or not 1 <= float(duration_s) <= 600:
+        raise ValueError("duration must be 1 to 600 seconds")
+    if seed is None or float(seed) < 0:
+        raise ValueError("compare needs a fixed seed (0 or more) so every preset starts alike")
+    options = {n: replace(presets[n].generate, max_audio_length_ms=int(round(float(duration_s) * 1000)),
+                          seed=int(seed), takes=1) for n in names}
+    engine = studio.engine
+    rows, audios = [], [gr.update(value=None, visible=False, label="")] * MAX_PRESETS
+    yield {"table": rows, "audios": audios}
+    for i, name in enumerate(names):
+        started = time.monotonic()
+        studio.stats.start("compare")
+        try:
+            job = run_job(lambda **kw: engine.generate(lyrics, tags, options[name], **kw), session.cancel,
+                          on_progress=studio.stats.progress)
+            while True:
+                try:
+                    p = next(job)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                yield {"status": f"**{name}** ({i + 1}/{len(names)}) · {progress_text(p, started)}"}
+            studio.stats.generation_done(result)
+        finally:
+            studio.stats.finish()
+        path = studio.temp_path(f"compare-{name}.wav".replace(" ", "_"))
+        write_audio(path, result.audio[0], result.sample_rate)  # temporary: compare renders stay out of History
+        rows.append([name, round(result.frames_per_s, 2), round(result.prompt_s + result.frames_s, 2),
+                     round(result.decode_s, 2), round(result.total_s, 2), fmt_bytes(result.peak_memory_bytes),
+                     round(result.durations_s[0], 2)])
+        audios = list(audios)
+        audios[i] = gr.update(value=str(path), visible=True, label=f"{name} · seed {result.seeds[0]}")
+        yield {"table": rows, "audios": audios}
+    yield {"status": f"✅ compared {len(names)} presets · seed {int(seed)}"}
+

@@ -1,0 +1,185 @@
+"""Generate tab: lyrics + tags + options -> songs in History, with live progress and Stop."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import replace
+
+import gradio as gr
+
+from heartmula import MAX_SEED, MAX_TAKES, GenerateOptions, check_lyrics, load_presets
+
+from .common import fmt_bytes, fmt_s, progress_text, run_job
+
+EXAMPLE_LYRICS = """[verse]
+Morning light on the window pane
+Coffee steam and the sound of rain
+I hum a tune that I used to know
+Out on the street the city's moving slow
+
+[chorus]
+Sing it loud, sing it clear
+Every word I need you near
+Sing it loud, let it ring
+This is the song the morning brings
+"""
+EXAMPLE_TAGS = "pop, piano, happy, female vocals"
+DEFAULT_PRESET = "balanced"
+
+TAG_CHOICES = {
+    "Genre": ["pop", "rock", "hip hop", "electronic", "jazz", "folk", "r&b", "country", "classical", "ambient",
+              "indie", "metal", "reggae", "blues"],
+    "Mood": ["happy", "sad", "energetic", "romantic", "calm", "melancholic", "uplifting", "dark", "dreamy", "epic"],
+    "Instrument": ["piano", "acoustic guitar", "electric guitar", "synthesizer", "drums", "bass", "strings",
+                   "violin", "saxophone", "organ"],
+    "Voice": ["female vocals", "male vocals", "duet", "choir", "rap", "whisper vocals"],
+}
+
+
+def random_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def preset_names(selected: str | None = None) -> dict:
+    """Dropdown update listing every preset that loads (built-ins first)."""
+    presets, _ = load_presets()
+    names = list(presets)
+    value = selected if selected in names else (DEFAULT_PRESET if DEFAULT_PRESET in names else names[0])
+    return gr.update(choices=names, value=value)
+
+
+def apply_preset(name: str) -> dict:
+    """The preset's values for the visible controls."""
+    presets, _ = load_presets()
+    if name not in presets:
+        raise ValueError(f"no preset named {name!r}; pick one from the list")
+    p = presets[name]
+    g = p.generate
+    return {
+        "duration_s": g.max_audio_length_ms / 1000,
+        "cfg_scale": g.cfg_scale,
+        "temperature": g.temperature,
+        "topk": g.topk,
+        "preset_info": f"*{p.description}*" if p.description else "",
+    }
+
+
+def add_tag(tags: str, picked: str | None) -> dict:
+    """Append a quick-pick tag to the tags text (once), then clear the picker."""
+    tags = tags or ""
+    if picked:
+        have = [t.strip().lower() for t in tags.split(",") if t.strip()]
+        if picked.lower() not in have:
+            tags = f"{tags.rstrip().rstrip(',')}, {picked}" if tags.strip() else picked
+    return {"tags": tags, "picker": None}
+
+
+def build_options(preset: str | None, duration_s, cfg_scale, temperature, topk, seed, takes) -> GenerateOptions:
+    """The preset's options with the visible controls applied; ValueError names the bad one."""
+    presets, _ = load_presets()
+    base = presets[preset].generate if preset in presets else GenerateOptions()
+
+    def number(value, name):
+        if value is None or value == "":
+            raise ValueError(f"{name} is empty; enter a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+    duration_s = number(duration_s, "duration")
+    if not 1 <= duration_s <= 600:
+        raise ValueError(f"duration={duration_s:g} s is out of range; allowed: 1 to 600 seconds")
+    seed_value = None if seed is None or seed == "" or number(seed, "seed") < 0 else int(number(seed, "seed"))
+    if seed_value is not None and seed_value > MAX_SEED:
+        raise ValueError(f"seed={seed_value} is out of range; allowed: 0 to {MAX_SEED} (or -1 for random)")
+    takes_f, topk_f = number(takes, "takes"), number(topk, "top-k")
+    if takes_f != int(takes_f) or topk_f != int(topk_f):
+        raise ValueError("takes and top-k must be whole numbers")
+    return replace(
+        base,
+        max_audio_length_ms=int(round(duration_s * 1000)),
+        cfg_scale=number(cfg_scale, "cfg_scale"),
+        temperature=number(temperature, "temperature"),
+        topk=int(topk_f),
+        seed=seed_value,
+        takes=int(takes_f),
+    )
+
+
+def _results_text(result, songs) -> str:
+    lines = [
+        f"✅ **{len(songs)} take(s)** · {fmt_s(max(result.durations_s))} of audio · seed {result.seeds[0]}",
+        f"frames: {result.frames_per_s:.1f} frames/s ({1000 / result.frames_per_s:.0f} ms/frame) in "
+        f"{fmt_s(result.frames_s)} · decode {fmt_s(result.decode_s)} · total {fmt_s(result.total_s)}"
+        if result.frames_per_s else f"total {fmt_s(result.total_s)}",
+        f"peak memory {fmt_bytes(result.peak_memory_bytes)} on {result.device} · saved to History",
+    ]
+    return "  \n".join(lines)
+
+
+def generate(studio, session, lyrics, tags, duration_s, preset, cfg_scale, temperature, topk, seed, takes):
+    """Generator: progress lines while the engine works, then one player per take."""
+    options = build_options(preset, duration_s, cfg_scale, temperature, topk, seed, takes)
+    engine = studio.engine
+    started = time.monotonic()
+    studio.stats.start("generate")
+    try:
+        job = run_job(lambda **kw: engine.generate(lyrics, tags, options, **kw), session.cancel,
+                      on_progress=studio.stats.progress)
+        while True:
+            try:
+                p = next(job)
+            except StopIteration as done:
+                result = done.value
+                break
+            yield {"status": progress_text(p, started)}
+        studio.stats.generation_done(result)
+        songs = studio.history.save(result)
+    finally:
+        studio.stats.finish()
+    session.last_song_ids = [s.id for s in songs]
+    session.last_lyrics = lyrics
+    audios = [gr.update(value=str(s.audio_path), visible=True, label=f"Take {i + 1} · seed {s.seed}")
+              for i, s in enumerate(songs)]
+    audios += [gr.update(value=None, visible=False)] * (MAX_TAKES - len(songs))
+    yield {
+        "status": _results_text(result, songs),
+        "audios": audios,
+        "downloads": [str(p) for s in songs for p in s.downloads],
+        "metadata": songs[0].meta if len(songs) == 1 else [s.meta for s in songs],
+        "check_take": gr.update(choices=[f"Take {i + 1}" for i in range(len(songs))], value="Take 1"),
+        "check_result": "",
+    }
+
+
+def check_take(studio, session, take_label: str, lyrics: str, batch_size=16, chunk_length_s=30.0):
+    """Transcribe one take of the last generation and compare it with the lyrics (word error rate)."""
+    if not session.last_song_ids:
+        raise ValueError("generate a song first, then check its lyrics")
+    try:
+        index = int(str(take_label).split()[-1]) - 1
+        song_id = session.last_song_ids[index]
+    except (ValueError, IndexError):
+        raise ValueError(f"pick a take to check (1 to {len(session.last_song_ids)})") from None
+    song = studio.history.get(song_id)
+    yield {"check_result": f"⏳ Transcribing take {index + 1}…"}
+    transcriber = studio.transcriber()
+    studio.stats.start("transcribe")
+    try:
+        tr = transcriber.transcribe(str(song.audio_path), batch_size=int(batch_size),
+                                    chunk_length_s=float(chunk_length_s))
+        studio.stats.transcription_done(tr)
+    finally:
+        studio.stats.finish()
+    check = check_lyrics(lyrics or song.lyrics, tr.text)
+    demo = " (demo transcriber: English only, rough)" if tr.is_demo else ""
+    yield {
+        "check_result": (
+            f"**Word error rate {check.word_error_rate:.0%}** — {check.hits} of {check.n_intended} lyric words heard, "
+            f"{check.substitutions} substituted, {check.deletions} missing, {check.insertions} extra{demo}  \n"
+            f"Heard: “{tr.text or '(nothing)'}”  \n"
+            f"Diff (= same, - missing, + extra): `{check.diff() or '(empty)'}`"
+        ),
+    }

@@ -1,0 +1,190 @@
+"""Settings tab: model folder, device, precision, load/unload, doctor, presets, live throughput."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import gradio as gr
+
+from heartmula import (GenerateOptions, Preset, TranscribeSettings, available_devices, delete_preset,
+                       device_utilization, find_versions, load_engine, load_presets, run_doctor, save_preset)
+
+from .common import fmt_bytes, fmt_s
+
+DEVICES = ["auto", "xpu", "cuda", "mps", "cpu"]
+PRECISIONS = ["auto", "bfloat16", "float16", "float32"]
+# The preset fields shown as sliders, in order (GenerateOptions fields, then TranscribeSettings).
+GEN_FIELDS = [f.name for f in fields(GenerateOptions) if f.name != "seed"]
+TR_FIELDS = [f.name for f in fields(TranscribeSettings)]
+PRESET_FIELDS = GEN_FIELDS + TR_FIELDS
+
+
+def engine_status(studio) -> str:
+    e = studio.engine
+    c = e.config
+    loaded = [name for name, m in (("language model", e.mula), ("codec", e.codec)) if m is not None]
+    demo = "  \n⚠️ **Demo weights: they make noise, not music.**" if studio.demo else ""
+    return (f"**Model** `{c.model_path}` · version **{c.version}** · device **{e.device}** "
+            f"({c.device} asked) · precision **{str(e.dtype).replace('torch.', '')}** · "
+            f"lazy load {'on' if c.lazy_load else 'off'}  \n"
+            f"Loaded now: {', '.join(loaded) or 'nothing (loads on first use)'}{demo}")
+
+
+def scan_folder(model_path: str, current: str | None = None) -> dict:
+    """What a model folder holds: HeartMuLa versions, codec, transcriber."""
+    root = Path(model_path or "").expanduser()
+    if not str(model_path or "").strip():
+        raise ValueError("enter the model folder (the one holding HeartMuLa-oss-<version>/)")
+    versions = find_versions(root)
+    parts = [f"versions: {', '.join(versions) or 'none'}"]
+    for name in ("HeartCodec-oss", "HeartTranscriptor-oss", "tokenizer.json", "gen_config.json"):
+        parts.append(f"{name}: {'✓' if (root / name).exists() else '✗ missing'}")
+    text = f"`{root}` — " + (" · ".join(parts) if root.is_dir() else "no such folder")
+    if root.is_dir() and not versions:
+        text += f"  \nDownload the models: `python -m heartmula download --model-path {root}`"
+    return {"found": text, "version": gr.update(choices=versions, value=current if current in versions else
+                                                 (versions[0] if versions else None))}
+
+
+def load(studio, model_path, version, device, dtype, lazy_load) -> dict:
+    """Open the folder with these settings and load the models (replaces the current engine)."""
+    if not version:
+        raise ValueError("pick a model version (scan the folder first)")
+    if device not in DEVICES or dtype not in PRECISIONS:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)} and precision one of {', '.join(PRECISIONS)}")
+    if device not in ("auto", *available_devices()):
+        raise ValueError(f"device {device!r} is not available here; available: {', '.join(available_devices())}")
+    c = studio.engine.config
+    same = (str(Path(model_path)), version, device, dtype, bool(lazy_load)) == (
+        c.model_path, c.version, c.device, c.dtype, c.lazy_load)
+    if same:
+        studio.engine.load(codec=studio.engine.paths.codec.is_dir())
+    else:
+        engine = load_engine(model_path, version=version, device=device, dtype=dtype, lazy_load=bool(lazy_load),
+                             preload=False)
+        studio.replace_engine(engine)
+        if not lazy_load:
+            engine.load(codec=engine.paths.codec.is_dir())
+        studio.demo = studio.demo and version == "demo"
+    gr.Info("Model loaded")
+    return {"engine_status": engine_status(studio)}
+
+
+def unload(studio) -> dict:
+    studio.engine.unload()
+    t = studio._transcriber
+    if t is not None:
+        t.unload()
+    gr.Info("Models unloaded; they load again on the next job")
+    return {"engine_status": engine_status(studio)}
+
+
+def doctor(studio) -> dict:
+    return {"doctor": run_doctor(studio.engine.config.model_path, matmul=True).text()}
+
+
+# ----- presets --------------------------------------------------------------------------------
+def preset_values(name: str | None) -> dict:
+    """A preset's values for the sliders (keys: field names), plus its description."""
+    presets, _ = load_presets()
+    if name not in presets:
+        raise ValueError(f"no preset named {name!r}")
+    p = presets[name]
+    values = {**{k: getattr(p.generate, k) for k in GEN_FIELDS}, **{k: getattr(p.transcribe, k) for k in TR_FIELDS}}
+    values["description"] = p.description
+    values["delete_btn"] = gr.update(interactive=not p.builtin)
+    values["preset_note"] = "built-in (read only: save under a new name)" if p.builtin else "custom preset"
+    return values
+
+
+def preset_from_values(name: str, description: str, values: dict) -> Preset:
+    """Validated Preset from slider values (ints where the option is an int)."""
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("give the new preset a name")
+    defaults = {**{k: getattr(GenerateOptions(), k) for k in GEN_FIELDS},
+                **{k: getattr(TranscribeSettings(), k) for k in TR_FIELDS}}
+    clean = {}
+    for key, value in values.items():
+        if value is None:
+            raise ValueError(f"{key} is empty")
+        d = defaults[key]
+        if isinstance(d, bool):
+            clean[key] = bool(value)
+        elif isinstance(d, int):
+            if float(value) != int(float(value)):
+                raise ValueError(f"{key} must be a whole number, got {value!r}")
+            clean[key] = int(float(value))
+        else:
+            clean[key] = float(value)
+    gen = GenerateOptions(**{k: clean[k] for k in GEN_FIELDS})  # ValueError names the field and its range
+    tr = TranscribeSettings(**{k: clean[k] for k in TR_FIELDS})
+    return Preset(name=name, generate=gen, transcribe=tr, description=(description or "").strip())
+
+
+def save(studio, name, description, *values) -> dict:
+    preset = preset_from_values(name, description, dict(zip(PRESET_FIELDS, values)))
+    path = save_preset(preset)
+    gr.Info(f"Preset {preset.name!r} saved")
+    out = dropdowns(preset.name)
+    out["preset_note"] = f"saved to `{path}`"
+    return out
+
+
+def delete(studio, name) -> dict:
+    if not name:
+        raise ValueError("pick a preset to delete")
+    delete_preset(name)
+    gr.Info(f"Preset {name!r} deleted")
+    out = dropdowns(None)
+    out["preset_note"] = f"deleted {name!r}"
+    return out
+
+
+def dropdowns(selected: str | None) -> dict:
+    """New choices for every preset picker in the studio (Settings, Generate, Compare, Transcribe)."""
+    presets, warnings = load_presets()
+    names = list(presets)
+    if warnings:
+        gr.Warning("Some presets were skipped: " + "; ".join(warnings))
+    pick = selected if selected in names else ("balanced" if "balanced" in names else names[0])
+    return {
+        "settings_preset": gr.update(choices=names, value=pick),
+        "generate_preset": gr.update(choices=names),
+        "compare_presets": gr.update(choices=names),
+        "transcribe_preset": gr.update(choices=names),
+    }
+
+
+# ----- live throughput --------------------------------------------------------------------------
+def _opt(value, fmt: str, none: str = "–") -> str:
+    return none if value is None else fmt.format(value)
+
+
+def live(studio) -> dict:
+    """The readouts the Settings tab's timer refreshes."""
+    s = studio.stats.snapshot()
+    if s.job:
+        job = f"**running: {s.job}**" + (f" · {s.phase} {s.done}/{s.total}" if s.phase else "") + \
+              f" · {fmt_s(s.elapsed_s)}" + (f" · ETA {fmt_s(s.eta_s)}" if s.eta_s is not None else "")
+    else:
+        job = f"idle · {s.jobs_done} job(s) done"
+    rows = [
+        ["Job", job],
+        ["Generation", f"{_opt(s.frames_per_s, '{:.2f}')} frames/s · {_opt(s.ms_per_frame, '{:.0f}')} ms/frame"],
+        ["Codec real-time factor (lower is faster)", _opt(s.codec_rtf, "{:.3f}")],
+        ["Transcription real-time factor (lower is faster)", _opt(s.transcribe_rtf, "{:.3f}")],
+    ]
+    try:
+        memory = studio.engine.memory()
+    except Exception as e:  # a device that cannot say is not worth an error every second
+        memory = {"?": {"name": f"memory not reported ({e})", "allocated": None, "peak": None, "total": None}}
+    for dev, m in memory.items():
+        if m.get("total"):
+            mem = f"{fmt_bytes(m['allocated'])} used · {fmt_bytes(m['peak'])} peak · {fmt_bytes(m['total'])} total"
+        else:
+            mem = "not reported (CPU)" if dev.startswith("cpu") else "not reported"
+        rows += [[f"Device {dev}", m.get("name", dev)], ["Memory", mem],
+                 ["Utilization", device_utilization(dev)]]
+    return {"live": "\n".join(["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])}

@@ -1,0 +1,61 @@
+"""`Studio`: the process-wide objects every handler needs, built once by `build_ui` and passed
+to handlers with functools.partial (never a module global).
+
+The engine can be replaced from the Settings tab (another model folder, device or precision);
+handlers read `studio.engine` at call time, so they always use the current one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+import tempfile
+
+from heartmula import Engine, History, LiveStats, Transcriber
+
+TEMP_MAX_AGE_S = 24 * 3600  # transcripts, compare renders and other previews are removed after a day
+
+
+@dataclass
+class Studio:
+    engine: Engine
+    history: History
+    stats: LiveStats = field(default_factory=LiveStats)
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "heartmula-studio")
+    demo: bool = False  # the engine runs the demo weights (they make noise)
+    _transcriber: Transcriber | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def transcriber(self) -> Transcriber:
+        """The transcriber for the current model folder, created on first use."""
+        with self._lock:
+            root = self.engine.config.model_path
+            if self._transcriber is None or getattr(self, "_transcriber_root", None) != root:
+                if self._transcriber is not None:
+                    self._transcriber.unload()
+                self._transcriber = Transcriber(model_path=root, device=self.engine.config.device)
+                self._transcriber_root = root
+            return self._transcriber
+
+    def replace_engine(self, engine: Engine) -> None:
+        with self._lock:
+            old, self.engine = self.engine, engine
+        if old is not engine:
+            old.unload()
+
+    def temp_path(self, name: str) -> Path:
+        """A fresh path for a temporary file named `name`; old temporaries are pruned."""
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for p in self.temp_dir.iterdir():
+            try:
+                if p.is_file() and now - p.stat().st_mtime > TEMP_MAX_AGE_S:
+                    p.unlink()
+            except OSError:
+                pass
+        folder = self.temp_dir / secrets.token_hex(6)
+        folder.mkdir()
+        return folder / name

@@ -1,0 +1,42 @@
+"""History tab layout: the song table, a picker, player, downloads, details, reuse and delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ..handlers.history import HEADERS
+
+
+@dataclass
+class HistoryComponents:
+    status: gr.Markdown
+    refresh_btn: gr.Button
+    table: gr.Dataframe
+    song: gr.Dropdown
+    player: gr.Audio
+    downloads: gr.File
+    details: gr.JSON
+    reuse_btn: gr.Button
+    delete_btn: gr.Button
+
+
+def build() -> HistoryComponents:
+    with gr.Row():
+        status = gr.Markdown(elem_id="hist-status")
+        refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="hist-refresh")
+    table = gr.Dataframe(headers=HEADERS, datatype=["str", "str", "number", "number", "number", "str"],
+                         interactive=False, max_height=300, wrap=True, elem_id="hist-table")
+    song = gr.Dropdown(label="Song", choices=[], elem_id="hist-song")
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            player = gr.Audio(label="Play", type="filepath", interactive=False, elem_id="hist-player")
+            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="hist-downloads")
+            with gr.Row():
+                reuse_btn = gr.Button("Reuse settings in Generate", elem_id="hist-reuse")
+                delete_btn = gr.Button("Delete song", variant="stop", elem_id="hist-delete")
+        with gr.Column():
+            details = gr.JSON(label="Details", elem_id="hist-details")
+    return HistoryComponents(status=status, refresh_btn=refresh_btn, table=table, song=song, player=player,
+                             downloads=downloads, details=details, reuse_btn=reuse_btn, delete_btn=delete_btn)

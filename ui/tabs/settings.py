@@ -1,0 +1,92 @@
+"""Settings tab layout: model and device, presets (every option as a slider), live throughput, doctor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ..handlers.settings import DEVICES, PRECISIONS
+
+# label, minimum, maximum, step per preset field (the ranges GenerateOptions / TranscribeSettings allow)
+SLIDERS = {
+    "max_audio_length_ms": ("Maximum length (ms)", 80, 600_000, 80),
+    "cfg_scale": ("Guidance (cfg_scale)", 1.0, 10.0, 0.05),
+    "temperature": ("Temperature", 0.05, 5.0, 0.05),
+    "topk": ("Top-k", 1, 8192, 1),
+    "takes": ("Takes", 1, 8, 1),
+    "codec_steps": ("Codec steps", 1, 100, 1),
+    "codec_guidance_scale": ("Codec guidance", 1.0, 10.0, 0.05),
+    "batch_size": ("Transcription batch size", 1, 64, 1),
+    "chunk_length_s": ("Transcription chunk length (s)", 5, 30, 1),
+}
+
+
+@dataclass
+class SettingsComponents:
+    engine_status: gr.Markdown
+    model_path: gr.Textbox
+    scan_btn: gr.Button
+    found: gr.Markdown
+    version: gr.Dropdown
+    device: gr.Dropdown
+    dtype: gr.Dropdown
+    lazy_load: gr.Checkbox
+    load_btn: gr.Button
+    unload_btn: gr.Button
+    live: gr.Markdown
+    timer: gr.Timer
+    preset: gr.Dropdown
+    preset_note: gr.Markdown
+    fields: dict  # preset field name -> gr.Slider / gr.Checkbox
+    new_name: gr.Textbox
+    description: gr.Textbox
+    save_btn: gr.Button
+    delete_btn: gr.Button
+    doctor_btn: gr.Button
+    doctor: gr.Textbox
+
+
+def build(model_path: str, version: str, device: str, dtype: str, lazy_load: bool,
+          presets: list[str], preset: str) -> SettingsComponents:
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            gr.Markdown("### Model and device")
+            engine_status = gr.Markdown(elem_id="set-engine")
+            with gr.Row():
+                model_path_box = gr.Textbox(label="Model folder", value=model_path, scale=4, elem_id="set-path")
+                scan_btn = gr.Button("Scan", scale=1, min_width=80)
+            found = gr.Markdown(elem_id="set-found")
+            with gr.Row():
+                version_dd = gr.Dropdown(label="Version", choices=[version], value=version, elem_id="set-version")
+                device_dd = gr.Dropdown(label="Device", choices=DEVICES, value=device, elem_id="set-device")
+                dtype_dd = gr.Dropdown(label="Precision", choices=PRECISIONS, value=dtype, elem_id="set-dtype")
+            lazy = gr.Checkbox(label="Lazy load (free each model after its phase: less memory, slower)",
+                               value=lazy_load)
+            with gr.Row():
+                load_btn = gr.Button("Load", variant="primary", elem_id="set-load")
+                unload_btn = gr.Button("Unload", elem_id="set-unload")
+            gr.Markdown("### Live throughput")
+            live = gr.Markdown(elem_id="set-live")
+            timer = gr.Timer(1.0)
+            with gr.Accordion("Doctor", open=False):
+                doctor_btn = gr.Button("Run the doctor", elem_id="set-doctor-run")
+                doctor = gr.Textbox(label="Report", lines=12, interactive=False, elem_id="set-doctor")
+        with gr.Column():
+            gr.Markdown("### Presets")
+            preset = gr.Dropdown(label="Preset", choices=presets, value=preset, elem_id="set-preset")
+            preset_note = gr.Markdown(elem_id="set-preset-note")
+            fields = {name: gr.Slider(lo, hi, step=step, label=label, elem_id=f"set-{name}")
+                      for name, (label, lo, hi, step) in SLIDERS.items()}
+            fields["ignore_eos"] = gr.Checkbox(label="Ignore end of song (always run to the maximum length)")
+            description = gr.Textbox(label="Description", elem_id="set-description")
+            with gr.Row():
+                new_name = gr.Textbox(label="Save as", placeholder="my preset", scale=3, elem_id="set-new-name")
+                save_btn = gr.Button("Save preset", variant="primary", scale=1, elem_id="set-save")
+            delete_btn = gr.Button("Delete this preset", variant="stop", elem_id="set-delete")
+    return SettingsComponents(
+        engine_status=engine_status, model_path=model_path_box, scan_btn=scan_btn, found=found, version=version_dd,
+        device=device_dd, dtype=dtype_dd, lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
+        timer=timer, preset=preset, preset_note=preset_note, fields=fields, new_name=new_name,
+        description=description, save_btn=save_btn, delete_btn=delete_btn, doctor_btn=doctor_btn, doctor=doctor,
+    )

@@ -1,0 +1,173 @@
+"""All event wiring, and the only place that calls .click/.change/.then.
+
+Handlers return (or yield) dicts keyed by names; `_on` maps those names to this UI's
+components, wraps the handler in `user_errors`, and reaches the Studio through partial.
+Long engine jobs share one concurrency id, so a Generate, a Compare and a Transcribe
+queue behind each other (one device); Stop buttons and cheap toggles skip the queue.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import partial
+
+import gradio as gr
+
+from .errors import user_errors
+from .handlers import common
+from .handlers import compare as compare_h
+from .handlers import generate as generate_h
+from .handlers import history as history_h
+from .handlers import settings as settings_h
+from .handlers import transcribe as transcribe_h
+
+ENGINE = "engine"  # the concurrency id of every job that uses the device
+QUICK = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
+
+
+def _flatten(targets: dict) -> list:
+    out = []
+    for t in targets.values():
+        for c in (t if isinstance(t, list) else [t]):
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def _convert(targets: dict, values: dict | None) -> dict:
+    out = {}
+    for name, value in (values or {}).items():
+        target = targets[name]  # a KeyError here is a wiring bug: the handler returned an unknown name
+        if isinstance(target, list):
+            for component, v in zip(target, value):
+                out[component] = v
+        else:
+            out[target] = value
+    return out
+
+
+def _named(fn, targets: dict):
+    """fn returning {name: value} -> a gradio function returning {component: value}."""
+    fn = user_errors(fn)
+    if inspect.isgeneratorfunction(fn):
+        def wrapper(*args):
+            for values in fn(*args):
+                yield _convert(targets, values)
+    else:
+        def wrapper(*args):
+            return _convert(targets, fn(*args))
+    wrapper.__name__ = getattr(fn, "__name__", "handler")
+    return wrapper
+
+
+def _on(trigger, fn, inputs, targets: dict, **kwargs):
+    kwargs.setdefault("api_visibility", "undocumented")
+    return trigger(_named(fn, targets), inputs=inputs, outputs=_flatten(targets), **kwargs)
+
+
+def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
+    preset_targets = {"settings_preset": st.preset, "generate_preset": gen.preset,
+                      "compare_presets": cmp.presets, "transcribe_preset": tr.preset}
+    history_targets = {"table": hist.table, "song": hist.song, "status": hist.status}
+    hist_select_targets = {"player": hist.player, "downloads": hist.downloads, "details": hist.details}
+
+    # ----- Generate ------------------------------------------------------------------------------
+    gen_run = {"run_btn": gen.generate_btn, "stop_btn": gen.stop_btn, "status": gen.status}
+    gen_controls = {"duration_s": gen.duration_s, "cfg_scale": gen.cfg_scale, "temperature": gen.temperature,
+                    "topk": gen.topk, "preset_info": gen.preset_info}
+    _on(gen.preset.input, generate_h.apply_preset, [gen.preset], gen_controls, **QUICK)
+    for picker in gen.pickers:
+        _on(picker.input, generate_h.add_tag, [gen.tags, picker], {"tags": gen.tags, "picker": picker}, **QUICK)
+    gen.dice.click(generate_h.random_seed, outputs=[gen.seed], **QUICK)
+    gen_inputs = [gen.session, gen.lyrics, gen.tags, gen.duration_s, gen.preset, gen.cfg_scale, gen.temperature,
+                  gen.topk, gen.seed, gen.takes]
+    gen_outputs = {"status": gen.status, "audios": gen.audios, "downloads": gen.downloads,
+                   "metadata": gen.metadata, "check_take": gen.check_take, "check_result": gen.check_result}
+    (
+        _on(gen.generate_btn.click, common.start, [gen.session], gen_run, **QUICK)
+        .then(_named(partial(generate_h.generate, studio), gen_outputs), inputs=gen_inputs,
+              outputs=_flatten(gen_outputs), api_name="generate", concurrency_id=ENGINE,
+              show_progress="minimal", show_progress_on=[gen.status])
+        .then(_named(common.finish, gen_run), outputs=_flatten(gen_run), **QUICK)
+        .then(_named(partial(history_h.refresh, studio), history_targets), inputs=[hist.song],
+              outputs=_flatten(history_targets), **QUICK)
+    )
+    _on(gen.stop_btn.click, common.stop, [gen.session], gen_run, **QUICK)
+    _on(gen.check_btn.click, partial(generate_h.check_take, studio),
+        [gen.session, gen.check_take, gen.lyrics, tr.batch_size, tr.chunk_length_s],
+        {"check_result": gen.check_result}, concurrency_id=ENGINE, show_progress="minimal")
+
+    # ----- History -------------------------------------------------------------------------------
+    _on(hist.refresh_btn.click, partial(history_h.refresh, studio), [hist.song], history_targets, **QUICK)
+    _on(hist.song.change, partial(history_h.select, studio), [hist.song], hist_select_targets, **QUICK)
+    _on(hist.delete_btn.click, partial(history_h.delete, studio), [hist.song],
+        {**history_targets, **hist_select_targets}, **QUICK)
+    _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song],
+        {"lyrics": gen.lyrics, "tags": gen.tags, "seed": gen.seed, "duration_s": gen.duration_s,
+         "cfg_scale": gen.cfg_scale, "temperature": gen.temperature, "topk": gen.topk, "takes": gen.takes,
+         "tabs": tabs}, **QUICK)
+
+    # ----- Transcribe ----------------------------------------------------------------------------
+    tr_run = {"run_btn": tr.run_btn, "stop_btn": tr.stop_btn, "status": tr.speed}
+    tr_outputs = {"text": tr.text, "segments": tr.segments, "downloads": tr.downloads, "speed": tr.speed}
+    _on(tr.preset.input, transcribe_h.preset_settings, [tr.preset],
+        {"batch_size": tr.batch_size, "chunk_length_s": tr.chunk_length_s}, **QUICK)
+    (
+        _on(tr.run_btn.click, common.start, [tr.session], tr_run, **QUICK)
+        .then(_named(partial(transcribe_h.transcribe, studio), tr_outputs),
+              inputs=[tr.session, tr.audio, tr.batch_size, tr.chunk_length_s, tr.language],
+              outputs=_flatten(tr_outputs), api_name="transcribe", concurrency_id=ENGINE,
+              show_progress="minimal", show_progress_on=[tr.speed])
+        .then(_named(common.finish, tr_run), outputs=_flatten(tr_run), **QUICK)
+    )
+    _on(tr.stop_btn.click, common.stop, [tr.session], tr_run, **QUICK)
+
+    # ----- Compare -------------------------------------------------------------------------------
+    cmp_run = {"run_btn": cmp.run_btn, "stop_btn": cmp.stop_btn, "status": cmp.status}
+    cmp_outputs = {"status": cmp.status, "table": cmp.table, "audios": cmp.audios}
+    (
+        _on(cmp.run_btn.click, common.start, [cmp.session], cmp_run, **QUICK)
+        .then(_named(partial(compare_h.compare, studio), cmp_outputs),
+              inputs=[cmp.session, cmp.presets, cmp.lyrics, cmp.tags, cmp.duration_s, cmp.seed],
+              outputs=_flatten(cmp_outputs), api_name="compare", concurrency_id=ENGINE,
+              show_progress="minimal", show_progress_on=[cmp.status])
+        .then(_named(common.finish, cmp_run), outputs=_flatten(cmp_run), **QUICK)
+    )
+    _on(cmp.stop_btn.click, common.stop, [cmp.session], cmp_run, **QUICK)
+
+    # ----- Settings ------------------------------------------------------------------------------
+    status_target = {"engine_status": st.engine_status}
+    _on(st.scan_btn.click, settings_h.scan_folder, [st.model_path, st.version],
+        {"found": st.found, "version": st.version}, **QUICK)
+    _on(st.load_btn.click, partial(settings_h.load, studio),
+        [st.model_path, st.version, st.device, st.dtype, st.lazy_load], status_target,
+        concurrency_id=ENGINE, show_progress="minimal")
+    _on(st.unload_btn.click, partial(settings_h.unload, studio), None, status_target, concurrency_id=ENGINE)
+    _on(st.doctor_btn.click, partial(settings_h.doctor, studio), None, {"doctor": st.doctor},
+        concurrency_id=ENGINE)
+    field_names = settings_h.PRESET_FIELDS
+    preset_fields = [st.fields[name] for name in field_names]
+    _on(st.preset.change, settings_h.preset_values, [st.preset],
+        {**st.fields, "description": st.description, "delete_btn": st.delete_btn, "preset_note": st.preset_note},
+        **QUICK)
+    _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],
+        {**preset_targets, "preset_note": st.preset_note}, **QUICK)
+    _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset],
+        {**preset_targets, "preset_note": st.preset_note}, **QUICK)
+    _on(st.timer.tick, partial(settings_h.live, studio), None, {"live": st.live}, **QUICK)
+
+    # ----- first paint ---------------------------------------------------------------------------
+    def first_paint():
+        out = settings_h.dropdowns(None)
+        out["settings_preset"] = gr.update(choices=out["settings_preset"]["choices"], value="balanced")
+        out["generate_preset"] = generate_h.preset_names(generate_h.DEFAULT_PRESET)
+        out["transcribe_preset"] = gr.update(choices=out["transcribe_preset"]["choices"], value=None)
+        out.update({f"gen_{k}": v for k, v in generate_h.apply_preset(generate_h.DEFAULT_PRESET).items()})
+        out.update(history_h.refresh(studio))
+        out["engine_status"] = settings_h.engine_status(studio)
+        out.update(settings_h.live(studio))
+        return out
+
+    _on(demo.load, first_paint, None,
+        {**preset_targets, **{f"gen_{k}": v for k, v in gen_controls.items()}, **history_targets,
+         "engine_status": st.engine_status, "live": st.live}, queue=False, api_visibility="undocumented")
