@@ -107,7 +107,7 @@ def weight_bytes_per_frame(model: HeartMuLa) -> int:
     the heads and the projection once per use (embedding rows are negligible)."""
     size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
     k = model.args.n_codebooks
-    head = model.audio_head
+    head = model.audio_head if model.audio_head is not None else model.audio_head_t
     return (size(model.backbone) + (k - 1) * size(model.decoder) + size(model.codebook0_head)
             + head.numel() * head.element_size() + k * size(model.projection))
 
@@ -135,7 +135,7 @@ def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, result
         opts = GenerateOptions(max_audio_length_ms=n_frames * 80, takes=n_takes, cfg_scale=1.5, seed=seed,
                                ignore_eos=True)
         model.setup_caches(2 * n_takes, cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
-        buf = StepBuffers(model, n_takes, True)
+        buf = StepBuffers(model, n_takes, True, compiled=COMPILE)
         step = None
         if graphed:
             step = GraphedStep(model, buf)
@@ -225,7 +225,7 @@ def bench_song(dev, results: dict) -> list[Row]:
     prompt = random_prompt(300, model.args.text_vocab_size)
     opts = GenerateOptions(max_audio_length_ms=180_000, seed=3, ignore_eos=True)
     model.setup_caches(2, cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
-    buf = StepBuffers(model, 1, True)
+    buf = StepBuffers(model, 1, True, compiled=COMPILE)
     step = GraphedStep(model, buf) if graphs_supported(dev) else None
     if step:
         step.capture_all()
@@ -298,7 +298,7 @@ def profile_step(dev, dtype, frames: int = 3) -> int:
     model = random_mula(dev, dtype)
     prompt = random_prompt(300, model.args.text_vocab_size)
     model.setup_caches(2, 1024)
-    buf = StepBuffers(model, 1, True)
+    buf = StepBuffers(model, 1, True, compiled=COMPILE)
     buf.set_request(GenerateOptions(seed=0), [0])
     with torch.inference_mode():
         buf.codes.copy_(prefill(model, prompt, buf))

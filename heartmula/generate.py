@@ -101,7 +101,7 @@ class FramesResult:
 class StepBuffers:
     """Device buffers the loop reuses every frame (allocated by `setup`)."""
 
-    def __init__(self, model: HeartMuLa, takes: int, guided: bool):
+    def __init__(self, model: HeartMuLa, takes: int, guided: bool, compiled: bool = False):
         dev = model.codebook0_head.weight.device
         k = model.args.n_codebooks
         self.takes, self.guided = takes, guided
@@ -115,6 +115,8 @@ class StepBuffers:
         self.offsets = model.audio_offsets(dev)  # codebook k's rows start at k * vocab
         self.keys = vocab_keys(model.args.audio_vocab_size, dev)
         self.dec_pos = [torch.tensor([0, 1], device=dev)] + [torch.tensor([i], device=dev) for i in range(2, k)]
+        # Sampling is ~40 small integer and float ops; compiled it is a couple of kernels.
+        self.pick = torch.compile(pick_codes, dynamic=False, fullgraph=True) if compiled else pick_codes
 
     def set_request(self, opts: GenerateOptions, seeds: list[int]) -> None:
         self.temperature.fill_(float(opts.temperature))
@@ -123,17 +125,19 @@ class StepBuffers:
         self.seeds.copy_(torch.tensor(seeds, dtype=torch.long))
 
 
-def _guide(logits: torch.Tensor, buf: StepBuffers) -> torch.Tensor:
-    # logits: [rows, V] -> [takes, V]; rows are [cond takes..., uncond takes...]
-    if not buf.guided:
-        return logits
-    cond, uncond = logits[: buf.takes], logits[buf.takes :]
-    return uncond + (cond - uncond) * buf.cfg_scale
+def pick_codes(logits, cfg_scale, temperature, topk, seeds, counter, keys, guided: bool):
+    """logits [rows, V] -> codes [rows]. Under guidance rows are [cond takes..., uncond
+    takes...]: the guided logits give one draw per take, used by both of its rows."""
+    if guided:
+        n = logits.shape[0] // 2
+        cond, uncond = logits[:n], logits[n:]
+        codes = sample_topk(uncond + (cond - uncond) * cfg_scale, temperature, topk, seeds, counter, keys)
+        return torch.cat([codes, codes])
+    return sample_topk(logits, temperature, topk, seeds, counter, keys)
 
 
-def _both_halves(codes: torch.Tensor, buf: StepBuffers) -> torch.Tensor:
-    # The guided sample is used by the conditional and the unconditional row alike.
-    return torch.cat([codes, codes]) if buf.guided else codes
+def _pick(logits: torch.Tensor, buf: StepBuffers, counter: torch.Tensor) -> torch.Tensor:
+    return buf.pick(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, counter, buf.keys, buf.guided)
 
 
 def depth_frame(model: HeartMuLa, last_h: torch.Tensor, buf: StepBuffers) -> torch.Tensor:
@@ -144,16 +148,13 @@ def depth_frame(model: HeartMuLa, last_h: torch.Tensor, buf: StepBuffers) -> tor
     """
     k = model.args.n_codebooks
     counter = buf.input_pos * k
-    logits = model.codebook0_head(last_h).float()
-    code = _both_halves(sample_topk(_guide(logits, buf), buf.temperature, buf.topk, buf.seeds, counter, buf.keys), buf)
+    code = _pick(model.codebook0_head(last_h).float(), buf, counter)
     out = [code]
     x = model.projection(torch.stack([last_h, model.embed_audio(0, code[:, None])[:, 0]], dim=1))
     for i in range(1, k):
         h = model.decoder(x, buf.dec_pos[i - 1])[:, -1]
-        logits = (h @ model.audio_head[i - 1]).float()
-        code = _both_halves(
-            sample_topk(_guide(logits, buf), buf.temperature, buf.topk, buf.seeds, counter + i, buf.keys), buf
-        )
+        logits = model.audio_logits(i - 1, h).float()
+        code = _pick(logits, buf, counter + i)
         out.append(code)
         if i < k - 1:
             x = model.projection(model.embed_audio(i, code[:, None]))

@@ -214,13 +214,11 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-def block_qkv(block: "Block", x: torch.Tensor, rope: torch.Tensor):
-    """The attention's inputs: norm, q/k/v projections, RoPE (a fusable stretch)."""
-    return block.attn.qkv(block.sa_norm(x), rope)
-
-
-def block_mlp(block: "Block", h: torch.Tensor) -> torch.Tensor:
-    """The MLP half of a block with its residual (a fusable stretch)."""
+def block_forward(block: "Block", x, rope, mask, input_pos, attn_len):
+    """h = x + attn(sa_norm(x)); y = h + mlp(mlp_norm(h)). A free function so that one
+    compiled version serves every layer of a model (see `HeartMuLa.compile_blocks`)."""
+    q, k, v = block.attn.qkv(block.sa_norm(x), rope)
+    h = x + block.attn.attend(q, k, v, mask, input_pos, attn_len)
     return h + block.mlp(block.mlp_norm(h))
 
 
@@ -231,16 +229,13 @@ class Block(nn.Module):
         self.mlp = FeedForward(args)
         self.sa_norm = RMSNorm(args.dim, args.norm_eps)
         self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
-        # The two stretches between cache accesses; `compile_blocks` swaps in compiled ones.
-        self.qkv_fn, self.mlp_fn = block_qkv, block_mlp
+        self.decode_fn = block_forward  # `compile_blocks` swaps in a compiled one
 
     def forward(self, x, rope, mask, input_pos, attn_len):
-        # Compiled stretches serve the decode shapes only (1 or 2 positions); a prompt of
-        # any length stays eager rather than cost a compilation per length.
-        decode = x.shape[1] <= 2
-        q, k, v = (self.qkv_fn if decode else block_qkv)(self, x, rope)
-        h = x + self.attn.attend(q, k, v, mask, input_pos, attn_len)
-        return (self.mlp_fn if decode else block_mlp)(self, h)
+        # The compiled function serves the decode shapes only (1 or 2 positions); a prompt
+        # of any length stays eager rather than cost a compilation per length.
+        fn = self.decode_fn if x.shape[1] <= 2 else block_forward
+        return fn(self, x, rope, mask, input_pos, attn_len)
 
 
 class Llama(nn.Module):
@@ -327,20 +322,31 @@ class HeartMuLa(nn.Module):
         return self.audio_embeddings(codes + codebook * self.args.audio_vocab_size)
 
     def fuse_projections(self) -> "HeartMuLa":
-        """Stack q/k/v and w1/w3 weights (run after loading: state_dict names change)."""
+        """Stack q/k/v and w1/w3 weights and store the codebook heads as [K-1, vocab, dim]
+        rows, the layout matrix-vector kernels read fastest. Run after loading: the
+        state_dict names change."""
         for llama in (self.backbone, self.decoder):
             for layer in llama.layers:
                 layer.attn.fuse()
                 layer.mlp.fuse()
+        self.audio_head_t = nn.Parameter(self.audio_head.detach().transpose(1, 2).contiguous(), requires_grad=False)
+        del self.audio_head
+        self.audio_head = None
         return self
 
+    def audio_logits(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """Codebook i+1's logits from the depth decoder's hidden state h [B, ddim]."""
+        if self.audio_head is None:
+            return F.linear(h, self.audio_head_t[i])
+        return h @ self.audio_head[i]
+
     def compile_blocks(self, **kwargs) -> "HeartMuLa":
-        """torch.compile the elementwise-heavy stretches of every block (norms, RoPE,
-        SiLU, residuals fuse into few kernels). All blocks share the two compiled
-        functions, so 31 layers cost one compilation per input shape."""
-        qkv = torch.compile(block_qkv, dynamic=False, fullgraph=True, **kwargs)
-        mlp = torch.compile(block_mlp, dynamic=False, fullgraph=True, **kwargs)
+        """torch.compile the decode step of every block: norms, RoPE, the cache write,
+        SiLU and residuals fuse into few kernels around the matrix products. All layers
+        share one compiled function (parameters are its inputs), and the attention length
+        becomes dynamic after the first bucket, so a model costs a few compilations."""
+        fn = torch.compile(block_forward, fullgraph=True, **kwargs)
         for llama in (self.backbone, self.decoder):
             for layer in llama.layers:
-                layer.qkv_fn, layer.mlp_fn = qkv, mlp
+                layer.decode_fn = fn
         return self
