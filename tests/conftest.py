@@ -106,3 +106,85 @@ def speak():
         return path
 
     return _speak
+
+
+# --- the studio app (tests/test_browser.py, tests/test_api.py) -------------------------------------
+# One app.py process on a free localhost port with the tiny checkpoint, a temporary output folder and
+# HEARTMULA_HOME holding "test-full", a preset that always runs to its 4 s maximum length.
+
+TEST_PRESET = """description: tests; always runs to the maximum length
+max_audio_length_ms: 4000
+ignore_eos: true
+codec_steps: 2
+batch_size: 8
+"""
+
+
+class StudioApp:
+    def __init__(self, ckpt: Path, root: Path):
+        self.ckpt, self.root = ckpt, root
+        self.output_dir, self.home = root / "outputs", root / "home"
+        (self.home / "presets").mkdir(parents=True, exist_ok=True)
+        (self.home / "presets" / "test-full.yaml").write_text(TEST_PRESET)
+        self.proc = None
+        self.url = ""
+        self.starts = 0
+
+    def start(self, timeout_s: float = 180) -> None:
+        import os
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = dict(os.environ, HEARTMULA_HOME=str(self.home), GRADIO_ANALYTICS_ENABLED="False")
+        self.starts += 1
+        self.log = self.root / f"app{self.starts}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "app.py", "--model-path", str(self.ckpt), "--version", "tiny", "--device", "cpu",
+             "--port", str(port), "--output-dir", str(self.output_dir)],
+            cwd=ROOT, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"app.py exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        pytest.fail(f"app.py did not answer within {timeout_s:.0f} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def sidecars(self) -> list[Path]:
+        return sorted(self.output_dir.glob("*.json"))
+
+
+@pytest.fixture(scope="session")
+def studio_app(tiny_ckpt, tmp_path_factory, heartmula_cache):
+    app = StudioApp(tiny_ckpt, tmp_path_factory.mktemp("studio"))
+    app.start()
+    yield app
+    app.stop()

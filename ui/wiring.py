@@ -147,9 +147,9 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         concurrency_id=ENGINE)
     field_names = settings_h.PRESET_FIELDS
     preset_fields = [st.fields[name] for name in field_names]
-    _on(st.preset.change, settings_h.preset_values, [st.preset],
-        {**st.fields, "description": st.description, "delete_btn": st.delete_btn, "preset_note": st.preset_note},
-        **QUICK)
+    settings_preset_targets = {**st.fields, "description": st.description, "delete_btn": st.delete_btn,
+                               "preset_note": st.preset_note}
+    _on(st.preset.change, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK)
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],
         {**preset_targets, "preset_note": st.preset_note}, **QUICK)
     _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset],
@@ -164,10 +164,12 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         out["transcribe_preset"] = gr.update(choices=out["transcribe_preset"]["choices"], value=None)
         out.update({f"gen_{k}": v for k, v in generate_h.apply_preset(generate_h.DEFAULT_PRESET).items()})
         out.update(history_h.refresh(studio))
+        out.update({f"set_{k}": v for k, v in settings_h.preset_values(out["settings_preset"]["value"]).items()})
         out["engine_status"] = settings_h.engine_status(studio)
         out.update(settings_h.live(studio))
         return out
 
     _on(demo.load, first_paint, None,
         {**preset_targets, **{f"gen_{k}": v for k, v in gen_controls.items()}, **history_targets,
+         **{f"set_{k}": v for k, v in settings_preset_targets.items()},
          "engine_status": st.engine_status, "live": st.live}, queue=False, api_visibility="undocumented")

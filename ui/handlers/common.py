@@ -121,3 +121,30 @@ def _update(**kwargs):
     import gradio as gr
 
     return gr.update(**kwargs)
+
+
+def reports_end(key: str):
+    """Decorate a job generator so its status line says how it ended when it fails or is stopped
+    (the exception still goes on to `user_errors`, which shows the message)."""
+    import functools
+
+    from heartmula import GenerationCancelled, TranscriptionCancelled
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return (yield from fn(*args, **kwargs))
+            except (GenerationCancelled, TranscriptionCancelled):
+                yield {key: "⏹ Stopped. Nothing was saved."}
+                raise
+            except (ValueError, RuntimeError) as e:
+                yield {key: f"❌ Not done: {e}"}
+                raise
+            except Exception:
+                yield {key: "❌ Not done: internal error (see the server log)"}
+                raise
+
+        return wrapper
+
+    return deco

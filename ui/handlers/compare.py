@@ -9,12 +9,13 @@ import gradio as gr
 
 from heartmula import load_presets, write_audio
 
-from .common import fmt_bytes, progress_text, run_job
+from .common import fmt_bytes, progress_text, reports_end, run_job
 
 MAX_PRESETS = 4
 HEADERS = ["Preset", "Frames/s", "Generation (s)", "Decode (s)", "Total (s)", "Peak memory", "Audio (s)"]
 
 
+@reports_end("status")
 def compare(studio, session, names, lyrics, tags, duration_s, seed):
     """Generator: progress per preset, the table growing as each finishes, a player per preset."""
     names = list(names or [])

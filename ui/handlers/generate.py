@@ -10,7 +10,7 @@ import gradio as gr
 
 from heartmula import MAX_SEED, MAX_TAKES, GenerateOptions, check_lyrics, load_presets
 
-from .common import fmt_bytes, fmt_s, progress_text, run_job
+from .common import fmt_bytes, fmt_s, progress_text, reports_end, run_job
 
 EXAMPLE_LYRICS = """[verse]
 Morning light on the window pane
@@ -114,11 +114,12 @@ def _results_text(result, songs) -> str:
         f"frames: {result.frames_per_s:.1f} frames/s ({1000 / result.frames_per_s:.0f} ms/frame) in "
         f"{fmt_s(result.frames_s)} · decode {fmt_s(result.decode_s)} · total {fmt_s(result.total_s)}"
         if result.frames_per_s else f"total {fmt_s(result.total_s)}",
-        f"peak memory {fmt_bytes(result.peak_memory_bytes)} on {result.device} · saved to History",
+        f"peak memory {fmt_bytes(result.peak_memory_bytes) if result.peak_memory_bytes else 'not reported'} on {result.device} · saved to History",
     ]
     return "  \n".join(lines)
 
 
+@reports_end("status")
 def generate(studio, session, lyrics, tags, duration_s, preset, cfg_scale, temperature, topk, seed, takes):
     """Generator: progress lines while the engine works, then one player per take."""
     options = build_options(preset, duration_s, cfg_scale, temperature, topk, seed, takes)

@@ -187,4 +187,4 @@ def live(studio) -> dict:
             mem = "not reported (CPU)" if dev.startswith("cpu") else "not reported"
         rows += [[f"Device {dev}", m.get("name", dev)], ["Memory", mem],
                  ["Utilization", device_utilization(dev)]]
-    return {"live": "\n".join(["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])}
+    return {"live": "\n".join(["| Readout | Now |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])}

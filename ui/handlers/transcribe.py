@@ -7,11 +7,12 @@ from pathlib import Path
 
 from heartmula import RTF_LABEL, TranscribeSettings, format_transcript, load_presets
 
-from .common import fmt_s, run_job
+from .common import fmt_s, reports_end, run_job
 
 HEADERS = ["Start (s)", "End (s)", "Text"]
 
 
+@reports_end("speed")
 def transcribe(studio, session, audio_path, batch_size, chunk_length_s, language):
     """Generator: a status line, then the transcript, its segments and files."""
     if not audio_path:

@@ -42,9 +42,9 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
     session = gr.State(Session())
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            lyrics = gr.Textbox(label="Lyrics", value=EXAMPLE_LYRICS, lines=14, max_lines=40,
+            lyrics = gr.Textbox(label="Lyrics", value=EXAMPLE_LYRICS, lines=14, max_lines=40, elem_id="gen-lyrics",
                                 info="Sections in [brackets]: [intro] [verse] [chorus] [bridge] [outro]")
-            tags = gr.Textbox(label="Style tags", value=EXAMPLE_TAGS, lines=1,
+            tags = gr.Textbox(label="Style tags", value=EXAMPLE_TAGS, lines=1, elem_id="gen-tags",
                               info="Comma-separated: genre, mood, instruments, voice")
             with gr.Row():
                 pickers = [gr.Dropdown(label=f"+ {name}", choices=choices, value=None, min_width=120,

@@ -1,0 +1,62 @@
+"""The studio's named API endpoints through gradio_client, against app.py on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.browser  # needs the running app, like the browser tests
+
+LYRICS = "[verse]\nhello world\n[chorus]\nsing it loud\n"
+
+
+@pytest.fixture(scope="module")
+def client(studio_app):
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(studio_app.url, verbose=False)
+
+
+def test_named_endpoints(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert {"/generate", "/transcribe", "/compare"} <= set(api["named_endpoints"])
+    params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
+    assert len(params) == 9  # lyrics, tags, length, preset, cfg, temperature, top-k, seed, takes (no state)
+
+
+def test_generate_endpoint(client, studio_app):
+    before = len(studio_app.sidecars())
+    out = client.predict(LYRICS, "rock, guitar", 2, "test-full", 1.5, 1.0, 50, 77, 2, api_name="/generate")
+    status, audios = out[0], out[1:9]
+    assert "2 take(s)" in status and "seed 77" in status
+    played = [a["value"] for a in audios if isinstance(a, dict) and a.get("visible") and a.get("value")]
+    assert len(played) == 2
+    for path in played:
+        audio, rate = sf.read(path)
+        assert rate == 48_000 and audio.shape == (25 * 3840, 2)  # 2 s = 25 frames
+    metadata = out[10]
+    assert [m["seed"] for m in metadata] == [77, 78] and metadata[0]["tags"] == "rock, guitar"
+    assert len(studio_app.sidecars()) == before + 2
+
+
+def test_generate_endpoint_bad_input(client, studio_app):
+    from gradio_client.exceptions import AppError
+
+    before = len(studio_app.sidecars())
+    with pytest.raises(AppError, match="maximum value 5.0"):  # the slider's own range check
+        client.predict(LYRICS, "rock", 2, "test-full", 1.5, 99.0, 50, 1, 1, api_name="/generate")
+    with pytest.raises(AppError, match="shorten the lyrics or the length"):  # the tiny model holds ~15 s
+        client.predict(LYRICS, "rock", 60, "test-full", 1.5, 1.0, 50, 1, 1, api_name="/generate")
+    with pytest.raises(AppError, match="lyrics are empty"):
+        client.predict("  ", "rock", 2, "test-full", 1.5, 1.0, 50, 1, 1, api_name="/generate")
+    assert len(studio_app.sidecars()) == before
+
+
+def test_transcribe_endpoint(client, speak, tmp_path):
+    from gradio_client import handle_file
+
+    clip = speak(["the quick brown fox", "jumps over the lazy dog"], tmp_path / "fox.wav")
+    text, segments, files, speed = client.predict(handle_file(str(clip)), 8, 30, "", api_name="/transcribe")
+    assert "fox" in text.lower() and "lazy" in text.lower(), text
+    assert segments["data"] and len(segments["data"][0]) == 3
+    assert sorted(p.rsplit(".", 1)[1] for p in files) == ["lrc", "srt", "txt"]
+    assert "real-time factor (lower is faster)" in speed

@@ -1,0 +1,197 @@
+"""The studio in a real Chromium (Playwright) against app.py on the tiny checkpoint.
+
+The tests share one app and one page and run in file order (later ones use what earlier
+ones made). Screenshots of every tab go to /tmp/studio_<tab>.png.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.browser
+
+SHORT_LYRICS = "[verse]\nhello world\n[chorus]\nsing it loud\n"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def page(studio_app):
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(30_000)
+        pg.goto(studio_app.url)
+        pg.wait_for_selector("#gen-generate")
+        yield pg
+        browser.close()
+
+
+def tab(page, name):
+    page.get_by_role("tab", name=name).click()
+    time.sleep(0.3)
+
+
+def pick(page, elem_id, option):
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    time.sleep(0.5)
+
+
+def set_number(page, selector, value):
+    box = page.locator(selector)
+    box.fill(str(value))
+    box.press("Enter")
+    time.sleep(0.3)
+
+
+def watch(page, selector, until, timeout_s=180):
+    """Every text the element shows until one contains `until` (fails on timeout)."""
+    seen, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = page.locator(selector).inner_text()
+        if not seen or seen[-1] != text:
+            seen.append(text)
+        if any(u in text for u in ([until] if isinstance(until, str) else until)):
+            return seen
+        time.sleep(0.1)
+    pytest.fail(f"{selector} never showed {until!r}; it showed {seen[-5:]}")
+
+
+def test_page_loads(page):
+    assert page.title() == "HeartMuLa Studio"
+    assert "HeartMuLa Studio" in page.locator("#studio-header").inner_text()
+    for name in ("Generate", "History", "Transcribe", "Compare", "Settings"):
+        assert page.get_by_role("tab", name=name).is_visible()
+    assert page.locator("#gen-preset input").input_value() == "balanced"
+    assert page.locator("#gen-stop").is_disabled()
+
+
+def test_generate_shows_progress_and_plays(page, studio_app):
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    pick(page, "gen-preset", "test-full")  # fills the length (4 s) from the preset
+    assert page.locator("#gen-duration input[type=number]").input_value() == "4"
+    page.locator("#gen-generate").click()
+    seen = watch(page, "#gen-status", ["✅", "❌"])
+    assert any("Generating frames" in s and "frames/s" in s for s in seen) or any("Decoding" in s for s in seen), seen
+    assert "✅" in seen[-1], seen[-1]
+    href = page.locator("#gen-take-1 a.download-link").first.get_attribute("href")
+    response = page.request.get(href)
+    assert response.ok
+    audio, rate = sf.read(io.BytesIO(response.body()))
+    assert rate == 48_000 and audio.shape == (50 * 3840, 2)  # 4 s = 50 frames, stereo
+    assert page.locator("#gen-downloads").inner_text().count(".mp3") == 1
+    assert page.locator("#gen-generate").is_enabled() and page.locator("#gen-stop").is_disabled()
+    assert len(studio_app.sidecars()) == 1
+
+
+def test_stop_returns_to_idle_and_saves_nothing(page, studio_app):
+    before = studio_app.sidecars()
+    page.get_by_text("Advanced").click()
+    set_number(page, "#gen-duration input[type=number]", 14)
+    takes = page.get_by_label("number input for Takes")
+    takes.fill("8")
+    takes.press("Enter")
+    page.locator("#gen-generate").click()
+    watch(page, "#gen-status", "Generating frames", timeout_s=60)
+    page.locator("#gen-stop").click()
+    seen = watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
+    assert "Stopped" in seen[-1], seen
+    page.wait_for_function("!document.querySelector('#gen-generate').disabled", timeout=30_000)
+    assert page.locator("#gen-stop").is_disabled()
+    time.sleep(1)
+    assert studio_app.sidecars() == before
+    takes.fill("1")
+    takes.press("Enter")
+    set_number(page, "#gen-duration input[type=number]", 4)
+
+
+def test_transcribe_upload(page, speak, tmp_path):
+    clip = speak(["the quick brown fox", "jumps over the lazy dog"], tmp_path / "fox.wav")
+    tab(page, "Transcribe")
+    page.locator("#tr-audio input[type=file]").set_input_files(str(clip))
+    page.wait_for_selector("#tr-audio audio, #tr-audio [data-testid^='waveform']", state="attached")
+    page.locator("#tr-run").click()
+    seen = watch(page, "#tr-speed", ["real-time factor", "❌"], timeout_s=180)
+    assert "real-time factor (lower is faster)" in seen[-1], seen
+    text = page.locator("#tr-text textarea").input_value().lower()
+    assert "fox" in text and "lazy" in text, text
+    assert "-->" not in page.locator("#tr-downloads").inner_text()  # file names, not contents
+    assert page.locator("#tr-downloads").inner_text().count(".srt") == 1
+
+
+def test_preset_saved_in_settings_appears_elsewhere(page, studio_app):
+    tab(page, "Settings")
+    # the sliders show the selected preset (balanced) from the first paint on
+    assert page.locator("#set-max_audio_length_ms input[type=number]").input_value() == "120000"
+    assert page.locator("#set-cfg_scale input[type=number]").input_value() == "1.5"
+    page.locator("#set-new-name").get_by_role("textbox").fill("browser preset")
+    page.locator("#set-save").click()
+    page.wait_for_function(
+        "document.querySelector('#set-preset-note').innerText.includes('saved to')", timeout=30_000)
+    assert (studio_app.home / "presets" / "browser preset.yaml").is_file()
+    tab(page, "Generate")
+    page.locator("#gen-preset input").click()
+    assert page.get_by_role("option", name="browser preset", exact=True).is_visible()
+    page.keyboard.press("Escape")
+    tab(page, "Compare")
+    assert page.locator("#cmp-presets").get_by_text("browser preset", exact=True).is_visible()
+
+
+def test_compare_two_presets(page):
+    tab(page, "Compare")
+    page.locator("#cmp-lyrics textarea").fill(SHORT_LYRICS)
+    set_number(page, "#cmp-duration input[type=number]", 2)
+    page.locator("#cmp-presets").get_by_text("test-full", exact=True).click()
+    page.locator("#cmp-presets").get_by_text("speed", exact=True).click()
+    page.locator("#cmp-run").click()
+    seen = watch(page, "#cmp-status", ["compared 2 presets", "❌"], timeout_s=180)
+    assert "compared 2 presets" in seen[-1], seen
+    table = page.locator("#cmp-table").inner_text()
+    assert "test-full" in table and "speed" in table
+    assert page.locator("#cmp-audio-2").is_visible() and not page.locator("#cmp-audio-3").is_visible()
+
+
+def test_live_stats_and_doctor(page):
+    tab(page, "Settings")
+    page.wait_for_function("document.querySelector('#set-live').innerText.includes('frames/s')")
+    live = page.locator("#set-live").inner_text()
+    assert "Codec real-time factor" in live and "not reported" in live
+    assert "version tiny" in page.locator("#set-engine").inner_text()
+    page.get_by_text("Doctor", exact=True).click()
+    page.locator("#set-doctor-run").click()
+    page.wait_for_function("document.querySelector('#set-doctor textarea').value.includes('Verdict')",
+                           timeout=60_000)
+
+
+def test_screenshots_of_every_tab(page):
+    for name in ("Generate", "History", "Transcribe", "Compare", "Settings"):
+        tab(page, name)
+        time.sleep(1.5)
+        page.screenshot(path=f"/tmp/studio_{name.lower()}.png", full_page=True)
+
+
+def test_history_survives_restart(page, studio_app):
+    tab(page, "History")
+    page.locator("#hist-refresh").click()
+    time.sleep(1)
+    first = studio_app.sidecars()[0].stem
+    assert first in page.locator("#hist-table").inner_text()
+    studio_app.restart()
+    page.goto(studio_app.url)
+    page.wait_for_selector("#gen-generate")
+    tab(page, "History")
+    page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('{first}')")
+    assert "1 song(s)" in page.locator("#hist-status").inner_text()
+    page.screenshot(path="/tmp/studio_history_after_restart.png", full_page=True)
