@@ -312,7 +312,8 @@ def profile_step(dev, dtype, frames: int = 3) -> int:
                 buf.codes.copy_(decode_frame(model, buf))
             devices.synchronize(dev)
     key = "device_time_total" if dev.type == "cuda" else "cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0 and not e.key.startswith("aten::")]
+    skip = ("aten::", "Torch-Compiled Region", "## Call CompiledFxGraph", "cuda")
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0 and not e.key.startswith(skip)]
     total = sum(getattr(e, key) for e in events)
     print(f"{len(events)} kernel kinds; device time {total / frames / 1e3:.2f} ms per frame; launches per frame "
           f"{sum(e.count for e in events) / frames:.0f}")

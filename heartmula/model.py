@@ -188,7 +188,15 @@ class Attention(nn.Module):
         # heads that share a kv head (heads kv*g .. kv*g+g-1) become g*S query rows.
         q = q.view(b, s, self.n_kv_head, g, self.head_dim).permute(0, 2, 3, 1, 4).reshape(b, self.n_kv_head, g * s, -1)
         m = mask.expand(g, s, mask.shape[-1]).reshape(g * s, -1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        if s <= 2:
+            # Decode: a handful of query rows against the whole cache. Fused attention
+            # kernels tile over queries and leave most of the GPU idle here; two batched
+            # matrix-vector products read the cache at full bandwidth instead.
+            scores = (q @ k.transpose(-1, -2)).float() * self.head_dim**-0.5
+            probs = torch.softmax(scores.masked_fill(~m, float("-inf")), dim=-1)
+            y = probs.to(v.dtype) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
         y = y.view(b, self.n_kv_head, g, s, self.head_dim).permute(0, 3, 1, 2, 4).reshape(b, s, -1)
         return self.output_proj(y)
 
@@ -345,6 +353,11 @@ class HeartMuLa(nn.Module):
         SiLU and residuals fuse into few kernels around the matrix products. All layers
         share one compiled function (parameters are its inputs), and the attention length
         becomes dynamic after the first bucket, so a model costs a few compilations."""
+        import torch._dynamo
+
+        # Shapes that vary: rows (takes), positions (1 or 2), attention length (buckets),
+        # and backbone vs decoder heads; each costs one compilation at most.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         fn = torch.compile(block_forward, fullgraph=True, **kwargs)
         for llama in (self.backbone, self.decoder):
             for layer in llama.layers:
