@@ -245,3 +245,16 @@ def test_compare_two_presets(studio):
     assert studio.history.list() == []  # compare renders are temporary
     with pytest.raises(gr.Error, match="pick 2 to 4"):
         run(compare.compare, studio, Session(), ["speed"], LYRICS, "pop", 2, 1)
+
+
+def test_header_says_demo_weights_make_noise(engine, tmp_path):
+    from ui.blocks import DOWNLOAD_COMMAND, build_ui, header
+
+    assert DOWNLOAD_COMMAND == "python -m heartmula download --model-path ./ckpt"
+    real = header(Studio(engine=engine, history=History(tmp_path)))
+    demo = header(Studio(engine=engine, history=History(tmp_path), demo=True))
+    assert "noise" not in real and "make noise" in demo and DOWNLOAD_COMMAND in demo
+    blocks = build_ui(engine, output_dir=tmp_path / "out", demo=True)
+    assert blocks.studio.demo and blocks.studio.history.folder == tmp_path / "out"
+    api = {fn.api_name for fn in blocks.fns.values() if fn.api_visibility == "public"}
+    assert {"generate", "transcribe", "compare"} <= api

@@ -53,7 +53,8 @@ def compare(studio, session, names, lyrics, tags, duration_s, seed):
         path = studio.temp_path(f"compare-{name}.wav".replace(" ", "_"))
         write_audio(path, result.audio[0], result.sample_rate)  # temporary: compare renders stay out of History
         rows.append([name, round(result.frames_per_s, 2), round(result.prompt_s + result.frames_s, 2),
-                     round(result.decode_s, 2), round(result.total_s, 2), fmt_bytes(result.peak_memory_bytes),
+                     round(result.decode_s, 2), round(result.total_s, 2),
+                     fmt_bytes(result.peak_memory_bytes) if result.peak_memory_bytes else "not reported",
                      round(result.durations_s[0], 2)])
         audios = list(audios)
         audios[i] = gr.update(value=str(path), visible=True, label=f"{name} · seed {result.seeds[0]}")

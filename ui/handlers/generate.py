@@ -114,7 +114,8 @@ def _results_text(result, songs) -> str:
         f"frames: {result.frames_per_s:.1f} frames/s ({1000 / result.frames_per_s:.0f} ms/frame) in "
         f"{fmt_s(result.frames_s)} · decode {fmt_s(result.decode_s)} · total {fmt_s(result.total_s)}"
         if result.frames_per_s else f"total {fmt_s(result.total_s)}",
-        f"peak memory {fmt_bytes(result.peak_memory_bytes) if result.peak_memory_bytes else 'not reported'} on {result.device} · saved to History",
+        f"peak memory {fmt_bytes(result.peak_memory_bytes) if result.peak_memory_bytes else 'not reported'} "
+        f"on {result.device} · saved to History",
     ]
     return "  \n".join(lines)
 

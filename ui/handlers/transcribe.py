@@ -42,7 +42,7 @@ def transcribe(studio, session, audio_path, batch_size, chunk_length_s, language
         path = studio.temp_path(f"{stem}.{fmt}")
         path.write_text(format_transcript(result, fmt), encoding="utf-8")
         files.append(str(path))
-    demo = " · demo transcriber (Whisper tiny.en, English only)" if result.is_demo else ""
+    demo = " (English only)" if result.is_demo and "English" not in result.model_name else ""
     yield {
         "text": result.text,
         "segments": [[round(s.start_s, 2), round(s.end_s, 2), s.text] for s in result.segments],
