@@ -258,3 +258,13 @@ def test_header_says_demo_weights_make_noise(engine, tmp_path):
     assert blocks.studio.demo and blocks.studio.history.folder == tmp_path / "out"
     api = {fn.api_name for fn in blocks.fns.values() if fn.api_visibility == "public"}
     assert {"generate", "transcribe", "compare"} <= api
+
+
+def test_settings_load_replaces_engine_and_unload(studio, tiny_ckpt):
+    old = studio.engine
+    out = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", True)
+    assert studio.engine is not old and old.mula is None  # the old engine's memory is given back
+    assert "lazy load on" in out["engine_status"]
+    run(generate.generate, *gen_args(studio, Session()))  # the new engine generates (and frees after)
+    assert studio.engine.mula is None and len(studio.history.list()) == 1
+    assert "nothing" in user_errors(settings.unload)(studio)["engine_status"]
