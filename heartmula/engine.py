@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import device as devices
-from .audio import SAMPLE_RATE
+from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, load_heartmula, resolve_paths
 from .generate import FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits, generate_frames
 from .prompt import GenConfig, Prompt, build_prompt, load_tokenizer
@@ -43,6 +43,8 @@ class EngineConfig:
     codec_device: str | None = None  # None: same as `device`
     dtype: str = "auto"  # auto: bfloat16 on accelerators, float32 on CPU
     lazy_load: bool = False  # free each model right after its phase
+    graphs: bool | None = None  # replay the frame step as CUDA graphs; None: on where supported
+    compile: bool = False  # torch.compile the block and sampling stretches (faster; compiles on first use)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Engine:
         self.mula = None
         self.codec = None
         self._buffers: StepBuffers | None = None
+        self._step = None  # a GraphedStep bound to the current caches, when graphs are on
         self._lock = threading.RLock()  # re-entered by generate -> generate_frames/decode
         self.last_timings: dict = {}
 
@@ -117,6 +120,8 @@ class Engine:
         if self.mula is None:
             t = time.perf_counter()
             self.mula = load_heartmula(self.paths.mula, self.device, self.dtype)
+            if self.config.compile:
+                self.mula.compile_blocks()
             devices.synchronize(self.device)
             self.last_timings["load_mula_s"] = time.perf_counter() - t
         return self.mula
@@ -144,7 +149,7 @@ class Engine:
         if mula and self.mula is not None:
             self.mula.free_caches()
             self.mula = None
-            self._buffers = None
+            self._buffers = self._step = None
         if codec and self.codec is not None:
             self.codec = None
         gc.collect()
@@ -155,7 +160,7 @@ class Engine:
     def free_caches(self) -> None:
         if self.mula is not None:
             self.mula.free_caches()
-        self._buffers = None
+        self._buffers = self._step = None
         gc.collect()
         devices.empty_cache(self.device)
 
@@ -173,8 +178,36 @@ class Engine:
         rows = opts.takes * (2 if opts.guided else 1)
         model.setup_caches(rows, cache_length(len(prompt), opts.max_frames, model_max))
         if self._buffers is None or (self._buffers.takes, self._buffers.guided) != (opts.takes, opts.guided):
-            self._buffers = StepBuffers(model, opts.takes, opts.guided)
+            self._buffers = StepBuffers(model, opts.takes, opts.guided, compiled=self.config.compile)
+        if self.graphs_enabled:
+            from .graphs import GraphedStep
+
+            if self._step is None or self._step.key != GraphedStep.cache_key(model, self._buffers):
+                self._step = GraphedStep(model, self._buffers)  # graphs are captured on first use
         return self._buffers
+
+    @property
+    def graphs_enabled(self) -> bool:
+        from .graphs import graphs_supported
+
+        wanted = self.config.graphs
+        return graphs_supported(self.device) and (wanted is None or wanted)
+
+    def warmup(self, options: GenerateOptions | None = None) -> float:
+        """Compile and capture what a default request needs, so the first song doesn't
+        wait for it. Returns the seconds it took."""
+        opts = options or GenerateOptions()
+        t = time.perf_counter()
+        with self._lock:
+            prompt = self.build_prompt("la la la", "pop")
+            buf = self._prepare(prompt, opts)
+            short = replace(opts, max_audio_length_ms=16 * FRAME_MS, ignore_eos=True, seed=0)
+            generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=self._step)
+            if self._step is not None:
+                self._step.capture_all()
+            devices.synchronize(self.device)
+        self.last_timings["warmup_s"] = time.perf_counter() - t
+        return self.last_timings["warmup_s"]
 
     def generate_frames(
         self,
@@ -193,7 +226,8 @@ class Engine:
             try:
                 buf = self._prepare(prompt, opts)
                 result = generate_frames(
-                    self.mula, prompt, self.gen, opts, buffers=buf, on_progress=on_progress, should_stop=should_stop
+                    self.mula, prompt, self.gen, opts, buffers=buf, step=self._step,
+                    on_progress=on_progress, should_stop=should_stop,
                 )
             except BaseException as e:
                 self._after_failure(e)
@@ -311,13 +345,15 @@ def load_engine(
     codec_device: str | None = None,
     dtype: str = "auto",
     lazy_load: bool = False,
+    graphs: bool | None = None,
+    compile: bool = False,
     preload: bool = True,
 ) -> Engine:
     """Open a checkpoint folder; with `preload`, load the models now (unless lazy)."""
     engine = Engine(
         EngineConfig(
             model_path=str(Path(model_path)), version=version, device=device,
-            codec_device=codec_device, dtype=dtype, lazy_load=lazy_load,
+            codec_device=codec_device, dtype=dtype, lazy_load=lazy_load, graphs=graphs, compile=compile,
         )
     )
     if preload and not lazy_load:

@@ -23,6 +23,7 @@ from .prompt import GenConfig, Prompt
 from .sampling import sample_topk, vocab_keys
 
 SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress, cancel)
+BUCKET = 512  # attention reads cache positions in buckets of this many (see attention_length)
 PROGRESS_MIN_INTERVAL_S = 0.25  # on_progress is called at most this often (and at the end)
 MAX_TAKES = 8
 MAX_SEED = 2**63 - 1
@@ -194,6 +195,19 @@ def decode_frame(model: HeartMuLa, buf: StepBuffers, attn_len: int | None = None
     return depth_frame(model, last_h, buf)
 
 
+def attention_length(pos: int, cache_len: int, bucket: int = BUCKET) -> int:
+    """How much of the cache the step at `pos` attends to: the end of pos's bucket.
+
+    Reading the whole cache every frame would make long songs slow down; one length per
+    bucket keeps shapes static (one device graph each). Eager and graph steps use the
+    same lengths, so they run the same arithmetic and make the same frames."""
+    return min(cache_len, (pos // bucket + 1) * bucket)
+
+
+def eager_step(model: HeartMuLa, buf: StepBuffers, pos: int) -> torch.Tensor:
+    return decode_frame(model, buf, attention_length(pos, model.backbone.cache_len))
+
+
 def cache_length(prompt_len: int, max_frames: int, model_max: int) -> int:
     """Backbone positions needed, rounded up so similar requests reuse one cache."""
     need = prompt_len + max_frames
@@ -233,7 +247,7 @@ def generate_frames(
     it. `step(model, buf, pos)` makes the frame at host-known position `pos`: eager
     `decode_frame` by default, or a captured-graph replay of it (see graphs.py).
     """
-    step = step or (lambda m, b, pos: decode_frame(m, b))
+    step = step or eager_step
     buf = buffers or StepBuffers(model, opts.takes, opts.guided)
     if (buf.takes, buf.guided) != (opts.takes, opts.guided):
         raise ValueError("step buffers were set up for another number of takes or guidance")

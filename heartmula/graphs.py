@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .generate import StepBuffers, decode_frame
+from .generate import BUCKET, StepBuffers, attention_length, decode_frame
 from .model import HeartMuLa
-
-BUCKET = 512  # positions per attention-length bucket
 
 
 def graphs_supported(device: torch.device) -> bool:
@@ -30,7 +28,8 @@ class GraphedStep:
         self.model, self.buf = model, buf
         self.cache_len = model.backbone.cache_len
         self.key = self.cache_key(model, buf)
-        self.lens = sorted({min(n, self.cache_len) for n in range(bucket, self.cache_len + bucket, bucket)})
+        self.bucket = bucket
+        self.lens = sorted({attention_length(p, self.cache_len, bucket) for p in range(0, self.cache_len, bucket)})
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
@@ -41,10 +40,9 @@ class GraphedStep:
         return (id(buf), kv.k_cache.data_ptr() if kv is not None else None, model.backbone.cache_len)
 
     def bucket_for(self, pos: int) -> int:
-        for n in self.lens:
-            if pos < n:
-                return n
-        raise ValueError(f"position {pos} is beyond the cache ({self.cache_len})")
+        if pos >= self.cache_len:
+            raise ValueError(f"position {pos} is beyond the cache ({self.cache_len})")
+        return attention_length(pos, self.cache_len, self.bucket)
 
     @torch.inference_mode()
     def capture(self, attn_len: int) -> None:

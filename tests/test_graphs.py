@@ -1,0 +1,76 @@
+"""The frame step's graph-friendly logic: attention buckets, graph replay, compiled sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from heartmula import Engine, GenerateOptions
+from heartmula.generate import attention_length, decode_frame, generate_frames, pick_codes
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_ckpt):
+    return Engine(model_path=str(tiny_ckpt), version="tiny", device="cpu").load(codec=False)
+
+
+def test_attention_length_buckets():
+    assert attention_length(0, 2048, 512) == 512
+    assert attention_length(511, 2048, 512) == 512
+    assert attention_length(512, 2048, 512) == 1024
+    assert attention_length(2000, 2048, 512) == 2048
+    assert attention_length(700, 800, 512) == 800  # the last bucket ends at the cache
+
+
+def test_reading_part_of_the_cache_changes_nothing(engine):
+    """Small buckets (several per song) give the frames of attending to the whole cache."""
+    opts = GenerateOptions(max_audio_length_ms=120 * 80, seed=11, ignore_eos=True)
+    prompt = engine.build_prompt("la la la", "pop")
+    buf = engine._prepare(prompt, opts)
+    model = engine.mula
+    whole = generate_frames(model, prompt, engine.gen, opts, buffers=buf,
+                            step=lambda m, b, pos: decode_frame(m, b, m.backbone.cache_len))
+    lengths = []
+
+    def bucketed(m, b, pos):
+        lengths.append(attention_length(pos, m.backbone.cache_len, 16))
+        return decode_frame(m, b, lengths[-1])
+
+    parts = generate_frames(model, prompt, engine.gen, opts, buffers=buf, step=bucketed)
+    assert len(set(lengths)) > 5
+    np.testing.assert_array_equal(whole.frames[0], parts.frames[0])
+
+
+def test_sampling_knobs_change_values_not_code():
+    """A temperature or top-k change reuses the compiled sampler (no recompile)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    pick = torch.compile(pick_codes, dynamic=False, fullgraph=True)
+    logits = torch.randn(4, 37)
+    keys = torch.arange(37)
+    seeds = torch.tensor([1, 2])
+    outs = []
+    for temperature, topk in [(1.0, 20), (0.7, 20), (0.7, 3), (1.3, 1)]:
+        outs.append(pick(logits, torch.tensor(1.5), torch.tensor(temperature), torch.tensor(topk), seeds,
+                         torch.tensor(5), keys, True))
+    assert counters["stats"]["unique_graphs"] == 1
+    eager = pick_codes(logits, torch.tensor(1.5), torch.tensor(1.3), torch.tensor(1), seeds, torch.tensor(5), keys, True)
+    assert torch.equal(outs[-1], eager)
+
+
+@pytest.mark.requires_cuda
+def test_graph_replay_makes_the_eager_frames_on_cuda(tiny_ckpt):
+    from heartmula.graphs import GraphedStep
+
+    eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cuda", dtype="float32").load(codec=False)
+    opts = GenerateOptions(max_audio_length_ms=150 * 80, seed=3, takes=2, ignore_eos=True)
+    prompt = eng.build_prompt("la la la", "pop")
+    buf = eng._prepare(prompt, opts)
+    eager = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf)
+    graphed = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf, step=GraphedStep(eng.mula, buf, bucket=64))
+    for a, b in zip(eager.frames, graphed.frames):
+        np.testing.assert_array_equal(a, b)
