@@ -42,3 +42,21 @@ def test_cli_bad_input_is_one_clear_line(tiny_ckpt, tmp_path):
         assert r.returncode == 2, (extra, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_writes_a_playable_song_and_sidecar(tiny_ckpt, tmp_path):
+    import json
+
+    import soundfile as sf
+
+    out = tmp_path / "x.mp3"
+    r = run_cli("generate", "--model-path", str(tiny_ckpt), "--version", "tiny", "--lyrics", "la la", "--tags", "pop",
+                "--max-audio-length-ms", "4000", "--ignore-eos", "--save-path", str(out), "--device", "cpu",
+                "--seed", "4")
+    assert r.returncode == 0, r.stderr
+    info = sf.info(str(out))
+    assert info.samplerate == 48000 and info.channels == 2
+    assert abs(info.duration - 4.0) <= 0.08 + 0.05  # one frame, plus MP3 encoder padding
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["seed"] == 4 and meta["options"]["max_audio_length_ms"] == 4000 and meta["frames"] == 50
+    assert meta["timings_s"]["decode"] > 0 and meta["model"]["heartmula_version"] == "tiny"
