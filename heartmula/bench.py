@@ -291,10 +291,23 @@ def bench_transcribe(dev, results: dict, minutes: float = 10.0) -> list[Row]:
                 f"<= {TARGETS['transcribe_rtf']}", ok=_ok(rtf <= TARGETS["transcribe_rtf"]))]
 
 
+def _print_kernels(prof, dev, per: int, label: str) -> None:
+    key = "device_time_total" if dev.type == "cuda" else "cpu_time_total"
+    skip = ("aten::", "Torch-Compiled Region", "## Call CompiledFxGraph", "cuda")
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0 and not e.key.startswith(skip)]
+    total = sum(getattr(e, key) for e in events)
+    print(f"{label}: {len(events)} kernel kinds; device time {total / per / 1e3:.2f} ms per {label}; "
+          f"launches {sum(e.count for e in events) / per:.0f}")
+    for e in sorted(events, key=lambda e: -getattr(e, key))[:25]:
+        print(f"{getattr(e, key) / per / 1e3:8.3f} ms  {e.count / per:6.0f}x  {e.key[:110]}")
+
+
 def profile_step(dev, dtype, frames: int = 3) -> int:
-    """Kernel time by name for `frames` eager frame steps (1 take, cfg 1.5, 812 positions)."""
+    """Kernel time by name for `frames` frame steps (1 take, cfg 1.5, 812 positions), then
+    for decoding 30 s of audio with the codec."""
     from torch.profiler import ProfilerActivity, profile
 
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     model = random_mula(dev, dtype)
     prompt = random_prompt(300, model.args.text_vocab_size)
     model.setup_caches(2, 1024)
@@ -303,22 +316,23 @@ def profile_step(dev, dtype, frames: int = 3) -> int:
     with torch.inference_mode():
         buf.codes.copy_(prefill(model, prompt, buf))
         for _ in range(3):
-            decode_frame(model, buf)
+            decode_frame(model, buf, 512)
         devices.synchronize(dev)
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
         with profile(activities=acts) as prof:
             for _ in range(frames):
                 buf.input_pos.add_(1)
-                buf.codes.copy_(decode_frame(model, buf))
+                buf.codes.copy_(decode_frame(model, buf, 512))
             devices.synchronize(dev)
-    key = "device_time_total" if dev.type == "cuda" else "cpu_time_total"
-    skip = ("aten::", "Torch-Compiled Region", "## Call CompiledFxGraph", "cuda")
-    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0 and not e.key.startswith(skip)]
-    total = sum(getattr(e, key) for e in events)
-    print(f"{len(events)} kernel kinds; device time {total / frames / 1e3:.2f} ms per frame; launches per frame "
-          f"{sum(e.count for e in events) / frames:.0f}")
-    for e in sorted(events, key=lambda e: -getattr(e, key))[:25]:
-        print(f"{getattr(e, key) / frames / 1e3:8.3f} ms  {e.count / frames:6.0f}x  {e.key[:110]}")
+    _print_kernels(prof, dev, frames, "frame")
+    del model, buf
+    devices.empty_cache(dev)
+    codec = random_codec(dev, dtype)
+    codes = np.random.default_rng(0).integers(0, codec.config.codebook_size, (8, 375))
+    codec.decode(codes[:, :50])
+    with profile(activities=acts) as prof:
+        codec.decode(codes)
+        devices.synchronize(dev)
+    _print_kernels(prof, dev, 1, "30 s decode")
     return 0
 
 

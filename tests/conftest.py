@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
+# HEARTMULA_GOLDEN: a copy of the golden data elsewhere (the GPU machine gets only the repo).
+GOLDEN = Path(os.environ.get("HEARTMULA_GOLDEN", ROOT.parent / "shared" / "golden"))
 TINY_CKPT = GOLDEN / "ckpt_tiny"
 
 
