@@ -49,6 +49,48 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sample_rate)
 
 
+def read_mono(path: str | os.PathLike, max_duration_s: float | None = None,
+              block_s: float = 10.0) -> tuple[np.ndarray, int]:
+    """Read a file as float32 mono [samples] (the channel mean) -> (audio, sample_rate).
+
+    The header is checked first: a file longer than `max_duration_s` is refused before
+    anything is decoded, and the audio is read in blocks of `block_s` and mixed down as it
+    goes, so a 96 kHz 6-channel file costs no more memory than its mono mix."""
+    import soundfile as sf
+
+    path = Path(path)
+    if path.is_dir():
+        raise AudioFileError(f"{path}: is a folder, not an audio file; give a WAV, FLAC, MP3 or OGG file")
+    if not path.is_file():
+        raise AudioFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioFileError(f"{path}: the file is empty (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # LibsndfileError, RuntimeError, TypeError...
+        raise AudioFileError(f"{path}: not a readable audio file ({e}). Use WAV, FLAC, MP3 or OGG.") from e
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioFileError(f"{path}: the file's header is broken ({info.samplerate} Hz, {info.channels} channels)")
+    if max_duration_s is not None and info.frames / info.samplerate > max_duration_s:
+        raise AudioFileError(
+            f"{path}: the audio is {info.frames / info.samplerate / 60:.1f} minutes long; "
+            f"the limit is {max_duration_s / 60:g} minutes. Cut it into shorter parts."
+        )
+    parts = []
+    try:
+        blocksize = max(1, int(block_s * info.samplerate))
+        for block in sf.blocks(str(path), blocksize=blocksize, dtype="float32", always_2d=True):
+            parts.append(block.mean(axis=1, dtype=np.float32))
+    except Exception as e:  # a file cut off mid-stream fails here, not at the header
+        raise AudioFileError(f"{path}: the audio could not be decoded ({e}); the file may be cut off or damaged") from e
+    mono = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    if mono.size == 0:
+        raise AudioFileError(f"{path}: the file holds no audio samples")
+    if max_duration_s is not None and mono.size / info.samplerate > max_duration_s:  # a header that lied
+        raise AudioFileError(f"{path}: the audio is longer than the limit of {max_duration_s / 60:g} minutes")
+    return np.ascontiguousarray(mono), int(info.samplerate)
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """[channels, samples] or [samples] -> [samples], the channel mean."""
     return audio if audio.ndim == 1 else audio.mean(axis=0)

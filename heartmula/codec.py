@@ -256,6 +256,11 @@ class HeartCodec(nn.Module):
     def compute_dtype(self) -> torch.dtype:
         return self.flow_matching.estimator.proj_in.ffn_1.weight.dtype
 
+    def compile(self) -> "HeartCodec":
+        """Compile the estimator's blocks (first decode of each batch size compiles)."""
+        self.flow_matching.estimator.compile_blocks()
+        return self
+
     # ---- checkpoint names ----------------------------------------------------------------
 
     def checkpoint_shapes(self) -> dict[str, torch.Size]:

@@ -110,6 +110,21 @@ class MLP(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+def block_forward(block: "Block", x: torch.Tensor, time_mod: torch.Tensor,
+                  rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """One DiT block. A free function so that one compiled version serves every block of a
+    width (see `DiT.compile_blocks`): the float32 modulation, norms and residuals around
+    the matrix products are many small kernels eagerly and a few fused ones compiled."""
+    # x: [B, T, dim] float32; time_mod: [B or 1, 6, dim] float32
+    mod = (block.scale_shift_table.float() + time_mod).unsqueeze(2)  # [B, 6, 1, dim]
+    shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.unbind(1)
+    dtype = block.attn.q_proj.weight.dtype
+    h = block.attn((block.attn_norm(x) * (1 + scale_a) + shift_a).to(dtype), rope)
+    x = x + gate_a * h.float()
+    h = block.mlp((block.mlp_norm(x) * (1 + scale_m) + shift_m).to(dtype))
+    return x + gate_m * h.float()
+
+
 class Block(nn.Module):
     def __init__(self, dim: int, n_head: int, head_dim: int):
         super().__init__()
@@ -118,16 +133,10 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(dim)
         self.mlp = MLP(dim)
         self.scale_shift_table = nn.Parameter(torch.zeros(6, dim))
+        self.forward_fn = block_forward  # DiT.compile_blocks swaps in a compiled one
 
     def forward(self, x: torch.Tensor, time_mod: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        # x: [B, T, dim] float32; time_mod: [B or 1, 6, dim] float32
-        mod = (self.scale_shift_table.float() + time_mod).unsqueeze(2)  # [B, 6, 1, dim]
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.unbind(1)
-        dtype = self.attn.q_proj.weight.dtype
-        h = self.attn((self.attn_norm(x) * (1 + scale_a) + shift_a).to(dtype), rope)
-        x = x + gate_a * h.float()
-        h = self.mlp((self.mlp_norm(x) * (1 + scale_m) + shift_m).to(dtype))
-        return x + gate_m * h.float()
+        return self.forward_fn(self, x, time_mod, rope)
 
 
 class ProjectLayer(nn.Module):
@@ -207,6 +216,16 @@ class DiT(nn.Module):
         self.adaln_single = AdaNormSingle(dim)
         self.adaln_single_2 = AdaNormSingle(dim_2)
         self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def compile_blocks(self, **kwargs) -> "DiT":
+        """torch.compile the blocks (one compiled function for all; parameters are inputs)."""
+        import torch._dynamo
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        fn = torch.compile(block_forward, fullgraph=True, **kwargs)
+        for block in [*self.transformer_blocks, *self.transformer_blocks_2]:
+            block.forward_fn = fn
+        return self
 
     def time_conditioning(self, t: torch.Tensor) -> TimeCond:
         """Everything the blocks need from t [B]; it does not depend on x, so the Euler

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,11 @@ from .prompt import GenConfig, Prompt, build_prompt, load_tokenizer
 
 MAX_LYRICS_CHARS = 20_000
 MAX_TAGS_CHARS = 1_000
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """The device ran out of memory during a job; the job's memory has been freed and the
+    message says what to change (fewer takes, a shorter length, lazy load)."""
 
 
 class GenerationCancelled(Exception):
@@ -140,6 +146,8 @@ class Engine:
             t = time.perf_counter()
             codec_dtype = devices.resolve_dtype(self.config.dtype, self.codec_device)
             self.codec = load_codec(self.paths.codec, self.codec_device, codec_dtype)
+            if self.config.compile:
+                self.codec.compile()
             devices.synchronize(self.codec_device)
             self.last_timings["load_codec_s"] = time.perf_counter() - t
         return self.codec
@@ -199,13 +207,17 @@ class Engine:
         opts = options or GenerateOptions()
         t = time.perf_counter()
         with self._lock:
-            prompt = self.build_prompt("la la la", "pop")
-            buf = self._prepare(prompt, opts)
-            short = replace(opts, max_audio_length_ms=16 * FRAME_MS, ignore_eos=True, seed=0)
-            generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=self._step)
-            if self._step is not None:
-                self._step.capture_all()
-            devices.synchronize(self.device)
+            try:
+                prompt = self.build_prompt("la la la", "pop")
+                buf = self._prepare(prompt, opts)
+                short = replace(opts, max_audio_length_ms=16 * FRAME_MS, ignore_eos=True, seed=0)
+                generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=self._step)
+                if self._step is not None:
+                    self._step.capture_all()
+                devices.synchronize(self.device)
+            except BaseException as e:
+                self._after_failure(e)
+                raise
         self.last_timings["warmup_s"] = time.perf_counter() - t
         return self.last_timings["warmup_s"]
 
@@ -248,7 +260,11 @@ class Engine:
     ) -> list[np.ndarray]:
         """Frames of each take ([n, 8]) -> float32 stereo [2, samples] at 48 kHz each."""
         opts = options or GenerateOptions()
-        codec = self._ensure_codec()
+        try:
+            codec = self._ensure_codec()
+        except BaseException as e:
+            self._after_failure(e)
+            raise
         t0 = time.perf_counter()
         stop = should_stop or (lambda: False)
 
@@ -261,9 +277,13 @@ class Engine:
                 on_progress(Progress("decode", done, total, el, rate, (total - done) / rate if rate else None))
 
         codes = [codec_codes(f, codec.config.codebook_size) for f in frames]
-        audio = codec.decode_batch(
-            codes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale, on_progress=progress
-        )
+        try:
+            audio = codec.decode_batch(
+                codes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale, on_progress=progress
+            )
+        except BaseException as e:
+            self._after_failure(e)
+            raise
         if self.config.lazy_load:
             self.unload(mula=False, codec=True)
         return audio
@@ -315,10 +335,19 @@ class Engine:
         )
 
     def _after_failure(self, error: BaseException) -> None:
-        """Free what a failed or stopped job held, so the next job starts clean."""
+        """Free what a failed or stopped job held (every phase: prompt, frames, decode), so
+        the next job starts clean; device out-of-memory becomes `DeviceOutOfMemory` with advice."""
+        # The traceback's frames hold the failed phase's tensors: drop their locals first,
+        # or the memory stays held for as long as the exception lives.
+        traceback.clear_frames(error.__traceback__)
         self.free_caches()
-        if devices.is_out_of_memory(error):
-            raise RuntimeError(
+        if self.config.lazy_load:
+            self.unload()
+        else:
+            for d in {self.device, self.codec_device}:
+                devices.empty_cache(d)
+        if devices.is_out_of_memory(error) and not isinstance(error, DeviceOutOfMemory):
+            raise DeviceOutOfMemory(
                 "the device ran out of memory; try fewer takes, a shorter length, or lazy load "
                 "(--lazy-load) so the language model and codec are not loaded together"
             ) from error

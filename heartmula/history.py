@@ -54,6 +54,13 @@ class Song:
         return f"{when} · {tags} · {self.duration_s:.1f} s · seed {self.seed}{take}"
 
 
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
 def _new_stem() -> str:
     # Local time to the millisecond, then randomness: sorts by creation, never collides.
     return datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3] + "-" + secrets.token_hex(2)
@@ -72,21 +79,41 @@ class History:
 
     # ----- writing ------------------------------------------------------------------------
     def save(self, result, *, stem: str | None = None) -> list[Song]:
-        """Write every take of a GenerateResult; returns them in take order."""
+        """Write every take of a GenerateResult; returns them in take order.
+
+        All or nothing: every take's audio first, then the sidecars. If any write fails
+        (a full disk, a lost mount) every file of this save is removed again, so no take
+        of it lists, and the error says what happened."""
         stem = stem or _new_stem()
         n = len(result.audio)
-        songs = []
-        for take in range(n):
-            name = stem if n == 1 else f"{stem}-take{take + 1}"
-            base = self.folder / name
-            written = [write_audio(base.with_suffix(f".{fmt}"), result.audio[take], result.sample_rate)
-                       for fmt in self.formats]
-            meta = song_metadata(result, take)
-            meta["audio_file"] = written[0].name
-            meta["exports"] = [p.name for p in written[1:]]
-            side = atomic_write_bytes(sidecar_path(base.with_suffix(f".{self.formats[0]}")),
-                                      json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
-            songs.append(self._song(side, meta))
+        written: list[Path] = []
+        planned = []
+        try:
+            for take in range(n):
+                base = self.folder / (stem if n == 1 else f"{stem}-take{take + 1}")
+                files = []
+                for fmt in self.formats:
+                    files.append(write_audio(base.with_suffix(f".{fmt}"), result.audio[take], result.sample_rate))
+                    written.append(files[-1])
+                planned.append((take, files))
+            songs = []
+            for take, files in planned:
+                meta = song_metadata(result, take)
+                meta["audio_file"] = files[0].name
+                meta["exports"] = [p.name for p in files[1:]]
+                side = sidecar_path(files[0])
+                atomic_write_bytes(side, json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
+                written.append(side)
+                songs.append(self._song(side, meta))
+        except BaseException as e:
+            for path in reversed(written):  # sidecars first: nothing lists while audio is removed
+                _remove_quietly(path)
+            if isinstance(e, OSError):
+                raise RuntimeError(
+                    f"could not save the song in {self.folder}: {e.strerror or e}; nothing was kept "
+                    "(free some disk space or check the folder, then generate again)"
+                ) from e
+            raise
         return songs
 
     # ----- reading ------------------------------------------------------------------------

@@ -57,13 +57,30 @@ def _coerce(key: str, value, default, where: str):
     return value
 
 
+def _description(value, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"{where}: description must be text, got {type(value).__name__}")
+    return str(value)
+
+
+def _check_name(name) -> str:
+    """A preset name is a plain file stem: never a path (no '/', '..' or leading dot)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(
+            f"preset name {name!r}: use 1-48 letters, digits, spaces, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
 def preset_from_dict(name: str, data: dict, where: str, builtin: bool = False) -> Preset:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: a preset is a mapping of option: value, found {type(data).__name__}")
     gen_defaults, tr_defaults = GenerateOptions(), TranscribeSettings()
     gen_keys = {f.name for f in fields(GenerateOptions)}
     tr_keys = {f.name for f in fields(TranscribeSettings)}
-    unknown = sorted(set(data) - gen_keys - tr_keys - {"description"})
+    unknown = sorted(str(k) for k in set(data) - gen_keys - tr_keys - {"description"})  # YAML keys may be numbers
     if unknown:
         raise ValueError(
             f"{where}: unknown key(s) {', '.join(unknown)}; allowed: description, "
@@ -76,7 +93,7 @@ def preset_from_dict(name: str, data: dict, where: str, builtin: bool = False) -
             name=name,
             generate=replace(gen_defaults, **gen),
             transcribe=replace(tr_defaults, **tr),
-            description=str(data.get("description", "")),
+            description=_description(data.get("description", ""), where),
             builtin=builtin,
         )
     except ValueError as e:
@@ -107,6 +124,8 @@ def load_preset(name_or_path: str | Path, search: list[Path] | None = None) -> P
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return preset_from_dict(p.stem, _read_yaml(p), str(p))
+    if not isinstance(name_or_path, str) or not NAME_RE.match(name_or_path):  # never a path by another name
+        raise ValueError(f"no preset named {str(name_or_path)!r}; give a preset name or a .yaml file")
     for folder in search or [BUILTIN_DIR, user_dir()]:
         path = Path(folder) / f"{name_or_path}.yaml"
         if path.is_file():
@@ -138,19 +157,21 @@ def save_preset(preset: Preset, folder: Path | None = None) -> Path:
     """Write a preset as YAML, atomically; refuses names of built-in presets."""
     import yaml
 
-    if not NAME_RE.match(preset.name):
-        raise ValueError(
-            f"preset name {preset.name!r}: use 1-48 letters, digits, spaces, '-' or '_', starting with a letter or digit"
-        )
+    _check_name(preset.name)
     if (BUILTIN_DIR / f"{preset.name}.yaml").exists():
         raise ValueError(f"{preset.name!r} is a built-in preset; save under another name")
     folder = Path(folder or user_dir())
     data = preset.to_dict()
     preset_from_dict(preset.name, data, "new preset")  # the file we write must load back
-    return atomic_write_bytes(folder / f"{preset.name}.yaml", yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
+    try:
+        return atomic_write_bytes(folder / f"{preset.name}.yaml",
+                                  yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
+    except OSError as e:
+        raise RuntimeError(f"could not save preset {preset.name!r} in {folder}: {e.strerror or e}") from e
 
 
 def delete_preset(name: str, folder: Path | None = None) -> None:
+    _check_name(name)  # a name from the UI must not reach files outside the presets folder
     if (BUILTIN_DIR / f"{name}.yaml").exists():
         raise ValueError(f"{name!r} is a built-in preset and cannot be deleted")
     path = Path(folder or user_dir()) / f"{name}.yaml"

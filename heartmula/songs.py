@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,9 @@ def song_metadata(result, take: int) -> dict:
     return {
         "sidecar_version": SIDECAR_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # When the job ran (Unix seconds): the engine's start and the moment this was saved.
+        "job_started_unix_s": round(time.time() - result.total_s, 3),
+        "saved_unix_s": round(time.time(), 3),
         "lyrics": result.lyrics,
         "tags": result.tags,
         "take": take,
@@ -56,12 +60,22 @@ def song_metadata(result, take: int) -> dict:
 def save_take(result, take: int, path: str | Path) -> tuple[Path, Path]:
     """Write take `take` to `path` (.wav/.flac/.mp3) and its sidecar beside it, atomically.
 
-    The audio is written first, so a listed sidecar always has its audio."""
+    The audio is written first, so a listed sidecar always has its audio; if the sidecar
+    cannot be written the audio is removed again. A failed write (a full disk) raises a
+    RuntimeError that names the file and the reason."""
     path = Path(path)
-    write_audio(path, result.audio[take], result.sample_rate)
-    meta = song_metadata(result, take)
-    meta["audio_file"] = path.name
-    side = atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
+    side = sidecar_path(path)
+    try:
+        write_audio(path, result.audio[take], result.sample_rate)
+        meta = song_metadata(result, take)
+        meta["audio_file"] = path.name
+        try:
+            atomic_write_bytes(side, json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise RuntimeError(f"could not save {path}: {e.strerror or e}; nothing was kept for this take") from e
     return path, side
 
 

@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from heartmula.audio import AudioFileError, atomic_write_bytes, read_audio, resample, to_mono
+from heartmula.audio import AudioFileError, atomic_write_bytes, read_mono, resample, to_mono
 from heartmula.lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc,
                               format_srt, format_text, join_segments)
 from heartmula.whisper_convert import DEMO_MODEL_NAME, demo_model_dir
@@ -58,6 +58,10 @@ MAX_COMPRESSION_RATIO = 2.4
 # timestamps. A cap keeps a looping window from decoding to the 448-token limit while the
 # rest of its batch waits.
 MAX_TOKENS_PER_S = 12
+# The longest clip accepted: generated songs are at most 10 minutes, and 15 leaves room for any
+# real song. An hour-long file (a DJ mix, a podcast) would hold the one device queue for an
+# hour on a CPU and its samples alone would take hundreds of MB; it is refused from its header.
+MAX_AUDIO_S = 15 * 60
 TIME_PRECISION_S = 0.02  # one Whisper timestamp step
 ENERGY_FRAME = 320  # 20 ms at 16 kHz: the grain at which cut points are chosen
 RTF_LABEL = "real-time factor (lower is faster)"
@@ -65,6 +69,10 @@ RTF_LABEL = "real-time factor (lower is faster)"
 
 class TranscriptionCancelled(Exception):
     """`should_stop()` returned True while transcribing."""
+
+
+class TranscriptionOutOfMemory(RuntimeError):
+    """The device ran out of memory while transcribing; memory was freed, the message has advice."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,22 @@ class Transcriber:
             gc.collect()  # transformers models hold reference cycles
             empty_cache(self.device)
 
+    def _after_failure(self, error: BaseException) -> None:
+        """Free what a failed or stopped transcription held (the model stays loaded);
+        device out-of-memory becomes a RuntimeError that says what to change."""
+        import traceback
+
+        from heartmula.device import empty_cache, is_out_of_memory
+
+        traceback.clear_frames(error.__traceback__)  # its frames hold the batch's tensors
+        gc.collect()
+        empty_cache(self.device)
+        if is_out_of_memory(error) and not isinstance(error, TranscriptionOutOfMemory):
+            raise TranscriptionOutOfMemory(
+                "the device ran out of memory while transcribing; try a lower batch size, a shorter "
+                "chunk length, or unload the song models first (Settings → Unload, or --device cpu)"
+            ) from error
+
     def _check_language(self, language: str | None) -> str | None:
         if language is None:
             return None
@@ -271,13 +295,17 @@ class Transcriber:
         with self._lock:
             if should_stop is not None and should_stop():
                 raise TranscriptionCancelled("transcription stopped before it started")
-            self.load()
-            language = self._check_language(options.language)
             from heartmula.device import synchronize
 
-            start = time.perf_counter()
-            segments = self._run(mono, options, language, should_stop)
-            synchronize(self.device)
+            try:
+                self.load()
+                language = self._check_language(options.language)
+                start = time.perf_counter()
+                segments = self._run(mono, options, language, should_stop)
+                synchronize(self.device)
+            except BaseException as e:
+                self._after_failure(e)
+                raise
             elapsed_s = time.perf_counter() - start
         return TranscriptionResult(
             text=join_segments(segments),
@@ -365,9 +393,7 @@ class Transcriber:
 def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None) -> np.ndarray:
     """File or array -> float32 mono [samples] at 16 kHz."""
     if isinstance(audio, (str, os.PathLike)):
-        if Path(audio).is_dir():
-            raise AudioFileError(f"{audio}: is a folder, not an audio file; give a WAV, FLAC, MP3 or OGG file")
-        data, sample_rate = read_audio(audio)
+        data, sample_rate = read_mono(audio, MAX_AUDIO_S)  # refuses over-long files from the header
         where = str(audio)
     else:
         if sample_rate is None:
@@ -380,6 +406,9 @@ def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | Non
     mono = np.nan_to_num(to_mono(data).astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
     if mono.size == 0:
         raise AudioFileError(f"{where}: holds no audio samples")
+    if mono.size / sample_rate > MAX_AUDIO_S:
+        raise AudioFileError(f"{where}: the audio is {mono.size / sample_rate / 60:.1f} minutes long; "
+                             f"the limit is {MAX_AUDIO_S / 60:g} minutes. Cut it into shorter parts.")
     mono = resample(mono, int(sample_rate), WHISPER_SAMPLE_RATE)
     if mono.size < WHISPER_SAMPLE_RATE // 100:  # under 10 ms: nothing Whisper can hear
         raise AudioFileError(f"{where}: too short to transcribe ({mono.size / WHISPER_SAMPLE_RATE * 1000:.1f} ms)")
@@ -518,7 +547,8 @@ def cli(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         from heartmula.device import is_out_of_memory
 
-        hint = " (out of memory: try a lower --batch-size or --device cpu)" if is_out_of_memory(e) else ""
+        hint = " (out of memory: try a lower --batch-size or --device cpu)" \
+            if is_out_of_memory(e) and not isinstance(e, TranscriptionOutOfMemory) else ""
         print(f"error: {e}{hint}", file=sys.stderr)
         # An unusable --device is the user's choice (bad input); other setup failures are not.
         return 2 if "was asked for" in str(e) else 1
