@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger("heartmula.studio")
+# Uploads (Transcribe clips) larger than this are refused by the server before they reach a handler:
+# a 15-minute clip (the transcriber's limit) is 173 MB as 48 kHz 16-bit stereo WAV.
+MAX_FILE_SIZE = "200mb"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,7 +30,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
     p.add_argument("--output-dir", default="./outputs", help="where History keeps the songs")
+    p.add_argument("--allowed-model-root", action="append", default=None, metavar="FOLDER",
+                   help="a folder whose sub-folders the Settings tab may load models from (repeatable; "
+                        "default: the folder holding --model-path)")
+    p.add_argument("--max-file-size", default=MAX_FILE_SIZE, help=f"upload size limit (default {MAX_FILE_SIZE})")
     return p.parse_args(argv)
+
+
+def serving_warning(host: str, auth) -> str | None:
+    """The banner printed when the studio is reachable from other machines without a login."""
+    if auth is not None or host in ("127.0.0.1", "localhost", "::1"):
+        return None
+    banner = "!" * 78
+    return (f"\n{banner}\n  WARNING: --host {host} without --auth: ANYONE on your network can use this studio,\n"
+            f"  run jobs on your device and read your songs. Add --auth USER:PASS.\n{banner}")
 
 
 def _auth(value: str | None):
@@ -58,11 +74,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     auth = _auth(args.auth)
-    if args.host in ("0.0.0.0", "::") and auth is None:
-        banner = "!" * 78
-        log.warning("\n%s\n  WARNING: --host %s without --auth: ANYONE on your network can use this studio,\n"
-                    "  run jobs on your device and read your songs. Add --auth USER:PASS.\n%s",
-                    banner, args.host, banner)
+    warning = serving_warning(args.host, auth)
+    if warning:
+        log.warning(warning)
 
     from heartmula import load_engine
 
@@ -90,10 +104,14 @@ def main(argv=None) -> int:
 
     output_dir = Path(args.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    demo_ui = build_ui(engine, output_dir=output_dir, demo=demo)
+    roots = args.allowed_model_root or [Path(args.model_path).expanduser().resolve().parent]
+    if demo:
+        roots = [*roots, Path(model_path).parent]
+    demo_ui = build_ui(engine, output_dir=output_dir, demo=demo, model_roots=roots)
     demo_ui.queue(default_concurrency_limit=1)
+    # Served files: the outputs folder and gradio's own upload/cache folder, nothing else.
     demo_ui.launch(server_name=args.host, server_port=args.port, auth=auth, allowed_paths=[str(output_dir)],
-                   footer_links=["api", "settings"])
+                   max_file_size=args.max_file_size, footer_links=["api", "settings"])
     return 0
 
 

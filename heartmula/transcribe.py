@@ -446,6 +446,12 @@ def _is_looping(text: str) -> bool:
     return len(data) >= 40 and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION_RATIO
 
 
+def one_line(text: str) -> str:
+    """A segment's text on one line: LRC and SRT end a line (an SRT block) at a line break,
+    so a decoded "\n", "\r" or blank line must not reach them."""
+    return " ".join(text.split())
+
+
 def _offset_segments(items: list[tuple], start_s: float, end_s: float) -> list[Segment]:
     """Window-relative (start | None, end | None, text) -> absolute Segments inside the window."""
     segments = []
@@ -455,7 +461,7 @@ def _offset_segments(items: list[tuple], start_s: float, end_s: float) -> list[S
             end = items[i + 1][0] if i + 1 < len(items) and items[i + 1][0] is not None else end_s - start_s
         a = min(start_s + start, end_s)
         b = min(max(start_s + end, a), end_s)
-        segments.append(Segment(start_s=round(a, 3), end_s=round(b, 3), text=text))
+        segments.append(Segment(start_s=round(a, 3), end_s=round(b, 3), text=one_line(text)))
     return segments
 
 

@@ -27,9 +27,11 @@ def header(studio: Studio) -> str:
 
 
 def build_ui(engine: Engine, *, output_dir: str | Path = "./outputs", demo: bool = False,
-             studio: Studio | None = None) -> gr.Blocks:
-    """The whole studio for one engine (passed in, shared by every session)."""
-    studio = studio or Studio(engine=engine, history=History(output_dir), demo=demo)
+             studio: Studio | None = None, model_roots=()) -> gr.Blocks:
+    """The whole studio for one engine (passed in, shared by every session). `model_roots`:
+    the folders the Settings tab may load models from (default: the one holding the model)."""
+    studio = studio or Studio(engine=engine, history=History(output_dir), demo=demo,
+                              model_roots=tuple(Path(r) for r in model_roots))
     c = engine.config
     presets = list(load_presets()[0])
     default = "balanced" if "balanced" in presets else presets[0]

@@ -4,6 +4,7 @@
 - RuntimeError (setup problems: missing weights, out of memory; user-facing messages) -> gr.Error(message),
   logged with its traceback
 - GenerationCancelled / TranscriptionCancelled -> gr.Info ("Stopped ...") and the handler ends quietly
+- OSError (disk full, permissions) -> gr.Error naming the file and the reason, logged
 - anything else -> logged with its traceback, gr.Error("Internal error: see server log")
 
 Works on plain functions and on generator functions (long jobs that yield progress).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from pathlib import Path
 
 import gradio as gr
 
@@ -35,6 +37,10 @@ def _translate(e: BaseException) -> BaseException | None:
     if isinstance(e, RuntimeError):
         log.error("job failed: %s", e, exc_info=e)
         return gr.Error(str(e))
+    if isinstance(e, OSError):  # a full disk, a lost mount, a permission: say which, not a traceback
+        log.error("file error: %s", e, exc_info=e)
+        name = f" ({Path(e.filename).name})" if isinstance(e.filename, str) else ""
+        return gr.Error(f"could not read or write a file{name}: {e.strerror or e}")
     log.error("internal error", exc_info=e)
     return gr.Error(INTERNAL)
 

@@ -26,8 +26,27 @@ class Studio:
     stats: LiveStats = field(default_factory=LiveStats)
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "heartmula-studio")
     demo: bool = False  # the engine runs the demo weights (they make noise)
+    # Model folders the Settings tab may open (remote users must not point the studio at any
+    # folder of the server). Empty: the folder holding the model the studio started with.
+    model_roots: tuple[Path, ...] = ()
     _transcriber: Transcriber | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        roots = self.model_roots or (Path(self.engine.config.model_path).expanduser().resolve().parent,)
+        self.model_roots = tuple(Path(r).expanduser().resolve() for r in roots)
+
+    def check_model_folder(self, model_path: str) -> Path:
+        """The folder, resolved (symlinks and '..' followed), if it lies inside an allowed root."""
+        text = str(model_path or "").strip()
+        if not text:
+            raise ValueError("enter the model folder (the one holding HeartMuLa-oss-<version>/)")
+        folder = Path(text).expanduser().resolve()
+        if not any(folder == root or root in folder.parents for root in self.model_roots):
+            allowed = ", ".join(f"`{r}`" for r in self.model_roots)
+            raise ValueError(f"model folders must be inside {allowed} (start the studio with "
+                             f"--allowed-model-root to allow another)")
+        return folder
 
     def transcriber(self) -> Transcriber:
         """The transcriber for the current model folder, created on first use."""

@@ -137,7 +137,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
 
     # ----- Settings ------------------------------------------------------------------------------
     status_target = {"engine_status": st.engine_status}
-    _on(st.scan_btn.click, settings_h.scan_folder, [st.model_path, st.version],
+    _on(st.scan_btn.click, partial(settings_h.scan_folder, studio=studio), [st.model_path, st.version],
         {"found": st.found, "version": st.version}, **QUICK)
     _on(st.load_btn.click, partial(settings_h.load, studio),
         [st.model_path, st.version, st.device, st.dtype, st.lazy_load], status_target,

@@ -31,11 +31,12 @@ def engine_status(studio) -> str:
             f"Loaded now: {', '.join(loaded) or 'nothing (loads on first use)'}{demo}")
 
 
-def scan_folder(model_path: str, current: str | None = None) -> dict:
-    """What a model folder holds: HeartMuLa versions, codec, transcriber."""
-    root = Path(model_path or "").expanduser()
+def scan_folder(model_path: str, current: str | None = None, *, studio=None) -> dict:
+    """What a model folder holds: HeartMuLa versions, codec, transcriber. With a studio
+    (as the UI wires it), only folders inside its allowed model roots are looked at."""
     if not str(model_path or "").strip():
         raise ValueError("enter the model folder (the one holding HeartMuLa-oss-<version>/)")
+    root = studio.check_model_folder(model_path) if studio is not None else Path(model_path).expanduser()
     versions = find_versions(root)
     parts = [f"versions: {', '.join(versions) or 'none'}"]
     for name in ("HeartCodec-oss", "HeartTranscriptor-oss", "tokenizer.json", "gen_config.json"):
@@ -55,9 +56,13 @@ def load(studio, model_path, version, device, dtype, lazy_load) -> dict:
         raise ValueError(f"device must be one of {', '.join(DEVICES)} and precision one of {', '.join(PRECISIONS)}")
     if device not in ("auto", *available_devices()):
         raise ValueError(f"device {device!r} is not available here; available: {', '.join(available_devices())}")
+    model_path = str(studio.check_model_folder(model_path))
+    found = find_versions(model_path)
+    if version not in found:  # a version is a folder name: only the ones a scan lists
+        raise ValueError(f"no version {version!r} in {model_path}; found: {', '.join(found) or 'none'}")
     c = studio.engine.config
-    same = (str(Path(model_path)), version, device, dtype, bool(lazy_load)) == (
-        c.model_path, c.version, c.device, c.dtype, c.lazy_load)
+    same = (model_path, version, device, dtype, bool(lazy_load)) == (
+        str(Path(c.model_path).expanduser().resolve()), c.version, c.device, c.dtype, c.lazy_load)
     if same:
         studio.engine.load(codec=studio.engine.paths.codec.is_dir())
     else:
