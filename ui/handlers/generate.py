@@ -84,9 +84,12 @@ def build_options(preset: str | None, duration_s, cfg_scale, temperature, topk, 
         if value is None or value == "":
             raise ValueError(f"{name} is empty; enter a number")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{name} must be a number, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        return number
 
     duration_s = number(duration_s, "duration")
     if not 1 <= duration_s <= 600:
