@@ -17,6 +17,8 @@ TINY_CKPT = GOLDEN / "ckpt_tiny"
 def pytest_configure(config):
     config.addinivalue_line("markers", "requires_cuda: needs an NVIDIA GPU (skipped on CPU-only machines and in CI)")
     config.addinivalue_line("markers", "browser: drives a real Chromium through Playwright")
+    config.addinivalue_line("markers", "soak: long-running repetition (50 generations; about a minute on 2 cores)")
+    config.addinivalue_line("markers", "many_users: several gradio_client clients against a running app.py")
 
 
 def pytest_collection_modifyitems(config, items):
