@@ -264,6 +264,7 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
         devices.empty_cache(dev)
         model = random_mula(dev, dtype, fuse=False)
         state = {k: v.float().cpu() for k, v in model.state_dict().items()}
+        margs = model.args
         del model
         names, shard, shards, size = sorted(state), {}, [], 0
         for k in names:
@@ -281,7 +282,7 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
         with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
             json.dump({"weight_map": weight_map}, f)
         with open(os.path.join(folder, "config.json"), "w") as f:
-            a = model.args
+            a = margs
             json.dump({"backbone": a.backbone.__dict__, "decoder": a.decoder.__dict__,
                        "text_vocab_size": a.text_vocab_size, "audio_vocab_size": a.audio_vocab_size,
                        "muq_dim": a.muq_dim}, f)
