@@ -47,6 +47,12 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _add_device_args(p) -> None:
+    p.add_argument("--device", "--mula-device", dest="device", default="auto",
+                   help="the language model's device: auto, cpu, cuda, xpu or mps (with :index)")
+    p.add_argument("--codec-device", default=None, help="put the codec on another device (default: the same)")
+
+
 def _add_generate(sub) -> None:
     from .generate import GenerateOptions
 
@@ -68,8 +74,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--ignore-eos", action="store_true", default=None, help="run to the full length")
     p.add_argument("--codec-steps", type=int, default=None, help=f"default {d.codec_steps}")
     p.add_argument("--codec-guidance-scale", type=float, default=None, help=f"default {d.codec_guidance_scale}")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, xpu or mps (with :index)")
-    p.add_argument("--codec-device", default=None, help="put the codec on another device")
+    _add_device_args(p)
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--lazy-load", action="store_true", help="free each model right after use")
     p.set_defaults(func=_generate)
@@ -132,6 +137,56 @@ def _generate(args) -> int:
     return 0
 
 
+def _add_queue(sub) -> None:
+    p = sub.add_parser("queue", help="several songs, pipelined: one decodes while the next generates")
+    p.add_argument("--songs", required=True,
+                   help="a JSON file: a list of {lyrics, tags, and any GenerateOptions field}")
+    p.add_argument("--save-dir", required=True, help="folder for song_01.mp3, song_02.mp3, ... and sidecars")
+    p.add_argument("--format", default="mp3", choices=["mp3", "wav", "flac"])
+    p.add_argument("--model-path", default="./ckpt")
+    p.add_argument("--version", default="3B")
+    _add_device_args(p)
+    p.add_argument("--dtype", default="auto")
+    p.set_defaults(func=_queue)
+
+
+def _queue(args) -> int:
+    import json
+
+    from .engine import load_engine
+    from .generate import GenerateOptions
+    from .pipeline import SongRequest, run_queue
+    from .songs import save_take, take_paths
+
+    try:
+        specs = json.loads(Path(args.songs).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--songs {args.songs}: not a readable JSON file ({e})") from e
+    if not isinstance(specs, list) or not specs or not all(isinstance(x, dict) for x in specs):
+        raise ValueError(f"--songs {args.songs}: expected a non-empty JSON list of objects")
+    option_names = {f.name for f in fields(GenerateOptions)}
+    requests = []
+    for i, spec in enumerate(specs):
+        unknown = set(spec) - option_names - {"lyrics", "tags"}
+        if unknown or "lyrics" not in spec or "tags" not in spec:
+            raise ValueError(f"--songs entry {i + 1}: needs lyrics and tags; unknown keys: {sorted(unknown)}")
+        opts = GenerateOptions(**{k: v for k, v in spec.items() if k in option_names})
+        requests.append(SongRequest(spec["lyrics"], spec["tags"], opts))
+    engine = load_engine(args.model_path, version=args.version, device=args.device,
+                         codec_device=args.codec_device, dtype=args.dtype)
+    save_dir = Path(args.save_dir)
+
+    def save(i, result):
+        for t, path in enumerate(take_paths(save_dir / f"song_{i + 1:02d}.{args.format}", len(result.audio))):
+            save_take(result, t, path)
+            print(f"song {i + 1}: {path} ({result.durations_s[t]:.1f} s, seed {result.seeds[t]})", flush=True)
+
+    report = run_queue(engine, requests, on_song=save)
+    print(f"{len(requests)} songs, {report.audio_s:.1f} s of audio in {report.wall_s:.1f} s: generation "
+          f"{report.generate_s:.1f} s, decode {report.decode_s:.1f} s, overlapped {report.overlap_s:.1f} s")
+    return 0
+
+
 def _add_transcribe(sub) -> None:
     p = sub.add_parser("transcribe", help="a track -> lyrics with timestamps", add_help=False)
     p.set_defaults(func=None)
@@ -146,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m heartmula", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_queue(sub)
     _add_transcribe(sub)
     from . import doctor, download
 

@@ -112,6 +112,7 @@ class Engine:
         self._buffers: StepBuffers | None = None
         self._step = None  # a GraphedStep bound to the current caches, when graphs are on
         self._lock = threading.RLock()  # re-entered by generate -> generate_frames/decode
+        self._codec_lock = threading.Lock()  # one decode at a time
         self.last_timings: dict = {}
 
     # ----- loading -------------------------------------------------------------------
@@ -257,13 +258,21 @@ class Engine:
         *,
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        seeds: list[int] | None = None,
     ) -> list[np.ndarray]:
-        """Frames of each take ([n, 8]) -> float32 stereo [2, samples] at 48 kHz each."""
+        """Frames of each take ([n, 8]) -> float32 stereo [2, samples] at 48 kHz each.
+
+        Take i's codec noise comes from a generator seeded with seeds[i] (the take's
+        generation seed), so a seed reproduces the audio, not just the frames."""
         opts = options or GenerateOptions()
+        with self._codec_lock:  # the codec may run beside a generation (see pipeline.py)
+            return self._decode(frames, opts, on_progress, should_stop, seeds)
+
+    def _decode(self, frames, opts, on_progress, should_stop, seeds) -> list[np.ndarray]:
         try:
             codec = self._ensure_codec()
         except BaseException as e:
-            self._after_failure(e)
+            self._after_failure(e, free_mula=False)
             raise
         t0 = time.perf_counter()
         stop = should_stop or (lambda: False)
@@ -278,11 +287,13 @@ class Engine:
 
         codes = [codec_codes(f, codec.config.codebook_size) for f in frames]
         try:
+            generators = [torch.Generator().manual_seed(s) for s in seeds] if seeds is not None else None
             audio = codec.decode_batch(
-                codes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale, on_progress=progress
+                codes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale,
+                generators=generators, on_progress=progress,
             )
         except BaseException as e:
-            self._after_failure(e)
+            self._after_failure(e, free_mula=False)
             raise
         if self.config.lazy_load:
             self.unload(mula=False, codec=True)
@@ -309,12 +320,16 @@ class Engine:
                 raise GenerationCancelled("stopped while generating frames", partial=fr)
             t1 = time.perf_counter()
             try:
-                audio = self.decode(fr.frames, opts, on_progress=on_progress, should_stop=should_stop)
+                audio = self.decode(fr.frames, opts, on_progress=on_progress, should_stop=should_stop, seeds=fr.seeds)
             except BaseException as e:
                 self._after_failure(e)
                 raise
             decode_s = time.perf_counter() - t1
-            peak = max(devices.max_memory_allocated(d) for d in {self.device, self.codec_device})
+        return self.make_result(lyrics, tags, opts, fr, audio, decode_s, time.perf_counter() - t0)
+
+    def make_result(self, lyrics: str, tags: str, opts: GenerateOptions, fr: FramesResult,
+                    audio: list[np.ndarray], decode_s: float, total_s: float) -> GenerateResult:
+        """A song's result from its frames and decoded audio (also used by the song queue)."""
         return GenerateResult(
             audio=audio,
             sample_rate=SAMPLE_RATE,
@@ -327,22 +342,23 @@ class Engine:
             prompt_s=fr.prompt_s,
             frames_s=fr.frames_s,
             decode_s=decode_s,
-            total_s=time.perf_counter() - t0,
+            total_s=total_s,
             frames_per_s=fr.frames_per_s,
-            peak_memory_bytes=peak,
+            peak_memory_bytes=max(devices.max_memory_allocated(d) for d in {self.device, self.codec_device}),
             device=devices.device_name(self.device),
             model_version=self.config.version,
         )
 
-    def _after_failure(self, error: BaseException) -> None:
+    def _after_failure(self, error: BaseException, free_mula: bool = True) -> None:
         """Free what a failed or stopped job held (every phase: prompt, frames, decode), so
         the next job starts clean; device out-of-memory becomes `DeviceOutOfMemory` with advice."""
         # The traceback's frames hold the failed phase's tensors: drop their locals first,
         # or the memory stays held for as long as the exception lives.
         traceback.clear_frames(error.__traceback__)
-        self.free_caches()
+        if free_mula:  # not after a decode failure: a generation may be running beside it
+            self.free_caches()
         if self.config.lazy_load:
-            self.unload()
+            self.unload(mula=free_mula)
         else:
             for d in {self.device, self.codec_device}:
                 devices.empty_cache(d)
