@@ -7,7 +7,7 @@ The public surface (the UI imports only these names):
     GenerateOptions, GenerateResult, FramesResult, Progress, GenerationCancelled
 """
 
-from .engine import Engine, EngineConfig, GenerateResult, GenerationCancelled, load_engine
+from .engine import DeviceOutOfMemory, Engine, EngineConfig, GenerateResult, GenerationCancelled, load_engine
 from .generate import FramesResult, GenerateOptions, Progress
 
 # The studio (ui/) imports these too; none of them imports gradio.
@@ -25,6 +25,7 @@ from .stats import LiveStats, device_utilization
 from .transcribe import RTF_LABEL, Transcriber, TranscriptionCancelled, TranscriptionResult, format_transcript
 
 __all__ = [
+    "DeviceOutOfMemory",
     "Engine",
     "EngineConfig",
     "FramesResult",

@@ -221,6 +221,9 @@ def run_guarded(func, *args) -> int:
     except (ValueError, CheckpointError, AudioFileError, FileNotFoundError, PermissionError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # a full disk, a read-only folder: the file and the reason
+        print(f"\nerror: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
     except RuntimeError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1

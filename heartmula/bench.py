@@ -336,6 +336,37 @@ def bench_transcribe(dev, results: dict, minutes: float = 10.0, tokens_per_windo
                 rtf, "RTF (lower is faster)", f"<= {TARGETS['transcribe_rtf']}", ok=_ok(rtf <= TARGETS["transcribe_rtf"]))]
 
 
+def bench_pipeline(dev, dtype, results: dict, songs: int = 4, seconds: float = 30.0) -> list[Row]:
+    """A queue of `songs` songs: language model and codec on two cards, pipelined, against
+    the same queue on one card. Needs two devices of the kind (or --size small on a CPU)."""
+    import tempfile
+
+    from .demo import DEMO_VERSION, ensure_demo_bundle
+    from .engine import Engine
+    from .pipeline import SongRequest, run_queue
+
+    if dev.type == "cuda" and torch.cuda.device_count() < 2:
+        print("pipeline: needs two GPUs; not run", file=sys.stderr)
+        return [Row("song queue on 2 GPUs vs 1", float("nan"), "not run: one GPU")]
+    second = torch.device("cuda:1") if dev.type == "cuda" else dev
+    bundle = ensure_demo_bundle(tempfile.mkdtemp(prefix="heartmula-bench-"))  # tokenizer + gen config only
+    opts = GenerateOptions(max_audio_length_ms=int(seconds * 1000), ignore_eos=True, seed=0)
+    requests = [SongRequest("la la la, " * 20, "pop, piano", opts) for _ in range(songs)]
+    rows = []
+    for label, codec_dev in (("1 device", dev), ("2 devices", second)):
+        engine = Engine(model_path=str(bundle), version=DEMO_VERSION, device=str(dev), codec_device=str(codec_dev))
+        engine.mula, engine.codec = random_mula(dev, dtype), random_codec(codec_dev, dtype)
+        run_queue(engine, requests[:1])  # warm-up
+        for d in {dev, codec_dev}:
+            devices.reset_peak_memory(d)
+        report = run_queue(engine, requests)
+        mem = ", ".join(f"{d}: {devices.max_memory_allocated(d) / 2**30:.1f} GiB" for d in sorted({str(dev), str(codec_dev)}))
+        rows.append(Row(f"queue of {songs} x {seconds:g} s songs, {label} (peak {mem}; overlap "
+                        f"{report.overlap_s:.1f} s)", report.audio_s / report.wall_s, "s of audio per s"))
+        engine.unload()
+    return rows
+
+
 def _print_kernels(prof, dev, per: int, label: str) -> None:
     key = "device_time_total" if dev.type == "cuda" else "cpu_time_total"
     skip = ("aten::", "Torch-Compiled Region", "## Call CompiledFxGraph", "cuda")
@@ -400,7 +431,7 @@ def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m heartmula.bench", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
-    p.add_argument("--what", default="generate,codec,song,load", help="generate,codec,song,load,transcribe")
+    p.add_argument("--what", default="generate,codec,song,load", help="generate,codec,song,load,transcribe,pipeline")
     p.add_argument("--frames", type=int, default=512, help="frames per timed generation")
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--dtype", default="auto")
@@ -430,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     if "load" in what:
         rows += bench_load(dev, dtype, args.load_folder, results)
     results.pop("generate_model", None)
+    if "pipeline" in what:
+        rows += bench_pipeline(dev, dtype, results)
     if "transcribe" in what:
         rows += bench_transcribe(dev, results)
     print_table(rows, dev, results)

@@ -270,8 +270,8 @@ def generate_frames(
     t1 = time.perf_counter()
     prompt_s = t1 - t0
 
-    steps, stopped, last_report = 0, False, 0.0
-    for t in range(1, total):
+    steps, stopped, last_report, t = 0, stop(), 0.0, 0  # a stop during the prompt step ends here
+    for t in range(1, total if not stopped else 1):
         buf.input_pos.add_(1)
         codes = step(model, buf, len(prompt) + t - 1)
         frames[:, t] = codes[:n]

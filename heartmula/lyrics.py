@@ -53,20 +53,27 @@ def format_text(segments: Sequence[Segment]) -> str:
     return "".join(f"{s.text}\n" for s in segments if s.text)
 
 
+def one_line(text: str) -> str:
+    """A segment's text on one line: LRC and SRT end a line (an SRT block) at a line break,
+    so a "\n", "\r" or blank line inside a segment must not reach the file."""
+    return " ".join(text.split())
+
+
 def format_lrc(segments: Sequence[Segment]) -> str:
     """Synced lyrics. A last, empty line at the final segment's end time tells players
     when the last line stops being sung (LRC has no end times of its own)."""
-    lines = [f"{lrc_timestamp(s.start_s)}{s.text}" for s in segments if s.text]
+    sung = [s for s in segments if one_line(s.text)]
+    lines = [f"{lrc_timestamp(s.start_s)}{one_line(s.text)}" for s in sung]
     if lines:
-        lines.append(lrc_timestamp(max(s.end_s for s in segments if s.text)))
+        lines.append(lrc_timestamp(max(s.end_s for s in sung)))
     return "".join(f"{line}\n" for line in lines)
 
 
 def format_srt(segments: Sequence[Segment]) -> str:
     """SubRip subtitles: 1-based index, time range, text, blank line."""
     blocks = []
-    for index, s in enumerate((s for s in segments if s.text), start=1):
-        blocks.append(f"{index}\n{srt_timestamp(s.start_s)} --> {srt_timestamp(s.end_s)}\n{s.text}\n")
+    for index, s in enumerate((s for s in segments if one_line(s.text)), start=1):
+        blocks.append(f"{index}\n{srt_timestamp(s.start_s)} --> {srt_timestamp(s.end_s)}\n{one_line(s.text)}\n")
     return "\n".join(blocks)
 
 

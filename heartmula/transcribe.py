@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 from heartmula.audio import AudioFileError, atomic_write_bytes, read_mono, resample, to_mono
-from heartmula.lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc,
+from heartmula.lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc, one_line,
                               format_srt, format_text, join_segments)
 from heartmula.whisper_convert import DEMO_MODEL_NAME, demo_model_dir
 
@@ -444,12 +444,6 @@ def _is_looping(text: str) -> bool:
 
     data = text.encode("utf-8")
     return len(data) >= 40 and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION_RATIO
-
-
-def one_line(text: str) -> str:
-    """A segment's text on one line: LRC and SRT end a line (an SRT block) at a line break,
-    so a decoded "\n", "\r" or blank line must not reach them."""
-    return " ".join(text.split())
 
 
 def _offset_segments(items: list[tuple], start_s: float, end_s: float) -> list[Segment]:

@@ -95,7 +95,11 @@ def test_stop_ends_within_a_few_frames_and_frees_caches(engine):
         "la", "pop", GenerateOptions(max_audio_length_ms=200 * 80, ignore_eos=True, seed=1), should_stop=should_stop
     )
     assert fr.stopped
-    assert len(fr.frames[0]) == 11  # frame 0 + the 10 steps before the stop was seen
+    assert len(fr.frames[0]) == 10  # asked once after the prompt step, then after each step
+    assert engine.mula.backbone.layers[0].attn.kv_cache is None
+    at_once = engine.generate_frames("la", "pop", GenerateOptions(max_audio_length_ms=200 * 80, seed=1),
+                                     should_stop=lambda: True)
+    assert at_once.stopped and len(at_once.frames[0]) == 1  # a stop during the prompt: frame 0 only
     assert engine.mula.backbone.layers[0].attn.kv_cache is None
     again = engine.generate_frames("la", "pop", golden_opts(1.5))  # the next job works
     assert again.frames[0].shape == (24, 8)
