@@ -26,6 +26,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--codec-device", default=None, help="device of the codec (default: --device)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--lazy-load", action="store_true", help="free each model after its phase (less memory)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model blocks (faster generation and decoding; compiles at start-up)")
+    p.add_argument("--no-warmup", action="store_true", help="skip the start-up warm-up (graph capture, compile)")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves your whole network: use --auth")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
 
     try:
         engine = load_engine(model_path, version=version, device=args.device, codec_device=args.codec_device,
-                             dtype=args.dtype, lazy_load=args.lazy_load)
+                             dtype=args.dtype, lazy_load=args.lazy_load, compile=args.compile)
     except (RuntimeError, ValueError) as e:
         sys.exit(f"could not load the model: {e}")
 
@@ -108,6 +111,18 @@ def main(argv=None) -> int:
     if demo:
         roots = [*roots, Path(model_path).parent]
     demo_ui = build_ui(engine, output_dir=output_dir, demo=demo, model_roots=roots)
+    if not args.lazy_load and not args.no_warmup:
+        # Compile and capture the frame step in the background: the page is up at once, and
+        # a first request simply waits for the engine lock instead of paying it itself.
+        import threading
+
+        def warm():
+            try:
+                log.info("warm-up done in %.1f s", engine.warmup())
+            except Exception:  # a failed warm-up only costs the first song its speed
+                log.exception("warm-up failed; the first song will compile and capture instead")
+
+        threading.Thread(target=warm, name="heartmula-warmup", daemon=True).start()
     demo_ui.queue(default_concurrency_limit=1)
     # Served files: the outputs folder and gradio's own upload/cache folder, nothing else.
     demo_ui.launch(server_name=args.host, server_port=args.port, auth=auth, allowed_paths=[str(output_dir)],
