@@ -210,6 +210,8 @@ class Engine:
         with self._lock:
             try:
                 prompt = self.build_prompt("la la la", "pop")
+                room = self._ensure_mula().args.backbone.max_seq_len - len(prompt)  # test models hold less
+                opts = replace(opts, max_audio_length_ms=min(opts.max_audio_length_ms, room * FRAME_MS))
                 buf = self._prepare(prompt, opts)
                 short = replace(opts, max_audio_length_ms=16 * FRAME_MS, ignore_eos=True, seed=0)
                 generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=self._step)
