@@ -74,3 +74,32 @@ def test_graph_replay_makes_the_eager_frames_on_cuda(tiny_ckpt):
     graphed = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf, step=GraphedStep(eng.mula, buf, bucket=64))
     for a, b in zip(eager.frames, graphed.frames):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("cfg", [1.0, 1.5])
+def test_engine_on_cuda_reproduces_the_golden_frames_through_graphs(tiny_ckpt, mula_golden, cfg):
+    meta, gold = mula_golden
+    eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cuda", dtype="float32")
+    assert eng.graphs_enabled
+    fr = eng.generate_frames(meta["lyrics"], meta["tags"], GenerateOptions(
+        max_audio_length_ms=24 * 80, cfg_scale=cfg, topk=1, ignore_eos=True, seed=0))
+    np.testing.assert_array_equal(fr.frames[0], gold[f"frames_cfg{cfg}"])
+
+
+@pytest.mark.requires_cuda
+def test_compiled_engine_on_cuda_makes_songs_and_stops(tmp_path):
+    from heartmula.demo import DEMO_VERSION, ensure_demo_bundle
+
+    bundle = ensure_demo_bundle(tmp_path)
+    eng = Engine(model_path=str(bundle), version=DEMO_VERSION, device="cuda", compile=True)
+    assert eng.warmup() > 0
+    opts = GenerateOptions(max_audio_length_ms=6000, seed=5, takes=2)
+    a = eng.generate("la la", "pop", opts)
+    b = eng.generate("la la", "pop", opts)
+    for x, y in zip(a.frames, b.frames):
+        np.testing.assert_array_equal(x, y)  # same seed, same song, through graphs and compile
+    assert a.audio[0].shape == (2, 75 * 3840)
+    stopped = eng.generate_frames("la", "pop", GenerateOptions(max_audio_length_ms=60_000, seed=1),
+                                  should_stop=iter([False] * 20 + [True] * 10_000).__next__)
+    assert stopped.stopped and len(stopped.frames[0]) <= 21
