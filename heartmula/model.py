@@ -116,6 +116,13 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     # x: [B, S, H, D]; rope: [S, D/2] complex. Rotates adjacent pairs (x[2i], x[2i+1]) as
     # one complex number each, as the official (torchtune) models were trained, not the
     # two-halves layout. In float32, then back to x's dtype.
+    if torch.compiler.is_compiling():
+        # Inductor has no complex kernels (it would fall back to eager ones); in real
+        # arithmetic the whole rotation fuses into the kernel around it.
+        xs = x.float().unflatten(-1, (-1, 2))
+        cs = torch.view_as_real(rope)[None, :, None]  # [1, S, 1, D/2, 2] (cos, sin)
+        a, b, cos, sin = xs[..., 0], xs[..., 1], cs[..., 0], cs[..., 1]
+        return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2).type_as(x)
     xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
     return torch.view_as_real(xc * rope[None, :, None, :]).flatten(-2).type_as(x)
 
