@@ -106,25 +106,27 @@ def llama3_inv_freq(args: LlamaArgs, device=None) -> torch.Tensor:
 
 
 def rope_table(args: LlamaArgs, n_pos: int, device=None) -> torch.Tensor:
-    """[n_pos, head_dim/2] complex64: e^(i * position * frequency)."""
+    """[n_pos, head_dim/2, 2] float32 (cos, sin) of position * frequency; read as complex
+    e^(i * angle) by `apply_rope` when it runs eagerly."""
     inv = llama3_inv_freq(args, device)
     angles = torch.outer(torch.arange(n_pos, device=device, dtype=torch.float32), inv)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    # x: [B, S, H, D]; rope: [S, D/2] complex. Rotates adjacent pairs (x[2i], x[2i+1]) as
-    # one complex number each, as the official (torchtune) models were trained, not the
-    # two-halves layout. In float32, then back to x's dtype.
+    # x: [B, S, H, D]; rope: [S, D/2, 2] (cos, sin). Rotates adjacent pairs (x[2i], x[2i+1]),
+    # as the official (torchtune) models were trained, not the two-halves layout. In
+    # float32, then back to x's dtype.
+    xs = x.float().unflatten(-1, (-1, 2))
     if torch.compiler.is_compiling():
-        # Inductor has no complex kernels (it would fall back to eager ones); in real
-        # arithmetic the whole rotation fuses into the kernel around it.
-        xs = x.float().unflatten(-1, (-1, 2))
-        cs = torch.view_as_real(rope)[None, :, None]  # [1, S, 1, D/2, 2] (cos, sin)
+        # Inductor has no complex kernels; in real arithmetic the rotation fuses into the
+        # kernel around it.
+        cs = rope[None, :, None]
         a, b, cos, sin = xs[..., 0], xs[..., 1], cs[..., 0], cs[..., 1]
         return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2).type_as(x)
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(xc * rope[None, :, None, :]).flatten(-2).type_as(x)
+    # Eagerly, one complex multiply is one kernel where the real form takes six.
+    xc = torch.view_as_complex(xs) * torch.view_as_complex(rope)[None, :, None, :]
+    return torch.view_as_real(xc).flatten(-2).type_as(x)
 
 
 class RMSNorm(nn.Module):
