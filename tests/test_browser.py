@@ -79,6 +79,7 @@ def test_page_loads(page):
 
 
 def test_generate_shows_progress_and_plays(page, studio_app):
+    before = len(studio_app.sidecars())  # the app is shared with the API tests
     page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
     pick(page, "gen-preset", "test-full")  # fills the length (4 s) from the preset
     assert page.locator("#gen-duration input[type=number]").input_value() == "4"
@@ -93,7 +94,7 @@ def test_generate_shows_progress_and_plays(page, studio_app):
     assert rate == 48_000 and audio.shape == (50 * 3840, 2)  # 4 s = 50 frames, stereo
     assert page.locator("#gen-downloads").inner_text().count(".mp3") == 1
     assert page.locator("#gen-generate").is_enabled() and page.locator("#gen-stop").is_disabled()
-    assert len(studio_app.sidecars()) == 1
+    assert len(studio_app.sidecars()) == before + 1
 
 
 def test_stop_returns_to_idle_and_saves_nothing(page, studio_app):
@@ -187,11 +188,12 @@ def test_history_survives_restart(page, studio_app):
     page.locator("#hist-refresh").click()
     time.sleep(1)
     first = studio_app.sidecars()[0].stem
+    n_songs = len(studio_app.sidecars())
     assert first in page.locator("#hist-table").inner_text()
     studio_app.restart()
     page.goto(studio_app.url)
     page.wait_for_selector("#gen-generate")
     tab(page, "History")
     page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('{first}')")
-    assert "1 song(s)" in page.locator("#hist-status").inner_text()
+    assert f"{n_songs} song(s)" in page.locator("#hist-status").inner_text()
     page.screenshot(path="/tmp/studio_history_after_restart.png", full_page=True)

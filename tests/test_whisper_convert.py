@@ -124,7 +124,9 @@ def test_conversion_happens_once_and_leaves_no_temp_folders(demo_whisper_dir, he
     stamp = (demo_whisper_dir / "model.safetensors").stat().st_mtime_ns
     assert demo_model_dir() == demo_whisper_dir
     assert (demo_whisper_dir / "model.safetensors").stat().st_mtime_ns == stamp
-    assert [p.name for p in heartmula_cache.iterdir()] == [demo_whisper_dir.name]
+    # Other things may share the cache (the demo bundle); no temporary folder may stay.
+    names = [p.name for p in heartmula_cache.iterdir()]
+    assert demo_whisper_dir.name in names and not [n for n in names if n.startswith(".")]
 
 
 def test_truncated_and_wrong_version_files_are_refused(ct2_dir, tmp_path):
