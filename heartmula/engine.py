@@ -21,7 +21,8 @@ import torch
 from . import device as devices
 from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, load_heartmula, resolve_paths
-from .generate import FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits, generate_frames
+from .generate import (FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits,
+                       generate_frames, topk_cap_for)
 from .prompt import GenConfig, Prompt, build_prompt, load_tokenizer
 
 MAX_LYRICS_CHARS = 20_000
@@ -186,8 +187,10 @@ class Engine:
         check_fits(len(prompt), opts, model_max)
         rows = opts.takes * (2 if opts.guided else 1)
         model.setup_caches(rows, cache_length(len(prompt), opts.max_frames, model_max))
-        if self._buffers is None or (self._buffers.takes, self._buffers.guided) != (opts.takes, opts.guided):
-            self._buffers = StepBuffers(model, opts.takes, opts.guided, compiled=self.config.compile)
+        shape = (opts.takes, opts.guided, topk_cap_for(opts.topk))
+        if self._buffers is None or (self._buffers.takes, self._buffers.guided, self._buffers.topk_cap) != shape:
+            self._buffers = StepBuffers(model, opts.takes, opts.guided, compiled=self.config.compile,
+                                        topk_cap=shape[2])
         if self.graphs_enabled:
             from .graphs import GraphedStep
 

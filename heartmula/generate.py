@@ -24,6 +24,7 @@ from .sampling import sample_topk, vocab_keys
 
 SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress, cancel)
 BUCKET = 512  # attention reads cache positions in buckets of this many (see attention_length)
+TOPK_CAP = 256  # top-k up to this uses a partial top-k instead of sorting the whole vocabulary
 PROGRESS_MIN_INTERVAL_S = 0.25  # on_progress is called at most this often (and at the end)
 MAX_TAKES = 8
 MAX_SEED = 2**63 - 1
@@ -102,10 +103,11 @@ class FramesResult:
 class StepBuffers:
     """Device buffers the loop reuses every frame (allocated by `setup`)."""
 
-    def __init__(self, model: HeartMuLa, takes: int, guided: bool, compiled: bool = False):
+    def __init__(self, model: HeartMuLa, takes: int, guided: bool, compiled: bool = False,
+                 topk_cap: int | None = TOPK_CAP):
         dev = model.codebook0_head.weight.device
         k = model.args.n_codebooks
-        self.takes, self.guided = takes, guided
+        self.takes, self.guided, self.topk_cap = takes, guided, topk_cap
         self.rows = takes * (2 if guided else 1)
         self.codes = torch.zeros(self.rows, k, dtype=torch.long, device=dev)  # the last frame
         self.input_pos = torch.zeros(1, dtype=torch.long, device=dev)
@@ -126,19 +128,25 @@ class StepBuffers:
         self.seeds.copy_(torch.tensor(seeds, dtype=torch.long))
 
 
-def pick_codes(logits, cfg_scale, temperature, topk, seeds, counter, keys, guided: bool):
+def pick_codes(logits, cfg_scale, temperature, topk, seeds, counter, keys, guided: bool, topk_cap: int | None = None):
     """logits [rows, V] -> codes [rows]. Under guidance rows are [cond takes..., uncond
     takes...]: the guided logits give one draw per take, used by both of its rows."""
     if guided:
         n = logits.shape[0] // 2
         cond, uncond = logits[:n], logits[n:]
-        codes = sample_topk(uncond + (cond - uncond) * cfg_scale, temperature, topk, seeds, counter, keys)
+        codes = sample_topk(uncond + (cond - uncond) * cfg_scale, temperature, topk, seeds, counter, keys, topk_cap)
         return torch.cat([codes, codes])
-    return sample_topk(logits, temperature, topk, seeds, counter, keys)
+    return sample_topk(logits, temperature, topk, seeds, counter, keys, topk_cap)
+
+
+def topk_cap_for(topk: int) -> int | None:
+    """The static top-k bound buffers are built for: TOPK_CAP, or None (a full sort) above it."""
+    return TOPK_CAP if topk <= TOPK_CAP else None
 
 
 def _pick(logits: torch.Tensor, buf: StepBuffers, counter: torch.Tensor) -> torch.Tensor:
-    return buf.pick(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, counter, buf.keys, buf.guided)
+    return buf.pick(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, counter, buf.keys, buf.guided,
+                    buf.topk_cap)
 
 
 def depth_frame(model: HeartMuLa, last_h: torch.Tensor, buf: StepBuffers) -> torch.Tensor:
@@ -248,9 +256,9 @@ def generate_frames(
     `decode_frame` by default, or a captured-graph replay of it (see graphs.py).
     """
     step = step or eager_step
-    buf = buffers or StepBuffers(model, opts.takes, opts.guided)
-    if (buf.takes, buf.guided) != (opts.takes, opts.guided):
-        raise ValueError("step buffers were set up for another number of takes or guidance")
+    buf = buffers or StepBuffers(model, opts.takes, opts.guided, topk_cap=topk_cap_for(opts.topk))
+    if (buf.takes, buf.guided) != (opts.takes, opts.guided) or (buf.topk_cap or opts.topk) < opts.topk:
+        raise ValueError("step buffers were set up for another number of takes, guidance or top-k bound")
     dev = buf.codes.device
     seeds = take_seeds(opts)
     buf.set_request(opts, seeds)

@@ -50,15 +50,22 @@ def sample_topk(
     seeds: torch.Tensor,
     counter: torch.Tensor,
     keys: torch.Tensor,
+    topk_cap: int | None = None,
 ) -> torch.Tensor:
     """Draw one code per row from softmax(logits / temperature) restricted to the top k.
 
     logits: [R, V]; temperature, topk, counter: 0-d device tensors (a slider move changes
-    values, never shapes, so a captured graph stays valid); seeds: [R]. Returns [R] int64.
+    values, never shapes, so a captured graph stays valid); seeds: [R]. `topk_cap`, a
+    static bound on topk, lets a partial top-k replace the full sort. Returns [R] int64.
     """
     scores = logits.float() / temperature
-    # The k-th largest score as a threshold: torch.topk would need k as a Python int.
-    kth = scores.sort(dim=-1, descending=True).values.gather(-1, (topk - 1).reshape(1, 1).expand(scores.shape[0], 1))
+    # The k-th largest score as a threshold: torch.topk would need k as a Python int, so
+    # the largest `topk_cap` (or all) scores are ranked and the k-th is read on the device.
+    if topk_cap is not None and topk_cap < scores.shape[-1]:
+        ranked = scores.topk(topk_cap, dim=-1).values
+    else:
+        ranked = scores.sort(dim=-1, descending=True).values
+    kth = ranked.gather(-1, (topk - 1).reshape(1, 1).expand(scores.shape[0], 1))
     scores = scores.masked_fill(scores < kth, float("-inf"))
     # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores).
     return (scores + gumbel_noise(seeds, counter, keys)).argmax(dim=-1)

@@ -160,3 +160,21 @@ def test_sampling_follows_softmax_within_topk():
     assert torch.allclose(counts, want, atol=0.03)
     low_t = sample_topk(logits, torch.tensor(0.05), torch.tensor(5), seeds, torch.tensor(7), keys)
     assert (low_t == 4).float().mean() > 0.99
+
+
+def test_partial_topk_draws_what_the_full_sort_draws():
+    torch.manual_seed(1)
+    logits = torch.randn(64, 1000) * 3
+    keys = vocab_keys(1000)
+    seeds = torch.arange(64)
+    for k in (1, 7, 50, 256):
+        args = (logits, torch.tensor(0.9), torch.tensor(k), seeds, torch.tensor(3), keys)
+        assert torch.equal(sample_topk(*args, topk_cap=256), sample_topk(*args))
+
+
+def test_topk_above_the_cap_rebuilds_the_buffers(engine):
+    small = engine.generate_frames("la", "pop", GenerateOptions(max_audio_length_ms=20 * 80, seed=4, topk=20, ignore_eos=True))
+    cap = engine._buffers.topk_cap
+    large = engine.generate_frames("la", "pop", GenerateOptions(max_audio_length_ms=20 * 80, seed=4, topk=5000, ignore_eos=True))
+    assert cap == 256 and engine._buffers.topk_cap is None
+    assert small.frames[0].shape == large.frames[0].shape == (20, 8)
