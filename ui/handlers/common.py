@@ -10,6 +10,17 @@ from typing import Callable, Iterator
 HEARTBEAT_S = 0.5  # the UI hears from a running job at least this often
 
 
+def follow(job: Iterator, status: Callable) -> Iterator:
+    """Yield status(item) for each item a `run_job` yields; return the job's result
+    (`result = yield from follow(job, ...)` in a handler)."""
+    while True:
+        try:
+            item = next(job)
+        except StopIteration as done:
+            return done.value
+        yield status(item)
+
+
 def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None = None) -> Iterator:
     """Run fn(on_progress=..., should_stop=...) on a worker thread.
 

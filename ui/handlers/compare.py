@@ -9,7 +9,7 @@ import gradio as gr
 
 from heartmula import load_presets, write_audio
 
-from .common import fmt_bytes, progress_text, reports_end, run_job
+from .common import fmt_bytes, follow, progress_text, reports_end, run_job
 
 MAX_PRESETS = 4
 HEADERS = ["Preset", "Frames/s", "Generation (s)", "Decode (s)", "Total (s)", "Peak memory", "Audio (s)"]
@@ -40,13 +40,8 @@ def compare(studio, session, names, lyrics, tags, duration_s, seed):
         try:
             job = run_job(lambda **kw: engine.generate(lyrics, tags, options[name], **kw), session.cancel,
                           on_progress=studio.stats.progress)
-            while True:
-                try:
-                    p = next(job)
-                except StopIteration as done:
-                    result = done.value
-                    break
-                yield {"status": f"**{name}** ({i + 1}/{len(names)}) · {progress_text(p, started)}"}
+            result = yield from follow(
+                job, lambda p: {"status": f"**{name}** ({i + 1}/{len(names)}) · {progress_text(p, started)}"})
             studio.stats.generation_done(result)
         finally:
             studio.stats.finish()

@@ -10,7 +10,7 @@ import gradio as gr
 
 from heartmula import MAX_SEED, MAX_TAKES, GenerateOptions, check_lyrics, load_presets
 
-from .common import fmt_bytes, fmt_s, progress_text, reports_end, run_job
+from .common import fmt_bytes, fmt_s, follow, progress_text, reports_end, run_job
 
 EXAMPLE_LYRICS = """[verse]
 Morning light on the window pane
@@ -133,13 +133,7 @@ def generate(studio, session, lyrics, tags, duration_s, preset, cfg_scale, tempe
     try:
         job = run_job(lambda **kw: engine.generate(lyrics, tags, options, **kw), session.cancel,
                       on_progress=studio.stats.progress)
-        while True:
-            try:
-                p = next(job)
-            except StopIteration as done:
-                result = done.value
-                break
-            yield {"status": progress_text(p, started)}
+        result = yield from follow(job, lambda p: {"status": progress_text(p, started)})
         studio.stats.generation_done(result)
         songs = studio.history.save(result)
     finally:

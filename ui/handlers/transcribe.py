@@ -7,7 +7,7 @@ from pathlib import Path
 
 from heartmula import RTF_LABEL, TranscribeSettings, format_transcript, load_presets
 
-from .common import fmt_s, reports_end, run_job
+from .common import fmt_s, follow, reports_end, run_job
 
 HEADERS = ["Start (s)", "End (s)", "Text"]
 
@@ -26,13 +26,8 @@ def transcribe(studio, session, audio_path, batch_size, chunk_length_s, language
         job = run_job(lambda on_progress, should_stop: transcriber.transcribe(
             str(audio_path), batch_size=settings.batch_size, chunk_length_s=settings.chunk_length_s,
             language=language, should_stop=should_stop), session.cancel)
-        while True:
-            try:
-                next(job)
-            except StopIteration as done:
-                result = done.value
-                break
-            yield {"speed": f"⏳ Transcribing with {transcriber.model_name}… {fmt_s(time.monotonic() - started)}"}
+        result = yield from follow(job, lambda _: {
+            "speed": f"⏳ Transcribing with {transcriber.model_name}… {fmt_s(time.monotonic() - started)}"})
         studio.stats.transcription_done(result)
     finally:
         studio.stats.finish()
