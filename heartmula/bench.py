@@ -79,6 +79,7 @@ SMALL_CODEC = dict(dim=32, codebook_size=64, codebook_dim=8, attention_head_dim=
                    in_channels=544, num_layers=2, num_layers_2=1, init_channel=4)
 SIZE = "3B"
 COMPILE = False
+COMPILE_MODE = None  # e.g. "max-autotune-no-cudagraphs": inductor tunes its own GEMM kernels
 
 
 def random_mula(dev, dtype, fuse: bool = True) -> HeartMuLa:
@@ -101,7 +102,7 @@ def random_mula(dev, dtype, fuse: bool = True) -> HeartMuLa:
         return model
     model.fuse_projections()
     if COMPILE:
-        model.compile_blocks()
+        model.compile_blocks(**({"mode": COMPILE_MODE} if COMPILE_MODE else {}))
     return model
 
 
@@ -439,11 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load-folder", default=None, help="reuse a checkpoint folder for the load figure")
     p.add_argument("--json", default=None, help="also write the raw numbers here")
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks' elementwise stretches")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode for the blocks (implies --compile)")
     p.add_argument("--profile", action="store_true", help="print the kernels of one frame step and exit")
     p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")
     args = p.parse_args(argv)
-    global SIZE, COMPILE
-    SIZE, COMPILE = args.size, args.compile
+    global SIZE, COMPILE, COMPILE_MODE
+    SIZE, COMPILE, COMPILE_MODE = args.size, args.compile or bool(args.compile_mode), args.compile_mode
     if args.profile:
         return profile_step(devices.resolve_device(args.device), devices.resolve_dtype(args.dtype, devices.resolve_device(args.device)))
     dev = devices.resolve_device(args.device)
