@@ -14,7 +14,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -147,12 +147,8 @@ def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, result
             step.capture_all()
             devices.synchronize(dev)
             results[f"capture_s_{n_takes}"] = time.perf_counter() - t
-        generate_frames(model, prompt, gen, replace_frames(opts, 16), buffers=buf, step=step)  # warm-up
+        generate_frames(model, prompt, gen, replace(opts, max_audio_length_ms=16 * 80), buffers=buf, step=step)  # warm-up
         return generate_frames(model, prompt, gen, opts, buffers=buf, step=step)
-
-    def replace_frames(opts, n):
-        from dataclasses import replace
-        return replace(opts, max_audio_length_ms=n * 80)
 
     # Prompt step: 300 tokens, cfg batch 2.
     model.setup_caches(2, cache_length(len(prompt), frames, model.args.backbone.max_seq_len))
