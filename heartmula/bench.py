@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -18,8 +19,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import device as devices
+from . import gemv
 from .engine import codec_codes
 from .generate import GenerateOptions, StepBuffers, cache_length, decode_frame, generate_frames, prefill
 from .model import FLAVORS, HeartMuLa, HeartMuLaArgs, LlamaArgs
@@ -101,6 +104,8 @@ def random_mula(dev, dtype, fuse: bool = True) -> HeartMuLa:
     if not fuse:  # as a checkpoint holds it
         return model
     model.fuse_projections()
+    if gemv.available(dev):
+        model.use_gemv()
     if COMPILE:
         model.compile_blocks(**({"mode": COMPILE_MODE} if COMPILE_MODE else {}))
     return model
@@ -248,7 +253,6 @@ def bench_song(dev, results: dict) -> list[Row]:
 def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
     """Checkpoint load: a random 3B checkpoint (float32 safetensors, sharded as on the hub)
     written to local disk, then load_heartmula to the device in `dtype`."""
-    import os
     import tempfile
 
     from safetensors.torch import save_file
@@ -351,16 +355,51 @@ def bench_pipeline(dev, dtype, results: dict, songs: int = 4, seconds: float = 3
     requests = [SongRequest("la la la, " * 20, "pop, piano", opts) for _ in range(songs)]
     rows = []
     for label, codec_dev in (("1 device", dev), ("2 devices", second)):
-        engine = Engine(model_path=str(bundle), version=DEMO_VERSION, device=str(dev), codec_device=str(codec_dev))
+        engine = Engine(model_path=str(bundle), version=DEMO_VERSION, device=str(dev), codec_device=str(codec_dev),
+                        compile=COMPILE)
         engine.mula, engine.codec = random_mula(dev, dtype), random_codec(codec_dev, dtype)
         run_queue(engine, requests[:1])  # warm-up
         for d in {dev, codec_dev}:
             devices.reset_peak_memory(d)
         report = run_queue(engine, requests)
         mem = ", ".join(f"{d}: {devices.max_memory_allocated(d) / 2**30:.1f} GiB" for d in sorted({str(dev), str(codec_dev)}))
-        rows.append(Row(f"queue of {songs} x {seconds:g} s songs, {label} (peak {mem}; overlap "
-                        f"{report.overlap_s:.1f} s)", report.audio_s / report.wall_s, "s of audio per s"))
+        rows.append(Row(f"queue of {songs} x {seconds:g} s songs, {label} (wall {report.wall_s:.1f} s = frames "
+                        f"{report.generate_s:.1f} s + decode {report.decode_s:.1f} s - overlap "
+                        f"{report.overlap_s:.1f} s; peak {mem})", report.audio_s / report.wall_s, "s of audio per s"))
         engine.unload()
+    return rows
+
+
+def _graph_time(fn, calls: int) -> float:
+    """Seconds per call of `fn`'s `calls` launches, captured as one CUDA graph (no launch gaps)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return _time(graph.replay, torch.device("cuda"), reps=7) / calls
+
+
+def bench_heads(dev, dtype, results: dict) -> list[Row]:
+    """The codebook heads and projection: cuBLAS against gemv.py's kernel. Weights rotate
+    through 400 MB of copies so that every call reads from memory, not from the L2 cache."""
+    if dev.type != "cuda" or gemv.triton is None:
+        return [Row("codebook head matvec", float("nan"), "not run: needs CUDA and Triton")]
+    rows = []
+    for name, (n, k) in {"codebook head": (8197, 3072), "projection": (3072, 3072)}.items():
+        ws = [torch.randn(n, k, device=dev, dtype=dtype) for _ in range(max(4, int(400e6 // (n * k * 2))))]
+        for m in (2, 4):
+            x = torch.randn(m, k, device=dev, dtype=dtype)
+            err = max((gemv.matvec(x, w, torch.float32) - F.linear(x.float(), w.float())).abs().max().item() for w in ws[:2])
+            for label, fn in (("cuBLAS", lambda w: F.linear(x, w)), ("gemv.py", lambda w: gemv.matvec(x, w))):
+                s = _graph_time(lambda: [fn(w) for w in ws], len(ws))
+                results[f"{name}_{m}rows_{label}_us"] = s * 1e6
+                rows.append(Row(f"{name} [{n}x{k}], {m} rows, {label} ({n * k * 2 / s / 1e12:.2f} TB/s)", s * 1e6, "us"))
+            rows[-1] = replace(rows[-1], what=rows[-1].what + f", max |err| {err:.1e}")
+        del ws
     return rows
 
 
@@ -417,7 +456,9 @@ def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
     head = ("figure", "value", "unit", "target", "floor", "% floor", "met")
     table = [head] + [(r.what, f"{r.value:.4g}", r.unit, r.target, r.floor, r.pct_floor, r.ok) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
-    print(f"card: {devices.device_name(dev)}; torch {torch.__version__}", file=stream)
+    heads = "gemv.py kernel" if gemv.available(dev) else "torch (cuBLAS on CUDA)"
+    print(f"card: {devices.device_name(dev)}; torch {torch.__version__}; compiled: {COMPILE}; "
+          f"heads and projection: {heads}", file=stream)
     if "copy_bandwidth_Bps" in results:
         print(f"measured copy bandwidth {results['copy_bandwidth_Bps'] / 1e12:.2f} TB/s; "
               f"generation floor {results.get('floor_fps', 0):.0f} frames/s (weights read once per use)", file=stream)
@@ -428,7 +469,7 @@ def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m heartmula.bench", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
-    p.add_argument("--what", default="generate,codec,song,load", help="generate,codec,song,load,transcribe,pipeline")
+    p.add_argument("--what", default="generate,codec,song,load", help="generate,codec,song,load,transcribe,pipeline,heads")
     p.add_argument("--frames", type=int, default=512, help="frames per timed generation")
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--dtype", default="auto")
@@ -438,10 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks' elementwise stretches")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for the blocks (implies --compile)")
     p.add_argument("--profile", action="store_true", help="print the kernels of one frame step and exit")
+    p.add_argument("--no-gemv", action="store_true", help="heads and projection through cuBLAS, not gemv.py's kernel")
     p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")
     args = p.parse_args(argv)
     global SIZE, COMPILE, COMPILE_MODE
     SIZE, COMPILE, COMPILE_MODE = args.size, args.compile or bool(args.compile_mode), args.compile_mode
+    if args.no_gemv:
+        os.environ["HEARTMULA_GEMV"] = "0"
     if args.profile:
         return profile_step(devices.resolve_device(args.device), devices.resolve_dtype(args.dtype, devices.resolve_device(args.device)))
     dev = devices.resolve_device(args.device)
@@ -461,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     results.pop("generate_model", None)
     if "pipeline" in what:
         rows += bench_pipeline(dev, dtype, results)
+    if "heads" in what:
+        rows += bench_heads(dev, dtype, results)
     if "transcribe" in what:
         rows += bench_transcribe(dev, results)
     print_table(rows, dev, results)

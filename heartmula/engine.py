@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import device as devices
+from . import gemv
 from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, load_heartmula, resolve_paths
 from .generate import (FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits,
@@ -128,6 +129,8 @@ class Engine:
         if self.mula is None:
             t = time.perf_counter()
             self.mula = load_heartmula(self.paths.mula, self.device, self.dtype)
+            if gemv.available(self.device):
+                self.mula.use_gemv()
             if self.config.compile:
                 self.mula.compile_blocks()
             devices.synchronize(self.device)

@@ -157,16 +157,16 @@ def depth_frame(model: HeartMuLa, last_h: torch.Tensor, buf: StepBuffers) -> tor
     """
     k = model.args.n_codebooks
     counter = buf.input_pos * k
-    code = _pick(model.codebook0_head(last_h).float(), buf, counter)
+    code = _pick(model.codebook0_logits(last_h), buf, counter)
     out = [code]
-    x = model.projection(torch.stack([last_h, model.embed_audio(0, code[:, None])[:, 0]], dim=1))
+    x = model.project(torch.stack([last_h, model.embed_audio(0, code[:, None])[:, 0]], dim=1))
     for i in range(1, k):
         h = model.decoder(x, buf.dec_pos[i - 1])[:, -1]
-        logits = model.audio_logits(i - 1, h).float()
+        logits = model.audio_logits(i - 1, h)
         code = _pick(logits, buf, counter + i)
         out.append(code)
         if i < k - 1:
-            x = model.projection(model.embed_audio(i, code[:, None]))
+            x = model.project(model.embed_audio(i, code[:, None]))
     return torch.stack(out, dim=1)
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import gemv
+
 
 @dataclass(frozen=True)
 class LlamaArgs:
@@ -319,6 +321,7 @@ class HeartMuLa(nn.Module):
         self.codebook0_head = nn.Linear(bdim, vocab, bias=False)
         self.audio_head = nn.Parameter(torch.empty(args.n_codebooks - 1, ddim, vocab))
         self.muq_linear = nn.Linear(args.muq_dim, bdim)
+        self.gemv = False  # heads and projection through gemv.py's kernel (see use_gemv)
 
     def setup_caches(self, batch: int, max_len: int) -> None:
         """Caches for `batch` rows and `max_len` backbone positions (the depth decoder
@@ -351,11 +354,35 @@ class HeartMuLa(nn.Module):
         self.audio_head = None
         return self
 
+    def codebook0_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Codebook 0's float32 logits from the backbone's last hidden state h [B, bdim]."""
+        if self._gemv_rows(h):
+            return gemv.matvec(h, self.codebook0_head.weight, torch.float32)
+        return self.codebook0_head(h).float()
+
     def audio_logits(self, i: int, h: torch.Tensor) -> torch.Tensor:
-        """Codebook i+1's logits from the depth decoder's hidden state h [B, ddim]."""
-        if self.audio_head is None:
-            return F.linear(h, self.audio_head_t[i])
-        return h @ self.audio_head[i]
+        """Codebook i+1's float32 logits from the depth decoder's hidden state h [B, ddim]."""
+        if self.audio_head is not None:
+            return (h @ self.audio_head[i]).float()
+        if self._gemv_rows(h):
+            return gemv.matvec(h, self.audio_head_t[i], torch.float32)
+        return F.linear(h, self.audio_head_t[i]).float()
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone width -> depth decoder width."""
+        # At 4 rows cuBLAS is as fast for this 3072-row matrix (bench --what heads).
+        return gemv.matvec(x, self.projection.weight) if self._gemv_rows(x, 2) else self.projection(x)
+
+    def _gemv_rows(self, x: torch.Tensor, most: int = gemv.MAX_ROWS) -> bool:
+        return self.gemv and x.numel() // x.shape[-1] <= most
+
+    def use_gemv(self) -> "HeartMuLa":
+        """Run the heads and projection of decode steps through gemv.py's kernel; call
+        after `fuse_projections`, where `gemv.available` says it runs."""
+        if self.audio_head is not None:
+            raise RuntimeError("use_gemv needs the [K-1, vocab, dim] heads: call fuse_projections first")
+        self.gemv = True
+        return self
 
     def compile_blocks(self, **kwargs) -> "HeartMuLa":
         """torch.compile the decode step of every block: norms, RoPE, the cache write,

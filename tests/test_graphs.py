@@ -81,7 +81,7 @@ def test_graph_replay_makes_the_eager_frames_on_cuda(tiny_ckpt):
 def test_engine_on_cuda_reproduces_the_golden_frames_through_graphs(tiny_ckpt, mula_golden, cfg):
     meta, gold = mula_golden
     eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cuda", dtype="float32")
-    assert eng.graphs_enabled
+    assert eng.graphs_enabled and eng.load(codec=False).mula.gemv  # the heads run through gemv.py
     fr = eng.generate_frames(meta["lyrics"], meta["tags"], GenerateOptions(
         max_audio_length_ms=24 * 80, cfg_scale=cfg, topk=1, ignore_eos=True, seed=0))
     np.testing.assert_array_equal(fr.frames[0], gold[f"frames_cfg{cfg}"])
@@ -103,3 +103,17 @@ def test_compiled_engine_on_cuda_makes_songs_and_stops(tmp_path):
     stopped = eng.generate_frames("la", "pop", GenerateOptions(max_audio_length_ms=60_000, seed=1),
                                   should_stop=iter([False] * 20 + [True] * 10_000).__next__)
     assert stopped.stopped and len(stopped.frames[0]) <= 21
+
+
+@pytest.mark.requires_cuda
+def test_matvec_on_cuda_matches_float32_products():
+    from heartmula import gemv
+
+    torch.manual_seed(0)
+    for n, k in ((8197, 3072), (3072, 3072), (100, 72)):
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+        for m in range(1, gemv.MAX_ROWS + 1):
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            y = gemv.matvec(x, w, torch.float32)
+            ref = torch.nn.functional.linear(x.double(), w.double())
+            assert ((y.double() - ref).norm() / ref.norm()).item() < 1e-5

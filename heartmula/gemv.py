@@ -1,0 +1,88 @@
+"""A matrix-vector product kernel for the decode step's codebook heads and projection
+(Triton; CUDA, or Triton's CPU interpreter in tests).
+
+A decode step multiplies two rows (one take, guided) by the eight [8197, 3072] codebook
+heads and the [3072, 3072] projection. cuBLAS runs these at ~1.3 TB/s on an H100, under
+half the card's bandwidth (`python -m heartmula.bench --what heads`: 38.8 µs a head).
+One program per few weight rows, reading each row once in long coalesced runs, streams
+them at ~2.2 TB/s (22.7 µs), and writes float32 logits directly, so sampling needs no
+cast kernel.
+
+The blocks' matrices (q/k/v, w1/w3, w2, output) stay on cuBLAS: this kernel with the
+norms, SwiGLU and residuals fused in measured slower there (docs/performance.md, run 12).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+MAX_ROWS = 4  # rows the kernel was measured on; more go to F.linear
+
+try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs may have none.
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+
+def available(device: torch.device) -> bool:
+    """Where `matvec` runs: CUDA with Triton, or the CPU under TRITON_INTERPRET=1 (tests).
+    HEARTMULA_GEMV=0 turns it off (the benchmark's --no-gemv)."""
+    if triton is None or os.environ.get("HEARTMULA_GEMV", "1") == "0":
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _matvec_kernel(X, W, Y, M, N, K, stride_xm, stride_wn, stride_ym,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        rm = tl.arange(0, BLOCK_M)
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
+        m_ok, n_ok = rm < M, rn < N
+        # Partial sums stay elementwise over the K tile and are reduced once at the end:
+        # the loop is loads and FMAs only.
+        acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + rk
+            k_ok = k < K
+            x = tl.load(X + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            # Each weight is read once per step: keep it from pushing activations out of L2.
+            w = tl.load(W + rn[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0,
+                        eviction_policy="evict_first")
+            acc += x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
+        y = tl.sum(acc, axis=2)
+        tl.store(Y + rm[:, None] * stride_ym + rn[None, :], y.to(Y.dtype.element_ty),
+                 mask=m_ok[:, None] & n_ok[None, :])
+
+
+def tiles(m: int, n: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps), the fastest of a sweep on an H100 at 2 rows:
+    8 rows a program for the 8197-row heads, 2 for the 3072-row projection."""
+    return max(1, triton.next_power_of_2(m)), (8 if n >= 6144 else 2), (256 if n >= 6144 else 512), 2
+
+
+def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """x @ weight.T for at most MAX_ROWS rows; x: [..., K], weight: [N, K] row-major.
+    The result is in out_dtype (default x's), accumulated in float32 either way."""
+    lead, k = x.shape[:-1], x.shape[-1]
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m, n = x2.shape[0], weight.shape[0]
+    if m > MAX_ROWS or weight.shape[1] != k or weight.stride(-1) != 1:
+        raise ValueError(f"matvec takes at most {MAX_ROWS} rows of a row-major [N, {k}] weight; "
+                         f"got x {tuple(x.shape)}, weight {tuple(weight.shape)}")
+    y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
+    block_m, block_n, block_k, warps = tiles(m, n)
+    _matvec_kernel[(triton.cdiv(n, block_n),)](
+        x2, weight, y, m, n, k, x2.stride(0), weight.stride(0), y.stride(0),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+    )
+    return y.reshape(*lead, n)
