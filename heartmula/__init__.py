@@ -13,7 +13,7 @@ from .generate import FramesResult, GenerateOptions, Progress
 # The studio (ui/) imports these too; none of them imports gradio.
 from .audio import FRAME_MS, SAMPLE_RATE, AudioFileError, write_audio
 from .checkpoint import find_versions
-from .device import available_devices
+from .device import available_devices, device_choices
 from .doctor import run as run_doctor
 from .generate import MAX_SEED, MAX_TAKES
 from .history import History, Song
@@ -35,7 +35,7 @@ __all__ = [
     "Progress",
     "load_engine",
     # studio helpers
-    "FRAME_MS", "SAMPLE_RATE", "write_audio", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices",
+    "FRAME_MS", "SAMPLE_RATE", "write_audio", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices", "device_choices",
     "run_doctor", "History", "Song", "LyricCheck", "check_lyrics", "Preset", "TranscribeSettings",
     "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
     "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",

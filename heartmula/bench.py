@@ -349,6 +349,8 @@ def bench_pipeline(dev, dtype, results: dict, songs: int = 4, seconds: float = 3
     if dev.type == "cuda" and torch.cuda.device_count() < 2:
         print("pipeline: needs two GPUs; not run", file=sys.stderr)
         return [Row("song queue on 2 GPUs vs 1", float("nan"), "not run: one GPU")]
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())  # named by index in the memory report
     second = torch.device("cuda:1") if dev.type == "cuda" else dev
     bundle = ensure_demo_bundle(tempfile.mkdtemp(prefix="heartmula-bench-"))  # tokenizer + gen config only
     opts = GenerateOptions(max_audio_length_ms=int(seconds * 1000), ignore_eos=True, seed=0)

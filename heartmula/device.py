@@ -29,6 +29,18 @@ def available_devices() -> list[str]:
     return [k for k in PREFERENCE if _backend_available(k)]
 
 
+def device_choices() -> list[str]:
+    """What a user may pick here: 'auto', each usable backend, and each card by index
+    where a backend has more than one (cuda:0, cuda:1, ...)."""
+    out = ["auto"]
+    for kind in available_devices():
+        out.append(kind)
+        n = {"cuda": torch.cuda.device_count, "xpu": lambda: torch.xpu.device_count()}.get(kind, lambda: 1)()
+        if n > 1:
+            out += [f"{kind}:{i}" for i in range(n)]
+    return out
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """'auto' (or None) picks xpu > cuda > mps > cpu; an explicit string is checked."""
     if isinstance(device, torch.device):

@@ -268,3 +268,16 @@ def test_settings_load_replaces_engine_and_unload(studio, tiny_ckpt):
     run(generate.generate, *gen_args(studio, Session()))  # the new engine generates (and frees after)
     assert studio.engine.mula is None and len(studio.history.list()) == 1
     assert "nothing" in user_errors(settings.unload)(studio)["engine_status"]
+
+
+def test_settings_places_the_codec_on_its_own_device(studio, tiny_ckpt, monkeypatch):
+    # This machine has one device kind; a second "card" is the CPU by name, which is what
+    # a two-GPU user does with cuda:0 and cuda:1 (the choices list them by index).
+    monkeypatch.setattr(settings, "device_choices", lambda: ["auto", "cpu", "cpu:0"])
+    out = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, "cpu:0")
+    assert str(studio.engine.codec_device) == "cpu:0" and studio.engine.config.codec_device == "cpu:0"
+    assert "codec on **cpu:0**" in out["engine_status"]
+    with pytest.raises(gr.Error, match="codec device 'cuda:7' is not available here; available: auto, cpu"):
+        user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, "cuda:7")
+    same = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, settings.SAME)
+    assert studio.engine.config.codec_device is None and "codec on" not in same["engine_status"]

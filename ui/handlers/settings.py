@@ -7,12 +7,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from heartmula import (GenerateOptions, Preset, TranscribeSettings, available_devices, delete_preset,
+from heartmula import (GenerateOptions, Preset, TranscribeSettings, delete_preset, device_choices,
                        device_utilization, find_versions, load_engine, load_presets, run_doctor, save_preset)
 
 from .common import fmt_bytes, fmt_s
 
-DEVICES = ["auto", "xpu", "cuda", "mps", "cpu"]
+SAME = "same as the language model"
 PRECISIONS = ["auto", "bfloat16", "float16", "float32"]
 # The preset fields shown as sliders, in order (GenerateOptions fields, then TranscribeSettings).
 GEN_FIELDS = [f.name for f in fields(GenerateOptions) if f.name != "seed"]
@@ -25,8 +25,9 @@ def engine_status(studio) -> str:
     c = e.config
     loaded = [name for name, m in (("language model", e.mula), ("codec", e.codec)) if m is not None]
     demo = "  \n⚠️ **Demo weights: they make noise, not music.**" if studio.demo else ""
+    codec = f" · codec on **{e.codec_device}**" if e.codec_device != e.device else ""
     return (f"**Model** `{c.model_path}` · version **{c.version}** · device **{e.device}** "
-            f"({c.device} asked) · precision **{str(e.dtype).replace('torch.', '')}** · "
+            f"({c.device} asked){codec} · precision **{str(e.dtype).replace('torch.', '')}** · "
             f"lazy load {'on' if c.lazy_load else 'off'}  \n"
             f"Loaded now: {', '.join(loaded) or 'nothing (loads on first use)'}{demo}")
 
@@ -48,26 +49,30 @@ def scan_folder(model_path: str, current: str | None = None, *, studio=None) -> 
                                                  (versions[0] if versions else None))}
 
 
-def load(studio, model_path, version, device, dtype, lazy_load) -> dict:
-    """Open the folder with these settings and load the models (replaces the current engine)."""
+def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAME) -> dict:
+    """Open the folder with these settings and load the models (replaces the current engine).
+    The codec may sit on another card (or the CPU) than the language model."""
     if not version:
         raise ValueError("pick a model version (scan the folder first)")
-    if device not in DEVICES or dtype not in PRECISIONS:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)} and precision one of {', '.join(PRECISIONS)}")
-    if device not in ("auto", *available_devices()):
-        raise ValueError(f"device {device!r} is not available here; available: {', '.join(available_devices())}")
+    choices = device_choices()
+    for what, value in (("device", device), ("codec device", codec_device)):
+        if value not in choices and not (what == "codec device" and value == SAME):
+            raise ValueError(f"{what} {value!r} is not available here; available: {', '.join(choices)}")
+    if dtype not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
+    codec_device = None if codec_device in (SAME, None) else codec_device
     model_path = str(studio.check_model_folder(model_path))
     found = find_versions(model_path)
     if version not in found:  # a version is a folder name: only the ones a scan lists
         raise ValueError(f"no version {version!r} in {model_path}; found: {', '.join(found) or 'none'}")
     c = studio.engine.config
-    same = (model_path, version, device, dtype, bool(lazy_load)) == (
-        str(Path(c.model_path).expanduser().resolve()), c.version, c.device, c.dtype, c.lazy_load)
+    same = (model_path, version, device, codec_device, dtype, bool(lazy_load)) == (
+        str(Path(c.model_path).expanduser().resolve()), c.version, c.device, c.codec_device, c.dtype, c.lazy_load)
     if same:
         studio.engine.load(codec=studio.engine.paths.codec.is_dir())
     else:
-        engine = load_engine(model_path, version=version, device=device, dtype=dtype, lazy_load=bool(lazy_load),
-                             preload=False)
+        engine = load_engine(model_path, version=version, device=device, codec_device=codec_device, dtype=dtype,
+                             lazy_load=bool(lazy_load), preload=False)
         studio.replace_engine(engine)
         if not lazy_load:
             engine.load(codec=engine.paths.codec.is_dir())

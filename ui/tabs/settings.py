@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..handlers.settings import DEVICES, PRECISIONS
+from heartmula import device_choices
+
+from ..handlers.settings import PRECISIONS, SAME
 
 # label, minimum, maximum, step per preset field (the ranges GenerateOptions / TranscribeSettings allow)
 SLIDERS = {
@@ -30,6 +32,7 @@ class SettingsComponents:
     found: gr.Markdown
     version: gr.Dropdown
     device: gr.Dropdown
+    codec_device: gr.Dropdown
     dtype: gr.Dropdown
     lazy_load: gr.Checkbox
     load_btn: gr.Button
@@ -47,7 +50,7 @@ class SettingsComponents:
     doctor: gr.Textbox
 
 
-def build(model_path: str, version: str, device: str, dtype: str, lazy_load: bool,
+def build(model_path: str, version: str, device: str, codec_device: str | None, dtype: str, lazy_load: bool,
           presets: list[str], preset: str) -> SettingsComponents:
     with gr.Row(equal_height=False):
         with gr.Column():
@@ -59,7 +62,13 @@ def build(model_path: str, version: str, device: str, dtype: str, lazy_load: boo
             found = gr.Markdown(elem_id="set-found")
             with gr.Row():
                 version_dd = gr.Dropdown(label="Version", choices=[version], value=version, elem_id="set-version")
-                device_dd = gr.Dropdown(label="Device", choices=DEVICES, value=device, elem_id="set-device")
+                choices = device_choices()
+                choices += [d for d in (device, codec_device) if d and d not in choices]  # as started
+                device_dd = gr.Dropdown(label="Device (language model)", choices=choices, value=device,
+                                        elem_id="set-device")
+                codec_dd = gr.Dropdown(label="Codec device (another card decodes while the next song generates)",
+                                       choices=[SAME, *choices], value=codec_device or SAME,
+                                       elem_id="set-codec-device")
                 dtype_dd = gr.Dropdown(label="Precision", choices=PRECISIONS, value=dtype, elem_id="set-dtype")
             lazy = gr.Checkbox(label="Lazy load (free each model after its phase: less memory, slower)",
                                value=lazy_load)
@@ -86,7 +95,7 @@ def build(model_path: str, version: str, device: str, dtype: str, lazy_load: boo
             delete_btn = gr.Button("Delete this preset", variant="stop", elem_id="set-delete")
     return SettingsComponents(
         engine_status=engine_status, model_path=model_path_box, scan_btn=scan_btn, found=found, version=version_dd,
-        device=device_dd, dtype=dtype_dd, lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
+        device=device_dd, codec_device=codec_dd, dtype=dtype_dd, lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
         timer=timer, preset=preset, preset_note=preset_note, fields=fields, new_name=new_name,
         description=description, save_btn=save_btn, delete_btn=delete_btn, doctor_btn=doctor_btn, doctor=doctor,
     )
