@@ -458,9 +458,9 @@ def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
     head = ("figure", "value", "unit", "target", "floor", "% floor", "met")
     table = [head] + [(r.what, f"{r.value:.4g}", r.unit, r.target, r.floor, r.pct_floor, r.ok) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
-    heads = "gemv.py kernel" if gemv.available(dev) else "torch (cuBLAS on CUDA)"
+    kernels = "gemv.py + kth.py (Triton)" if gemv.available(dev) else "torch (cuBLAS, topk)"
     print(f"card: {devices.device_name(dev)}; torch {torch.__version__}; compiled: {COMPILE}; "
-          f"heads and projection: {heads}", file=stream)
+          f"heads, projection and top-k: {kernels}", file=stream)
     if "copy_bandwidth_Bps" in results:
         print(f"measured copy bandwidth {results['copy_bandwidth_Bps'] / 1e12:.2f} TB/s; "
               f"generation floor {results.get('floor_fps', 0):.0f} frames/s (weights read once per use)", file=stream)
@@ -481,13 +481,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks' elementwise stretches")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for the blocks (implies --compile)")
     p.add_argument("--profile", action="store_true", help="print the kernels of one frame step and exit")
-    p.add_argument("--no-gemv", action="store_true", help="heads and projection through cuBLAS, not gemv.py's kernel")
+    p.add_argument("--no-triton", action="store_true",
+                   help="heads, projection and top-k through torch (cuBLAS), not gemv.py's and kth.py's kernels")
     p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")
     args = p.parse_args(argv)
     global SIZE, COMPILE, COMPILE_MODE
     SIZE, COMPILE, COMPILE_MODE = args.size, args.compile or bool(args.compile_mode), args.compile_mode
-    if args.no_gemv:
-        os.environ["HEARTMULA_GEMV"] = "0"
+    if args.no_triton:
+        os.environ["HEARTMULA_TRITON"] = "0"
     if args.profile:
         return profile_step(devices.resolve_device(args.device), devices.resolve_dtype(args.dtype, devices.resolve_device(args.device)))
     dev = devices.resolve_device(args.device)

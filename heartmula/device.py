@@ -29,6 +29,19 @@ def available_devices() -> list[str]:
     return [k for k in PREFERENCE if _backend_available(k)]
 
 
+def triton_kernels_available(device: torch.device) -> bool:
+    """Where our Triton kernels (gemv.py, kth.py) run: CUDA with Triton installed, or the
+    CPU under TRITON_INTERPRET=1 (tests). HEARTMULA_TRITON=0 turns them off (torch paths)."""
+    import importlib.util
+    import os
+
+    if os.environ.get("HEARTMULA_TRITON", "1") == "0" or importlib.util.find_spec("triton") is None:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def device_choices() -> list[str]:
     """What a user may pick here: 'auto', each usable backend, and each card by index
     where a backend has more than one (cuda:0, cuda:1, ...)."""

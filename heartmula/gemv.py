@@ -14,9 +14,9 @@ norms, SwiGLU and residuals fused in measured slower there (docs/performance.md,
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from .device import triton_kernels_available
 
 MAX_ROWS = 4  # rows the kernel was measured on; more go to F.linear
 
@@ -27,14 +27,7 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 
-def available(device: torch.device) -> bool:
-    """Where `matvec` runs: CUDA with Triton, or the CPU under TRITON_INTERPRET=1 (tests).
-    HEARTMULA_GEMV=0 turns it off (the benchmark's --no-gemv)."""
-    if triton is None or os.environ.get("HEARTMULA_GEMV", "1") == "0":
-        return False
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+available = triton_kernels_available
 
 
 if triton is not None:

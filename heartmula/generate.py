@@ -20,7 +20,8 @@ from .audio import FRAME_MS
 from .device import synchronize
 from .model import HeartMuLa
 from .prompt import GenConfig, Prompt
-from .sampling import sample_topk, vocab_keys
+from . import kth
+from .sampling import draw, topk_threshold, vocab_keys
 
 SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress, cancel)
 BUCKET = 512  # attention reads cache positions in buckets of this many (see attention_length)
@@ -119,7 +120,11 @@ class StepBuffers:
         self.keys = vocab_keys(model.args.audio_vocab_size, dev)
         self.dec_pos = [torch.tensor([0, 1], device=dev)] + [torch.tensor([i], device=dev) for i in range(2, k)]
         # Sampling is ~40 small integer and float ops; compiled it is a couple of kernels.
-        self.pick = torch.compile(pick_codes, dynamic=False, fullgraph=True) if compiled else pick_codes
+        # Where kth.py runs, the top-k threshold is its kernel between two compiled halves.
+        self.kth_kernel = kth.available(dev)
+        fn = (lambda f: torch.compile(f, dynamic=False, fullgraph=True)) if compiled else (lambda f: f)
+        self.pick = fn(pick_codes)
+        self.scores, self.draw = fn(guided_scores), fn(draw_codes)
 
     def set_request(self, opts: GenerateOptions, seeds: list[int]) -> None:
         self.temperature.fill_(float(opts.temperature))
@@ -128,15 +133,26 @@ class StepBuffers:
         self.seeds.copy_(torch.tensor(seeds, dtype=torch.long))
 
 
-def pick_codes(logits, cfg_scale, temperature, topk, seeds, counter, keys, guided: bool, topk_cap: int | None = None):
-    """logits [rows, V] -> codes [rows]. Under guidance rows are [cond takes..., uncond
-    takes...]: the guided logits give one draw per take, used by both of its rows."""
+def guided_scores(logits, cfg_scale, temperature, guided: bool):
+    """[rows, V] logits -> [takes, V] float32 scores: guidance applied, then the temperature.
+    Under guidance rows are [cond takes..., uncond takes...]."""
     if guided:
         n = logits.shape[0] // 2
-        cond, uncond = logits[:n], logits[n:]
-        codes = sample_topk(uncond + (cond - uncond) * cfg_scale, temperature, topk, seeds, counter, keys, topk_cap)
-        return torch.cat([codes, codes])
-    return sample_topk(logits, temperature, topk, seeds, counter, keys, topk_cap)
+        logits = logits[n:] + (logits[:n] - logits[n:]) * cfg_scale
+    return logits.float() / temperature
+
+
+def draw_codes(scores, kth_score, seeds, counter, keys, guided: bool):
+    """One draw per take among its scores >= kth_score; under guidance both rows of a take
+    get it."""
+    codes = draw(scores, kth_score, seeds, counter, keys)
+    return codes.repeat(2) if guided else codes
+
+
+def pick_codes(logits, cfg_scale, temperature, topk, seeds, counter, keys, guided: bool, topk_cap: int | None = None):
+    """logits [rows, V] -> codes [rows], all in torch."""
+    scores = guided_scores(logits, cfg_scale, temperature, guided)
+    return draw_codes(scores, topk_threshold(scores, topk, topk_cap), seeds, counter, keys, guided)
 
 
 def topk_cap_for(topk: int) -> int | None:
@@ -145,6 +161,9 @@ def topk_cap_for(topk: int) -> int | None:
 
 
 def _pick(logits: torch.Tensor, buf: StepBuffers, counter: torch.Tensor) -> torch.Tensor:
+    if buf.kth_kernel:
+        scores = buf.scores(logits, buf.cfg_scale, buf.temperature, buf.guided)
+        return buf.draw(scores, kth.kth_largest(scores, buf.topk), buf.seeds, counter, buf.keys, buf.guided)
     return buf.pick(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, counter, buf.keys, buf.guided,
                     buf.topk_cap)
 

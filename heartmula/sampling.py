@@ -43,6 +43,26 @@ def gumbel_noise(seeds: torch.Tensor, counter: torch.Tensor, keys: torch.Tensor)
     return -torch.log(-torch.log(u))
 
 
+def topk_threshold(scores: torch.Tensor, topk: torch.Tensor, topk_cap: int | None = None) -> torch.Tensor:
+    """The k-th largest score of each row [R, 1]; k a 0-d device tensor.
+
+    torch.topk would need k as a Python int, so the largest `topk_cap` (or all) scores are
+    ranked and the k-th is read on the device. `kth.py` does the same in one kernel on CUDA."""
+    if topk_cap is not None and topk_cap < scores.shape[-1]:
+        ranked = scores.topk(topk_cap, dim=-1).values
+    else:
+        ranked = scores.sort(dim=-1, descending=True).values
+    return ranked.gather(-1, (topk - 1).reshape(1, 1).expand(scores.shape[0], 1))
+
+
+def draw(scores: torch.Tensor, kth: torch.Tensor, seeds: torch.Tensor, counter: torch.Tensor,
+         keys: torch.Tensor) -> torch.Tensor:
+    """One code per row from softmax(scores) restricted to the scores >= kth [R, 1]."""
+    scores = scores.masked_fill(scores < kth, float("-inf"))
+    # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores).
+    return (scores + gumbel_noise(seeds, counter, keys)).argmax(dim=-1)
+
+
 def sample_topk(
     logits: torch.Tensor,
     temperature: torch.Tensor,
@@ -59,13 +79,4 @@ def sample_topk(
     static bound on topk, lets a partial top-k replace the full sort. Returns [R] int64.
     """
     scores = logits.float() / temperature
-    # The k-th largest score as a threshold: torch.topk would need k as a Python int, so
-    # the largest `topk_cap` (or all) scores are ranked and the k-th is read on the device.
-    if topk_cap is not None and topk_cap < scores.shape[-1]:
-        ranked = scores.topk(topk_cap, dim=-1).values
-    else:
-        ranked = scores.sort(dim=-1, descending=True).values
-    kth = ranked.gather(-1, (topk - 1).reshape(1, 1).expand(scores.shape[0], 1))
-    scores = scores.masked_fill(scores < kth, float("-inf"))
-    # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores).
-    return (scores + gumbel_noise(seeds, counter, keys)).argmax(dim=-1)
+    return draw(scores, topk_threshold(scores, topk, topk_cap), seeds, counter, keys)

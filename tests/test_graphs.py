@@ -117,3 +117,15 @@ def test_matvec_on_cuda_matches_float32_products():
             y = gemv.matvec(x, w, torch.float32)
             ref = torch.nn.functional.linear(x.double(), w.double())
             assert ((y.double() - ref).norm() / ref.norm()).item() < 1e-5
+
+
+@pytest.mark.requires_cuda
+def test_kth_largest_on_cuda_is_the_sorted_kth():
+    from heartmula import kth
+
+    torch.manual_seed(0)
+    s = torch.randn(4, 8197, device="cuda") * 4
+    s[:, :3000] = s[:, :3000].round()  # ties
+    for k in (1, 2, 50, 256, 1000, 8197, 9000):
+        ref = s.sort(dim=-1, descending=True).values[:, min(k, 8197) - 1 : min(k, 8197)]
+        assert torch.equal(kth.kth_largest(s, torch.tensor(k, device="cuda")), ref)

@@ -1,6 +1,6 @@
-"""gemv.py's Triton kernel, run on the CPU through Triton's interpreter: the same kernel
-source the GPU compiles, checked against torch, and inside the real frame loop against
-the golden frames. Each check runs in a subprocess because TRITON_INTERPRET must be set
+"""gemv.py's and kth.py's Triton kernels, run on the CPU through Triton's interpreter: the
+same kernel source the GPU compiles, checked against torch, and inside the real frame loop
+against the golden frames. Each check runs in a subprocess because TRITON_INTERPRET must be set
 before the kernel is defined."""
 
 from __future__ import annotations
@@ -35,6 +35,38 @@ except ValueError as e:
 print(json.dumps(out))
 """
 
+KTH_CHECK = r"""
+import json, torch
+from heartmula import kth
+from heartmula.generate import draw_codes, guided_scores, pick_codes
+from heartmula.sampling import vocab_keys
+g = torch.Generator().manual_seed(0)
+out = []
+for r, v in ((1, 5), (2, 8197), (3, 300), (4, 1000)):
+    s = torch.randn(r, v, generator=g) * 3
+    s[:, : v // 3] = s[:, : v // 3].round()  # many ties
+    if r > 1:
+        s[1] = -s[1].abs() - 1  # all negative
+    s = s.float()
+    for k in (1, 2, 7, 50, 256, v - 1, v, v + 5):
+        ours = kth.kth_largest(s, torch.tensor(k))
+        ref = s.sort(dim=-1, descending=True).values[:, min(k, v) - 1 : min(k, v)]
+        out.append(dict(r=r, v=v, k=k, equal=bool(torch.equal(ours, ref))))
+# the frame loop's sampling: kernel path == torch path, same codes, guided and not
+keys = vocab_keys(8197)
+for guided, rows in ((True, 4), (False, 3)):
+    for k in (1, 40, 300, 8197):
+        logits = torch.randn(rows, 8197, generator=g) * 2
+        takes = rows // 2 if guided else rows
+        seeds = torch.arange(takes) + 11
+        args = (torch.tensor(1.7), torch.tensor(0.9), torch.tensor(k), seeds, torch.tensor(5), keys, guided)
+        torch_codes = pick_codes(logits, *args)
+        scores = guided_scores(logits, torch.tensor(1.7), torch.tensor(0.9), guided)
+        kernel_codes = draw_codes(scores, kth.kth_largest(scores, torch.tensor(k)), seeds, torch.tensor(5), keys, guided)
+        out.append(dict(guided=guided, k=k, same_codes=bool(torch.equal(torch_codes, kernel_codes))))
+print(json.dumps(out))
+"""
+
 FRAMES_CHECK = r"""
 import json, sys
 import numpy as np
@@ -47,12 +79,12 @@ engine = Engine(model_path=f"{golden}/ckpt_tiny", version="tiny", device="cpu").
 n = 5
 opts = GenerateOptions(max_audio_length_ms=n * 80, cfg_scale=1.5, topk=1, ignore_eos=True, seed=0)
 fr = engine.generate_frames(meta["lyrics"], meta["tags"], opts)
-print(json.dumps(dict(gemv=engine.mula.gemv, ours=fr.frames[0].tolist(), gold=gold["frames_cfg1.5"][:n].tolist())))
+print(json.dumps(dict(gemv=engine.mula.gemv, kth=engine._buffers.kth_kernel, ours=fr.frames[0].tolist(), gold=gold["frames_cfg1.5"][:n].tolist())))
 """
 
 
 def run_interpreted(code: str, *args: str) -> object:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), HEARTMULA_GEMV="1")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), HEARTMULA_TRITON="1")
     p = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -71,5 +103,11 @@ def test_matvec_matches_torch_on_odd_shapes_and_dtypes():
 
 def test_frame_loop_through_the_kernel_makes_the_golden_frames(golden_dir):
     r = run_interpreted(FRAMES_CHECK, str(golden_dir))
-    assert r["gemv"] is True  # the heads and projection really went through the kernel
+    assert r["gemv"] is True and r["kth"] is True  # the heads, projection and top-k went through the kernels
     assert r["ours"] == r["gold"]
+
+
+def test_kth_largest_is_the_sorted_kth_and_sampling_draws_the_same_codes():
+    checks = run_interpreted(KTH_CHECK)
+    assert len(checks) == 32 + 8
+    assert all(c.get("equal", c.get("same_codes")) for c in checks), [c for c in checks if not c.get("equal", c.get("same_codes"))]
