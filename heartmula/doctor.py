@@ -79,6 +79,12 @@ def run(model_path: str | Path = "./ckpt", matmul: bool = True) -> Report:
             r.lines.append(line)
     if devices.available_devices() == ["cpu"]:
         r.lines.append("no accelerator found: generation runs on the CPU and is slow")
+    if "cuda" in devices.available_devices():
+        if devices.triton_kernels_available(torch.device("cuda")):
+            r.lines.append("Triton kernels (codebook heads, top-k): on")
+        else:
+            r.lines.append("Triton kernels (codebook heads, top-k): off (HEARTMULA_TRITON=0 or no triton "
+                           "package): generation runs ~8 % slower")
     root = Path(model_path).expanduser()
     versions = find_versions(root)
     r.lines.append(f"model folder {root}: " + ("found" if root.is_dir() else "missing"))

@@ -213,6 +213,8 @@ def test_settings_presets_save_validate_delete(studio, home):
     assert "my sketch" in out["generate_preset"]["choices"] and "my sketch" in out["compare_presets"]["choices"]
     assert (home / "presets" / "my sketch.yaml").is_file()
     assert generate.apply_preset("my sketch")["cfg_scale"] == 2.0
+    # saving selects the new preset; the note that selection shows still says where it is
+    assert f"saved to `{home / 'presets' / 'my sketch.yaml'}`" in settings.preset_values("my sketch")["preset_note"]
     bad = dict(zip(settings.PRESET_FIELDS, row), cfg_scale=0.5)
     with pytest.raises(gr.Error, match="cfg_scale"):
         user_errors(settings.save)(studio, "bad", "", *[bad[n] for n in settings.PRESET_FIELDS])

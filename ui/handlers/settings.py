@@ -8,7 +8,8 @@ from pathlib import Path
 import gradio as gr
 
 from heartmula import (GenerateOptions, Preset, TranscribeSettings, delete_preset, device_choices,
-                       device_utilization, find_versions, load_engine, load_presets, run_doctor, save_preset)
+                       device_utilization, find_versions, load_engine, load_presets, preset_user_dir, run_doctor,
+                       save_preset)
 
 from .common import fmt_bytes, fmt_s
 
@@ -104,7 +105,11 @@ def preset_values(name: str | None) -> dict:
     values = {**{k: getattr(p.generate, k) for k in GEN_FIELDS}, **{k: getattr(p.transcribe, k) for k in TR_FIELDS}}
     values["description"] = p.description
     values["delete_btn"] = gr.update(interactive=not p.builtin)
-    values["preset_note"] = "built-in (read only: save under a new name)" if p.builtin else "custom preset"
+    # Saving selects the new preset, which runs this right after save(): the note must
+    # still say where the file is, or it would replace the "saved to" note at once.
+    path = preset_user_dir() / f"{name}.yaml"
+    values["preset_note"] = ("built-in (read only: save under a new name)" if p.builtin else
+                             f"custom preset, saved to `{path}`" if path.is_file() else "custom preset")
     return values
 
 
