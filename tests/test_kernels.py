@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 KERNEL_CHECK = r"""
@@ -111,3 +113,19 @@ def test_kth_largest_is_the_sorted_kth_and_sampling_draws_the_same_codes():
     checks = run_interpreted(KTH_CHECK)
     assert len(checks) == 32 + 8
     assert all(c.get("equal", c.get("same_codes")) for c in checks), [c for c in checks if not c.get("equal", c.get("same_codes"))]
+
+
+def test_a_machine_where_triton_fails_falls_back_to_torch(monkeypatch, caplog):
+    from heartmula import device, gemv
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Failed to find C compiler")
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets the CPU count as a Triton device
+    monkeypatch.setattr(gemv, "matvec", broken)
+    monkeypatch.setattr(device, "_TRITON_OK", {})
+    assert device.triton_kernels_available(torch.device("cpu")) is False
+    assert "Triton kernels are off on cpu (RuntimeError: Failed to find C compiler)" in caplog.text
+    monkeypatch.setenv("HEARTMULA_TRITON", "0")  # and the switch skips the probe altogether
+    monkeypatch.setattr(device, "_TRITON_OK", {})
+    assert device.triton_kernels_available(torch.device("cpu")) is False and device._TRITON_OK == {}
