@@ -11,14 +11,33 @@ attends to [0, bucket end). All graphs share one memory pool.
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import torch
 
 from .generate import BUCKET, StepBuffers, attention_length, decode_frame
 from .model import HeartMuLa
 
+T = TypeVar("T")
+
 
 def graphs_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available()
+
+
+def capture_graph(fn: Callable[[], T], warmup: int = 2, pool=None) -> tuple[torch.cuda.CUDAGraph, T]:
+    """Run `fn` `warmup` times on a side stream (lazy initialisation, compilation and
+    allocator warm-up stay out of the graph), then capture one call: (graph, its output)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = fn()
+    return graph, out
 
 
 class GraphedStep:
@@ -49,16 +68,7 @@ class GraphedStep:
         """Warm up on a side stream, then capture. The warm-up writes the KV cache at the
         current position only, which the real step overwrites with the same values, and
         a position is always written before it is read: capturing mid-song is safe."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                decode_frame(self.model, self.buf, attn_len)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = decode_frame(self.model, self.buf, attn_len)
-        self.graphs[attn_len] = (graph, out)
+        self.graphs[attn_len] = capture_graph(lambda: decode_frame(self.model, self.buf, attn_len), pool=self.pool)
 
     def capture_all(self) -> None:
         for n in self.lens:
