@@ -104,7 +104,7 @@ def random_mula(dev, dtype, fuse: bool = True) -> HeartMuLa:
     if not fuse:  # as a checkpoint holds it
         return model
     model.fuse_projections()
-    if gemv.available(dev):
+    if devices.triton_kernels_available(dev):
         model.use_gemv()
     if COMPILE:
         model.compile_blocks(**({"mode": COMPILE_MODE} if COMPILE_MODE else {}))
@@ -374,14 +374,9 @@ def bench_pipeline(dev, dtype, results: dict, songs: int = 4, seconds: float = 3
 
 def _graph_time(fn, calls: int) -> float:
     """Seconds per call of `fn`'s `calls` launches, captured as one CUDA graph (no launch gaps)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    from .graphs import capture_graph
+
+    graph, _ = capture_graph(fn, warmup=1)
     return _time(graph.replay, torch.device("cuda"), reps=7) / calls
 
 
@@ -458,7 +453,7 @@ def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
     head = ("figure", "value", "unit", "target", "floor", "% floor", "met")
     table = [head] + [(r.what, f"{r.value:.4g}", r.unit, r.target, r.floor, r.pct_floor, r.ok) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
-    kernels = "gemv.py + kth.py (Triton)" if gemv.available(dev) else "torch (cuBLAS, topk)"
+    kernels = "gemv.py + kth.py (Triton)" if devices.triton_kernels_available(dev) else "torch (cuBLAS, topk)"
     print(f"card: {devices.device_name(dev)}; torch {torch.__version__}; compiled: {COMPILE}; "
           f"heads, projection and top-k: {kernels}", file=stream)
     if "copy_bandwidth_Bps" in results:

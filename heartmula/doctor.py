@@ -83,8 +83,8 @@ def run(model_path: str | Path = "./ckpt", matmul: bool = True) -> Report:
         if devices.triton_kernels_available(torch.device("cuda")):
             r.lines.append("Triton kernels (codebook heads, top-k): on")
         else:
-            r.lines.append("Triton kernels (codebook heads, top-k): off (HEARTMULA_TRITON=0 or no triton "
-                           "package): generation runs ~8 % slower")
+            r.lines.append("Triton kernels (codebook heads, top-k): off (HEARTMULA_TRITON=0, no triton "
+                           "package, or they failed their start-up check): generation runs ~8 % slower")
     root = Path(model_path).expanduser()
     versions = find_versions(root)
     r.lines.append(f"model folder {root}: " + ("found" if root.is_dir() else "missing"))

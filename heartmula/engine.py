@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from . import device as devices
-from . import gemv
 from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, load_heartmula, resolve_paths
 from .generate import (FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits,
@@ -129,7 +128,7 @@ class Engine:
         if self.mula is None:
             t = time.perf_counter()
             self.mula = load_heartmula(self.paths.mula, self.device, self.dtype)
-            if gemv.available(self.device):
+            if devices.triton_kernels_available(self.device):
                 self.mula.use_gemv()
             if self.config.compile:
                 self.mula.compile_blocks()

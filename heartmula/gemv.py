@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import torch
 
-from .device import triton_kernels_available
-
 MAX_ROWS = 4  # rows the kernel was measured on; more go to F.linear
 
 try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs may have none.
@@ -25,9 +23,6 @@ try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs may have non
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
-
-
-available = triton_kernels_available
 
 
 if triton is not None:

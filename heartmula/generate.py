@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from .audio import FRAME_MS
-from .device import synchronize
+from . import kth
+from .device import synchronize, triton_kernels_available
 from .model import HeartMuLa
 from .prompt import GenConfig, Prompt
-from . import kth
 from .sampling import draw, topk_threshold, vocab_keys
 
 SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress, cancel)
@@ -121,10 +121,12 @@ class StepBuffers:
         self.dec_pos = [torch.tensor([0, 1], device=dev)] + [torch.tensor([i], device=dev) for i in range(2, k)]
         # Sampling is ~40 small integer and float ops; compiled it is a couple of kernels.
         # Where kth.py runs, the top-k threshold is its kernel between two compiled halves.
-        self.kth_kernel = kth.available(dev)
+        self.kth_kernel = triton_kernels_available(dev)
         fn = (lambda f: torch.compile(f, dynamic=False, fullgraph=True)) if compiled else (lambda f: f)
-        self.pick = fn(pick_codes)
-        self.scores, self.draw = fn(guided_scores), fn(draw_codes)
+        if self.kth_kernel:
+            self.scores, self.draw = fn(guided_scores), fn(draw_codes)
+        else:
+            self.pick = fn(pick_codes)
 
     def set_request(self, opts: GenerateOptions, seeds: list[int]) -> None:
         self.temperature.fill_(float(opts.temperature))

@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from .device import triton_kernels_available
-
 try:
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
-
-available = triton_kernels_available
-
 
 if triton is not None:
 

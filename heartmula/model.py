@@ -378,7 +378,7 @@ class HeartMuLa(nn.Module):
 
     def use_gemv(self) -> "HeartMuLa":
         """Run the heads and projection of decode steps through gemv.py's kernel; call
-        after `fuse_projections`, where `gemv.available` says it runs."""
+        after `fuse_projections`, where `device.triton_kernels_available` says it runs."""
         if self.audio_head is not None:
             raise RuntimeError("use_gemv needs the [K-1, vocab, dim] heads: call fuse_projections first")
         self.gemv = True
