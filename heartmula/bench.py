@@ -82,6 +82,7 @@ SMALL_CODEC = dict(dim=32, codebook_size=64, codebook_dim=8, attention_head_dim=
                    in_channels=544, num_layers=2, num_layers_2=1, init_channel=4)
 SIZE = "3B"
 COMPILE = False
+BLOCK_MATVEC = True  # the blocks' 2-row products through gemv.py (off: cuBLAS, for comparison)
 COMPILE_MODE = None  # e.g. "max-autotune-no-cudagraphs": inductor tunes its own GEMM kernels
 
 
@@ -105,7 +106,7 @@ def random_mula(dev, dtype, fuse: bool = True) -> HeartMuLa:
         return model
     model.fuse_projections()
     if devices.triton_kernels_available(dev):
-        model.use_gemv()
+        model.use_gemv(blocks=BLOCK_MATVEC)
     if COMPILE:
         model.compile_blocks(**({"mode": COMPILE_MODE} if COMPILE_MODE else {}))
     return model
@@ -400,6 +401,73 @@ def bench_heads(dev, dtype, results: dict) -> list[Row]:
     return rows
 
 
+PRODUCTS = {  # [N, K] of every decode product of the 3B model, at the real shapes
+    "backbone q/k/v": (5120, 3072), "decoder q/k/v": (6144, 3072), "output, projection": (3072, 3072),
+    "w1/w3": (16384, 3072), "w2": (3072, 8192), "codebook head": (8197, 3072),
+}
+
+
+def _sweep_configs():
+    for bn in (1, 2, 4, 8):
+        for bk in (256, 512, 1024):
+            for warps in (2, 4):
+                for stages in (1, 2, 3, 4):
+                    if bn * bk <= 4096:
+                        yield bn, bk, warps, stages
+
+
+def bench_products(dev, dtype, results: dict, rows_in: int = 2) -> list[Row]:
+    """Every decode product at 2 rows (one take, guided): cuBLAS, gemv.py at `tiles`'
+    choice, and the best of a sweep of (BLOCK_N, BLOCK_K, warps, stages). Weights rotate
+    through 400 MB of copies, as in `bench_heads`."""
+    if dev.type != "cuda" or gemv.triton is None:
+        return [Row("products sweep", float("nan"), "not run: needs CUDA and Triton")]
+    rows = []
+    x = torch.randn(rows_in, 8192, device=dev, dtype=dtype)
+    for name, (n, k) in PRODUCTS.items():
+        ws = [torch.randn(n, k, device=dev, dtype=dtype) for _ in range(max(4, int(400e6 // (n * k * 2))))]
+        xk = x[:, :k].contiguous()
+
+        def timed(fn):
+            return _graph_time(lambda: [fn(w) for w in ws], len(ws))
+
+        cublas = timed(lambda w: F.linear(xk, w))
+        ours = timed(lambda w: gemv.matvec(xk, w))
+        sweep = {}
+        for cfg in _sweep_configs():
+            sweep[cfg] = timed(lambda w: gemv.matvec(xk, w, config=cfg))
+        best = min(sweep, key=sweep.get)
+        err = (gemv.matvec(xk, ws[0], torch.float32, config=best) - F.linear(xk.float(), ws[0].float())).abs().max().item()
+        gb = n * k * 2 / 1e12
+        results[f"products_{name}"] = dict(cublas_us=cublas * 1e6, tiles_us=ours * 1e6, best=best,
+                                           best_us=sweep[best] * 1e6,
+                                           top5=sorted(((v * 1e6, c) for c, v in sweep.items()))[:5])
+        rows += [Row(f"{name} [{n}x{k}] {rows_in} rows: cuBLAS ({gb / cublas:.2f} TB/s)", cublas * 1e6, "us"),
+                 Row(f"  gemv.py tiles() ({gb / ours:.2f} TB/s)", ours * 1e6, "us"),
+                 Row(f"  best (BLOCK_N, BLOCK_K, warps, stages) = {best} ({gb / sweep[best]:.2f} TB/s, "
+                     f"max |err| {err:.1e})", sweep[best] * 1e6, "us")]
+        print(f"{name}: top 5 {results[f'products_{name}']['top5']}", flush=True)
+        del ws
+    return rows + _bench_kth(dev, rows_in)
+
+
+def _bench_kth(dev, rows_in: int) -> list[Row]:
+    """kth.py's top-k threshold over the 8,197 codes, by (arity, warps)."""
+    from . import kth
+
+    scores = [torch.randn(rows_in, 8197, device=dev) * 3 for _ in range(16)]
+    k = torch.tensor(50, device=dev)
+    times = {}
+    for arity in (2, 4, 8, 16, 32):
+        for warps in (4, 8, 16, 32):
+            times[arity, warps] = _graph_time(lambda: [kth.kth_largest(s, k, arity, warps) for s in scores], len(scores))
+    print(f"kth (arity, warps) -> us: { {c: round(t * 1e6, 2) for c, t in sorted(times.items())} }", flush=True)
+    best = min(times, key=times.get)
+    return [Row(f"top-k threshold, {rows_in} rows: kth.py default (16, 16)", times[16, 16] * 1e6, "us"),
+            Row(f"  best (arity, warps) = {best}; bisection (2, 16)", times[best] * 1e6, "us"),
+            Row("  bisection (2, 16)", times[2, 16] * 1e6, "us")]
+
+
 def _print_kernels(prof, dev, per: int, label: str) -> None:
     key = "device_time_total" if dev.type == "cuda" else "cpu_time_total"
     skip = ("aten::", "Torch-Compiled Region", "## Call CompiledFxGraph", "cuda")
@@ -453,7 +521,10 @@ def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
     head = ("figure", "value", "unit", "target", "floor", "% floor", "met")
     table = [head] + [(r.what, f"{r.value:.4g}", r.unit, r.target, r.floor, r.pct_floor, r.ok) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
-    kernels = "gemv.py + kth.py (Triton)" if devices.triton_kernels_available(dev) else "torch (cuBLAS, topk)"
+    if devices.triton_kernels_available(dev):
+        kernels = "gemv.py + kth.py (Triton); block products: " + ("gemv.py" if BLOCK_MATVEC else "cuBLAS")
+    else:
+        kernels = "torch (cuBLAS, topk)"
     print(f"card: {devices.device_name(dev)}; torch {torch.__version__}; compiled: {COMPILE}; "
           f"heads, projection and top-k: {kernels}", file=stream)
     if "copy_bandwidth_Bps" in results:
@@ -466,7 +537,7 @@ def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m heartmula.bench", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
-    p.add_argument("--what", default="generate,codec,song,load", help="generate,codec,song,load,transcribe,pipeline,heads")
+    p.add_argument("--what", default="generate,codec,song,load", help="generate,codec,song,load,transcribe,pipeline,heads,products")
     p.add_argument("--frames", type=int, default=512, help="frames per timed generation")
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--dtype", default="auto")
@@ -478,10 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="print the kernels of one frame step and exit")
     p.add_argument("--no-triton", action="store_true",
                    help="heads, projection and top-k through torch (cuBLAS), not gemv.py's and kth.py's kernels")
+    p.add_argument("--blocks-cublas", action="store_true",
+                   help="the blocks' 2-row products through cuBLAS, not gemv.py (heads and top-k unchanged)")
     p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")
     args = p.parse_args(argv)
-    global SIZE, COMPILE, COMPILE_MODE
+    global SIZE, COMPILE, COMPILE_MODE, BLOCK_MATVEC
     SIZE, COMPILE, COMPILE_MODE = args.size, args.compile or bool(args.compile_mode), args.compile_mode
+    BLOCK_MATVEC = not args.blocks_cublas
     if args.no_triton:
         os.environ["HEARTMULA_TRITON"] = "0"
     if args.profile:
@@ -505,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_pipeline(dev, dtype, results)
     if "heads" in what:
         rows += bench_heads(dev, dtype, results)
+    if "products" in what:
+        rows += bench_products(dev, dtype, results)
     if "transcribe" in what:
         rows += bench_transcribe(dev, results)
     print_table(rows, dev, results)

@@ -129,7 +129,9 @@ class Engine:
             t = time.perf_counter()
             self.mula = load_heartmula(self.paths.mula, self.device, self.dtype)
             if devices.triton_kernels_available(self.device):
-                self.mula.use_gemv()
+                # The blocks' products only where graphs replay them: launched one by one
+                # from Python, Triton's per-call cost outweighs the faster kernel.
+                self.mula.use_gemv(blocks=self.graphs_enabled)
             if self.config.compile:
                 self.mula.compile_blocks()
             devices.synchronize(self.device)

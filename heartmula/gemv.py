@@ -8,8 +8,11 @@ One program per few weight rows, reading each row once in long coalesced runs, s
 them at ~2.2 TB/s (22.7 µs), and writes float32 logits directly, so sampling needs no
 cast kernel.
 
-The blocks' matrices (q/k/v, w1/w3, w2, output) stay on cuBLAS: this kernel with the
-norms, SwiGLU and residuals fused in measured slower there (docs/performance.md, run 12).
+The blocks' products (q/k/v, w1/w3, w2, attention output) at 2 rows use it too: with
+`stages` of asynchronous loads in flight it streams 2.2-2.6 TB/s, and 3072-row outputs
+need none of cuBLAS's split-K reduce kernels (`bench --what products`). Tiles per shape
+come from that sweep; more rows (the depth decoder's first step, several takes) stay on
+cuBLAS, where it was not measured faster.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ if triton is not None:
 
     @triton.jit
     def _matvec_kernel(X, W, Y, M, N, K, stride_xm, stride_wn, stride_ym,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       STAGES: tl.constexpr):
         rm = tl.arange(0, BLOCK_M)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -37,7 +41,9 @@ if triton is not None:
         # Partial sums stay elementwise over the K tile and are reduced once at the end:
         # the loop is loads and FMAs only.
         acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        # STAGES > 1 lets Triton issue the next tiles' loads before this one's FMAs
+        # (asynchronous copies on Hopper), keeping more of the weight stream in flight.
+        for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
             k = k0 + rk
             k_ok = k < K
             x = tl.load(X + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
@@ -50,15 +56,34 @@ if triton is not None:
                  mask=m_ok[:, None] & n_ok[None, :])
 
 
-def tiles(m: int, n: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, warps), the fastest of a sweep on an H100 at 2 rows:
-    8 rows a program for the 8197-row heads, 2 for the 3072-row projection."""
-    return max(1, triton.next_power_of_2(m)), (8 if n >= 6144 else 2), (256 if n >= 6144 else 512), 2
+# (N, K) -> (BLOCK_N, BLOCK_K, warps, stages): the fastest of `python -m heartmula.bench
+# --what products` at 2 rows on an H100 (docs/performance.md, run 15). The top five of each
+# sweep were within 2 % of each other, so DEFAULT serves shapes not listed here.
+TUNED = {
+    (5120, 3072): (8, 256, 2, 3),  # backbone q/k/v
+    (6144, 3072): (8, 256, 2, 3),  # depth decoder q/k/v
+    (3072, 3072): (4, 512, 2, 3),  # attention output, projection
+    (16384, 3072): (4, 1024, 2, 4),  # w1/w3
+    (3072, 8192): (4, 512, 2, 4),  # w2
+    (8197, 3072): (4, 512, 2, 3),  # codebook heads
+}
+DEFAULT = (4, 512, 2, 3)
 
 
-def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+def tiles(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) for m rows of an [n, k] weight."""
+    block_n, block_k, warps, stages = TUNED.get((n, k), DEFAULT)
+    block_m = max(1, triton.next_power_of_2(m))
+    # The partial sums are BLOCK_M x BLOCK_N x BLOCK_K registers: at 4 rows, half the K tile
+    # keeps them from spilling.
+    return block_m, block_n, block_k // max(1, block_m // 2), warps, stages
+
+
+def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None = None,
+           config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """x @ weight.T for at most MAX_ROWS rows; x: [..., K], weight: [N, K] row-major.
-    The result is in out_dtype (default x's), accumulated in float32 either way."""
+    The result is in out_dtype (default x's), accumulated in float32 either way.
+    config: (BLOCK_N, BLOCK_K, warps, stages) instead of `tiles`' choice (the benchmark's sweep)."""
     lead, k = x.shape[:-1], x.shape[-1]
     x2 = x.reshape(-1, k)
     if x2.stride(-1) != 1:
@@ -68,9 +93,30 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None 
         raise ValueError(f"matvec takes at most {MAX_ROWS} rows of a row-major [N, {k}] weight; "
                          f"got x {tuple(x.shape)}, weight {tuple(weight.shape)}")
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
-    block_m, block_n, block_k, warps = tiles(m, n)
+    block_m, block_n, block_k, warps, stages = tiles(m, n, k)
+    if config is not None:
+        block_n, block_k, warps, stages = config
     _matvec_kernel[(triton.cdiv(n, block_n),)](
         x2, weight, y, m, n, k, x2.stride(0), weight.stride(0), y.stride(0),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages, num_warps=warps,
     )
     return y.reshape(*lead, n)
+
+
+# Inside torch.compile'd blocks the kernel is an opaque operator: compiled code calls it
+# like a cuBLAS product instead of tracing the Triton source.
+@torch.library.custom_op("heartmula::matvec", mutates_args=())
+def _matvec_op(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return matvec(x, weight)
+
+
+@_matvec_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`matvec(x, weight)` callable from compiled and eager code alike (no bias, x's dtype)."""
+    if torch.compiler.is_compiling():
+        return _matvec_op(x, weight)
+    return matvec(x, weight)

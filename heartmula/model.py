@@ -158,6 +158,17 @@ class KVCache(nn.Module):
         return self.k_cache, self.v_cache
 
 
+SHORT_ATTENTION = 16  # attention lengths (the depth decoder's) taken as elementwise products
+
+
+def product(layer: nn.Linear, x: torch.Tensor, matvec: bool) -> torch.Tensor:
+    """layer(x); decode steps of at most two rows through gemv.py's kernel when `matvec`
+    (set by `HeartMuLa.use_gemv`), which streams the weights faster than cuBLAS there."""
+    if matvec and x.numel() // x.shape[-1] <= 2:
+        return gemv.linear(x, layer.weight)
+    return layer(x)
+
+
 class Attention(nn.Module):
     def __init__(self, args: LlamaArgs):
         super().__init__()
@@ -168,6 +179,7 @@ class Attention(nn.Module):
         self.output_proj = nn.Linear(args.n_head * args.head_dim, args.dim, bias=False)
         self.wqkv: nn.Linear | None = None  # q, k and v stacked, once fuse() has run
         self.kv_cache: KVCache | None = None
+        self.matvec = False  # decode products through gemv.py (see `product`)
 
     def fuse(self) -> None:
         """One matrix product instead of three (fewer, larger reads). Changes state_dict names,
@@ -181,7 +193,7 @@ class Attention(nn.Module):
         # x: [B, S, dim] -> q [B, S, H, D], k and v [B, Hkv, S, D], RoPE applied
         b, s, _ = x.shape
         if self.wqkv is not None:
-            q, k, v = self.wqkv(x).split([self.n_head * self.head_dim] + [self.n_kv_head * self.head_dim] * 2, -1)
+            q, k, v = product(self.wqkv, x, self.matvec).split([self.n_head * self.head_dim] + [self.n_kv_head * self.head_dim] * 2, -1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = apply_rope(q.view(b, s, self.n_head, self.head_dim), rope)
@@ -199,7 +211,14 @@ class Attention(nn.Module):
         # heads that share a kv head (heads kv*g .. kv*g+g-1) become g*S query rows.
         q = q.view(b, s, self.n_kv_head, g, self.head_dim).permute(0, 2, 3, 1, 4).reshape(b, self.n_kv_head, g * s, -1)
         m = mask.expand(g, s, mask.shape[-1]).reshape(g * s, -1)
-        if s <= 2:
+        if s <= 2 and attn_len <= SHORT_ATTENTION:
+            # The depth decoder's few positions: as sums of products, compiled code makes
+            # the scores, softmax and weighted sum one kernel instead of two matrix
+            # products around a softmax (each of those ~3 µs, 21 times a frame).
+            scores = (q.float()[..., None, :] * k.float()[:, :, None]).sum(-1) * self.head_dim**-0.5
+            probs = torch.softmax(scores.masked_fill(~m, float("-inf")), dim=-1)
+            y = (probs[..., None] * v.float()[:, :, None]).sum(-2).to(v.dtype)
+        elif s <= 2:
             # Decode: a handful of query rows against the whole cache. Fused attention
             # kernels tile over queries and leave most of the GPU idle here; two batched
             # matrix-vector products read the cache at full bandwidth instead.
@@ -209,7 +228,7 @@ class Attention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
         y = y.view(b, self.n_kv_head, g, s, self.head_dim).permute(0, 3, 1, 2, 4).reshape(b, s, -1)
-        return self.output_proj(y)
+        return product(self.output_proj, y, self.matvec)
 
 
 class FeedForward(nn.Module):
@@ -219,6 +238,7 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(args.intermediate_dim, args.dim, bias=False)
         self.w3 = nn.Linear(args.dim, args.intermediate_dim, bias=False)
         self.w13: nn.Linear | None = None  # w1 and w3 stacked, once fuse() has run
+        self.matvec = False  # decode products through gemv.py (see `product`)
 
     def fuse(self) -> None:
         w = torch.cat([self.w1.weight, self.w3.weight])
@@ -228,8 +248,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         if self.w13 is not None:
-            a, b = self.w13(x).chunk(2, dim=-1)
-            return self.w2(F.silu(a) * b)
+            a, b = product(self.w13, x, self.matvec).chunk(2, dim=-1)
+            return product(self.w2, F.silu(a) * b, self.matvec)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
@@ -376,12 +396,16 @@ class HeartMuLa(nn.Module):
     def _gemv_rows(self, x: torch.Tensor, most: int = gemv.MAX_ROWS) -> bool:
         return self.gemv and x.numel() // x.shape[-1] <= most
 
-    def use_gemv(self) -> "HeartMuLa":
-        """Run the heads and projection of decode steps through gemv.py's kernel; call
-        after `fuse_projections`, where `device.triton_kernels_available` says it runs."""
+    def use_gemv(self, blocks: bool = True) -> "HeartMuLa":
+        """Run the heads and projection of decode steps, and with `blocks` the blocks'
+        2-row products, through gemv.py's kernel; call after `fuse_projections`, where
+        `device.triton_kernels_available` says it runs."""
         if self.audio_head is not None:
             raise RuntimeError("use_gemv needs the [K-1, vocab, dim] heads: call fuse_projections first")
         self.gemv = True
+        for llama in (self.backbone, self.decoder):
+            for layer in llama.layers:
+                layer.attn.matvec = layer.mlp.matvec = blocks
         return self
 
     def compile_blocks(self, **kwargs) -> "HeartMuLa":

@@ -51,9 +51,10 @@ for r, v in ((1, 5), (2, 8197), (3, 300), (4, 1000)):
         s[1] = -s[1].abs() - 1  # all negative
     s = s.float()
     for k in (1, 2, 7, 50, 256, v - 1, v, v + 5):
-        ours = kth.kth_largest(s, torch.tensor(k))
         ref = s.sort(dim=-1, descending=True).values[:, min(k, v) - 1 : min(k, v)]
-        out.append(dict(r=r, v=v, k=k, equal=bool(torch.equal(ours, ref))))
+        for arity in (2, 16):  # a bisection, and the 16-way search the GPU runs
+            ours = kth.kth_largest(s, torch.tensor(k), arity=arity)
+            out.append(dict(r=r, v=v, k=k, arity=arity, equal=bool(torch.equal(ours, ref))))
 # the frame loop's sampling: kernel path == torch path, same codes, guided and not
 keys = vocab_keys(8197)
 for guided, rows in ((True, 4), (False, 3)):
@@ -78,10 +79,12 @@ golden = sys.argv[1]
 meta = json.load(open(f"{golden}/heartmula_tiny_golden.json"))
 gold = load_file(f"{golden}/heartmula_tiny_golden.safetensors")
 engine = Engine(model_path=f"{golden}/ckpt_tiny", version="tiny", device="cpu").load(codec=False)
+engine.mula.use_gemv(blocks=True)  # the blocks' products too, as graphs on CUDA run them
 n = 5
 opts = GenerateOptions(max_audio_length_ms=n * 80, cfg_scale=1.5, topk=1, ignore_eos=True, seed=0)
 fr = engine.generate_frames(meta["lyrics"], meta["tags"], opts)
-print(json.dumps(dict(gemv=engine.mula.gemv, kth=engine._buffers.kth_kernel, ours=fr.frames[0].tolist(), gold=gold["frames_cfg1.5"][:n].tolist())))
+blocks = all(layer.attn.matvec and layer.mlp.matvec for layer in engine.mula.backbone.layers + engine.mula.decoder.layers)
+print(json.dumps(dict(gemv=engine.mula.gemv and blocks, kth=engine._buffers.kth_kernel, ours=fr.frames[0].tolist(), gold=gold["frames_cfg1.5"][:n].tolist())))
 """
 
 
@@ -105,13 +108,13 @@ def test_matvec_matches_torch_on_odd_shapes_and_dtypes():
 
 def test_frame_loop_through_the_kernel_makes_the_golden_frames(golden_dir):
     r = run_interpreted(FRAMES_CHECK, str(golden_dir))
-    assert r["gemv"] is True and r["kth"] is True  # the heads, projection and top-k went through the kernels
+    assert r["gemv"] is True and r["kth"] is True  # heads, projection, block products and top-k went through the kernels
     assert r["ours"] == r["gold"]
 
 
 def test_kth_largest_is_the_sorted_kth_and_sampling_draws_the_same_codes():
     checks = run_interpreted(KTH_CHECK)
-    assert len(checks) == 32 + 8
+    assert len(checks) == 64 + 8
     assert all(c.get("equal", c.get("same_codes")) for c in checks), [c for c in checks if not c.get("equal", c.get("same_codes"))]
 
 
