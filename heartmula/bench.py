@@ -565,24 +565,31 @@ def main(argv: list[str] | None = None) -> int:
     what = set(args.what.split(","))
     rows: list[Row] = []
     results: dict = {}
+
+    def measured(new: list[Row]) -> None:
+        # Each figure as soon as it exists: a run cut short still shows what it measured.
+        for r in new:
+            print(f"measured: {r.what}: {r.value:.4g} {r.unit}", file=sys.stderr, flush=True)
+        rows.extend(new)
+
     if "generate" in what or "song" in what:
-        rows += bench_generate(dev, dtype, args.frames, args.takes, not args.no_graphs, results)
+        measured(bench_generate(dev, dtype, args.frames, args.takes, not args.no_graphs, results))
     if "codec" in what or "song" in what:
-        rows += bench_codec(dev, dtype, results)
+        measured(bench_codec(dev, dtype, results))
     if "song" in what:
-        rows += bench_song(dev, results)
+        measured(bench_song(dev, results))
     results.pop("codec", None)
     if "load" in what:
-        rows += bench_load(dev, dtype, args.load_folder, results)
+        measured(bench_load(dev, dtype, args.load_folder, results))
     results.pop("generate_model", None)
     if "pipeline" in what:
-        rows += bench_pipeline(dev, dtype, results)
+        measured(bench_pipeline(dev, dtype, results))
     if "heads" in what:
-        rows += bench_heads(dev, dtype, results)
+        measured(bench_heads(dev, dtype, results))
     if "products" in what:
-        rows += bench_products(dev, dtype, results)
+        measured(bench_products(dev, dtype, results))
     if "transcribe" in what:
-        rows += bench_transcribe(dev, results)
+        measured(bench_transcribe(dev, results))
     print_table(rows, dev, results)
     if args.json:
         with open(args.json, "w") as f:
