@@ -82,6 +82,7 @@ SMALL_CODEC = dict(dim=32, codebook_size=64, codebook_dim=8, attention_head_dim=
                    in_channels=544, num_layers=2, num_layers_2=1, init_channel=4)
 SIZE = "3B"
 COMPILE = False
+GRAPHS = True  # CUDA graphs for the frame step and the codec's Euler solves (off: --no-graphs)
 BLOCK_MATVEC = True  # the blocks' 2-row products through gemv.py (off: cuBLAS, for comparison)
 COMPILE_MODE = None  # e.g. "max-autotune-no-cudagraphs": inductor tunes its own GEMM kernels
 
@@ -210,7 +211,11 @@ def random_codec(dev, dtype):
         if name.startswith("flow_matching.estimator.") and not any(m in name for m in FP32_PARAM_MARKERS):
             p.data = p.data.to(dtype)
     codec.eval().requires_grad_(False)
-    return codec.compile() if COMPILE else codec
+    if COMPILE:
+        codec.compile()
+    if GRAPHS and dev.type == "cuda":
+        codec.use_graphs()
+    return codec
 
 
 def bench_codec(dev, dtype, results: dict) -> list[Row]:
@@ -541,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=512, help="frames per timed generation")
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--no-graphs", action="store_true", help="time the eager loop only")
+    p.add_argument("--no-graphs", action="store_true", help="time the eager frame loop and codec only")
     p.add_argument("--load-folder", default=None, help="reuse a checkpoint folder for the load figure")
     p.add_argument("--json", default=None, help="also write the raw numbers here")
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks' elementwise stretches")
@@ -553,9 +558,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the blocks' 2-row products through cuBLAS, not gemv.py (heads and top-k unchanged)")
     p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")
     args = p.parse_args(argv)
-    global SIZE, COMPILE, COMPILE_MODE, BLOCK_MATVEC
+    global SIZE, COMPILE, COMPILE_MODE, BLOCK_MATVEC, GRAPHS
     SIZE, COMPILE, COMPILE_MODE = args.size, args.compile or bool(args.compile_mode), args.compile_mode
-    BLOCK_MATVEC = not args.blocks_cublas
+    BLOCK_MATVEC, GRAPHS = not args.blocks_cublas, not args.no_graphs
     if args.no_triton:
         os.environ["HEARTMULA_TRITON"] = "0"
     if args.profile:

@@ -247,6 +247,9 @@ class HeartCodec(nn.Module):
         self.config = config
         self.flow_matching = FlowMatching(config)
         self.scalar_model = ScalarDecoder(config.scalar_args)
+        # Captured Euler solves by (input shapes, in-context latents, steps, guidance); None
+        # while graphs are off (see use_graphs).
+        self._graphs: dict[tuple, tuple] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -260,6 +263,39 @@ class HeartCodec(nn.Module):
         """Compile the estimator's blocks (first decode of each batch size compiles)."""
         self.flow_matching.estimator.compile_blocks()
         return self
+
+    def use_graphs(self, on: bool = True) -> "HeartCodec":
+        """Replay each window's Euler solve (every estimator call of the window) as one CUDA
+        graph. A window is thousands of small kernel launches, and on a slow or busy host
+        launching them takes longer than running them (docs/performance.md, run 16). One
+        graph per batch of takes, for the first window and the later ones; the scalar
+        decoder stays eager (the last window's length varies). CUDA only."""
+        if on and self.device.type != "cuda":
+            raise ValueError(f"codec graphs need a CUDA device; the codec is on {self.device}")
+        self._graphs = {} if on else None
+        return self
+
+    def _solve(self, x0: torch.Tensor, incontext: torch.Tensor, n_incontext: int, mu: torch.Tensor,
+               schedule: tuple, guidance_scale: float) -> torch.Tensor:
+        if self._graphs is None:
+            return self._solve_euler(x0, incontext, n_incontext, mu, *schedule, guidance_scale)
+        from .graphs import capture_graph
+
+        key = (tuple(x0.shape), tuple(mu.shape), n_incontext, len(schedule[2]), guidance_scale)
+        with torch.cuda.device(self.device):
+            if key not in self._graphs:
+                static = (x0.clone(), incontext.clone(), mu.clone())
+                pool = next(iter(self._graphs.values()))[2] if self._graphs else torch.cuda.graph_pool_handle()
+                # The graph keeps `static` and this call's schedule alive: a replay reads them.
+                graph, out = capture_graph(
+                    lambda: self._solve_euler(static[0], static[1], n_incontext, static[2], *schedule, guidance_scale),
+                    pool=pool, capture_error_mode="thread_local")  # the language model may run meanwhile
+                self._graphs[key] = (graph, static, pool, out)
+            graph, static, _, out = self._graphs[key]
+            for buffer, value in zip(static, (x0, incontext, mu)):
+                buffer.copy_(value)
+            graph.replay()
+            return out.clone()  # the next replay rewrites `out`
 
     # ---- checkpoint names ----------------------------------------------------------------
 
@@ -433,7 +469,7 @@ class HeartCodec(nn.Module):
         n_incontext = 0 if w == 0 else OVERLAP_LATENTS
         if n_incontext:
             incontext[:, :n_incontext] = torch.stack([takes[i].prev_latents[-n_incontext:] for i in active])
-        latents = self._solve_euler(x0, incontext, n_incontext, mu, *schedule, guidance_scale)
+        latents = self._solve(x0, incontext, n_incontext, mu, schedule, guidance_scale)
         latents[:, :n_incontext] = incontext[:, :n_incontext]
         out = []
         for row, i in enumerate(active):

@@ -154,6 +154,10 @@ class Engine:
             self.codec = load_codec(self.paths.codec, self.codec_device, codec_dtype)
             if self.config.compile:
                 self.codec.compile()
+            from .graphs import graphs_supported
+
+            if graphs_supported(self.codec_device) and self.config.graphs is not False:
+                self.codec.use_graphs()
             devices.synchronize(self.codec_device)
             self.last_timings["load_codec_s"] = time.perf_counter() - t
         return self.codec

@@ -25,9 +25,11 @@ def graphs_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available()
 
 
-def capture_graph(fn: Callable[[], T], warmup: int = 2, pool=None) -> tuple[torch.cuda.CUDAGraph, T]:
+def capture_graph(fn: Callable[[], T], warmup: int = 2, pool=None,
+                  capture_error_mode: str = "global") -> tuple[torch.cuda.CUDAGraph, T]:
     """Run `fn` `warmup` times on a side stream (lazy initialisation, compilation and
-    allocator warm-up stay out of the graph), then capture one call: (graph, its output)."""
+    allocator warm-up stay out of the graph), then capture one call: (graph, its output).
+    capture_error_mode "thread_local" lets other threads keep using the card meanwhile."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -35,7 +37,7 @@ def capture_graph(fn: Callable[[], T], warmup: int = 2, pool=None) -> tuple[torc
             fn()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode=capture_error_mode):
         out = fn()
     return graph, out
 

@@ -129,3 +129,38 @@ def test_kth_largest_on_cuda_is_the_sorted_kth():
     for k in (1, 2, 50, 256, 1000, 8197, 9000):
         ref = s.sort(dim=-1, descending=True).values[:, min(k, 8197) - 1 : min(k, 8197)]
         assert torch.equal(kth.kth_largest(s, torch.tensor(k, device="cuda")), ref)
+
+
+def test_codec_graphs_refuse_a_cpu_codec(tiny_ckpt):
+    from heartmula.codec import load_codec
+
+    with pytest.raises(ValueError, match="codec graphs need a CUDA device; the codec is on cpu"):
+        load_codec(tiny_ckpt / "HeartCodec-oss").use_graphs()
+
+
+@pytest.mark.requires_cuda
+def test_codec_graphs_decode_the_audio_of_the_eager_solve(tiny_ckpt):
+    """Graph replays of the Euler solve give the eager audio: first and later windows, one
+    take and a batch whose takes end in different windows (the batch shrinks)."""
+    from heartmula.codec import WINDOW_FRAMES, load_codec
+
+    codec = load_codec(tiny_ckpt / "HeartCodec-oss", "cuda")
+    rng = np.random.default_rng(0)
+    long = rng.integers(0, codec.config.codebook_size, (8, 2 * WINDOW_FRAMES + 40))
+    short = rng.integers(0, codec.config.codebook_size, (8, WINDOW_FRAMES // 2))
+
+    def decode_all():
+        one = codec.decode(long, generator=torch.Generator().manual_seed(3))
+        again = codec.decode(long, generator=torch.Generator().manual_seed(4))  # replays, new inputs
+        batch = codec.decode_batch([long, short], generators=[torch.Generator().manual_seed(5),
+                                                              torch.Generator().manual_seed(6)])
+        return [one, again, *batch]
+
+    eager = decode_all()
+    codec.use_graphs()
+    graphed = decode_all()
+    # one take: first and later windows; the batch's first window (its later ones: one take)
+    assert len(codec._graphs) == 3
+    assert not np.array_equal(eager[0], eager[1])
+    for a, b in zip(eager, graphed):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
