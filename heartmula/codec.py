@@ -286,12 +286,12 @@ class HeartCodec(nn.Module):
             if key not in self._graphs:
                 static = (x0.clone(), incontext.clone(), mu.clone())
                 pool = next(iter(self._graphs.values()))[2] if self._graphs else torch.cuda.graph_pool_handle()
-                # The graph keeps `static` and this call's schedule alive: a replay reads them.
                 graph, out = capture_graph(
                     lambda: self._solve_euler(static[0], static[1], n_incontext, static[2], *schedule, guidance_scale),
                     pool=pool, capture_error_mode="thread_local")  # the language model may run meanwhile
-                self._graphs[key] = (graph, static, pool, out)
-            graph, static, _, out = self._graphs[key]
+                # A replay reads the addresses captured: keep this call's schedule alive with it.
+                self._graphs[key] = (graph, static, pool, out, schedule)
+            graph, static, _, out, _ = self._graphs[key]
             for buffer, value in zip(static, (x0, incontext, mu)):
                 buffer.copy_(value)
             graph.replay()
