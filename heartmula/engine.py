@@ -21,6 +21,7 @@ import torch
 from . import device as devices
 from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, load_heartmula, resolve_paths
+from .graphs import graphs_supported
 from .generate import (FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits,
                        generate_frames, topk_cap_for)
 from .prompt import GenConfig, Prompt, build_prompt, load_tokenizer
@@ -154,9 +155,7 @@ class Engine:
             self.codec = load_codec(self.paths.codec, self.codec_device, codec_dtype)
             if self.config.compile:
                 self.codec.compile()
-            from .graphs import graphs_supported
-
-            if graphs_supported(self.codec_device) and self.config.graphs is not False:
+            if self.codec_graphs_enabled:
                 self.codec.use_graphs()
             devices.synchronize(self.codec_device)
             self.last_timings["load_codec_s"] = time.perf_counter() - t
@@ -208,10 +207,14 @@ class Engine:
 
     @property
     def graphs_enabled(self) -> bool:
-        from .graphs import graphs_supported
-
         wanted = self.config.graphs
         return graphs_supported(self.device) and (wanted is None or wanted)
+
+    @property
+    def codec_graphs_enabled(self) -> bool:
+        """The codec's Euler solves as CUDA graphs (`HeartCodec.use_graphs`)."""
+        wanted = self.config.graphs
+        return graphs_supported(self.codec_device) and (wanted is None or wanted)
 
     def warmup(self, options: GenerateOptions | None = None) -> float:
         """Compile and capture what a default request needs, so the first song doesn't
@@ -229,11 +232,26 @@ class Engine:
                 if self._step is not None:
                     self._step.capture_all()
                 devices.synchronize(self.device)
+                if self.config.compile or self.codec_graphs_enabled:
+                    self.warm_codec(opts)
             except BaseException as e:
                 self._after_failure(e)
                 raise
         self.last_timings["warmup_s"] = time.perf_counter() - t
         return self.last_timings["warmup_s"]
+
+    def warm_codec(self, options: GenerateOptions | None = None) -> None:
+        """Decode silence of two windows the way a request decodes, so that the codec's
+        compilation and its two Euler-solve graphs (first window, later windows) are made
+        before the first song needs them."""
+        from .codec import WINDOW_FRAMES
+
+        opts = options or GenerateOptions()
+        codes = np.zeros((8, WINDOW_FRAMES + 1), dtype=np.int64)
+        self._ensure_codec().decode_batch([codes] * opts.takes, num_steps=opts.codec_steps,
+                                          guidance_scale=opts.codec_guidance_scale,
+                                          generators=[torch.Generator().manual_seed(0)] * opts.takes)
+        devices.synchronize(self.codec_device)
 
     def generate_frames(
         self,

@@ -94,6 +94,7 @@ def test_compiled_engine_on_cuda_makes_songs_and_stops(tmp_path):
     bundle = ensure_demo_bundle(tmp_path)
     eng = Engine(model_path=str(bundle), version=DEMO_VERSION, device="cuda", compile=True)
     assert eng.warmup() > 0
+    assert len(eng.codec._graphs) == 2  # the codec's first-window and later-window solves
     opts = GenerateOptions(max_audio_length_ms=6000, seed=5, takes=2)
     a = eng.generate("la la", "pop", opts)
     b = eng.generate("la la", "pop", opts)
@@ -129,6 +130,12 @@ def test_kth_largest_on_cuda_is_the_sorted_kth():
     for k in (1, 2, 50, 256, 1000, 8197, 9000):
         ref = s.sort(dim=-1, descending=True).values[:, min(k, 8197) - 1 : min(k, 8197)]
         assert torch.equal(kth.kth_largest(s, torch.tensor(k, device="cuda")), ref)
+
+
+def test_codec_warm_up_decodes_on_cpu_without_graphs(tiny_ckpt):
+    eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cpu")
+    eng.warm_codec(GenerateOptions(takes=2))
+    assert eng.codec is not None and eng.codec._graphs is None and not eng.codec_graphs_enabled
 
 
 def test_codec_graphs_refuse_a_cpu_codec(tiny_ckpt):
