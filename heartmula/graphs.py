@@ -70,7 +70,11 @@ class GraphedStep:
         """Warm up on a side stream, then capture. The warm-up writes the KV cache at the
         current position only, which the real step overwrites with the same values, and
         a position is always written before it is read: capturing mid-song is safe."""
-        self.graphs[attn_len] = capture_graph(lambda: decode_frame(self.model, self.buf, attn_len), pool=self.pool)
+        # Thread-local: in a song queue on one card the codec decodes the previous song in
+        # another thread meanwhile, and a global capture forbids that thread's allocations
+        # and synchronizations (a longer song needs new caches, hence new graphs, mid-queue).
+        self.graphs[attn_len] = capture_graph(lambda: decode_frame(self.model, self.buf, attn_len), pool=self.pool,
+                                              capture_error_mode="thread_local")
 
     def capture_all(self) -> None:
         for n in self.lens:

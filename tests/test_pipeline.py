@@ -53,3 +53,16 @@ def test_queue_cli_places_models_and_writes_every_song(demo_dir, tmp_path):
     assert names == ["song_01.json", "song_01.wav", "song_02_take1.json", "song_02_take1.wav",
                      "song_02_take2.json", "song_02_take2.wav"]
     assert "overlapped" in r.stdout
+
+
+@pytest.mark.requires_cuda
+def test_queue_on_one_cuda_card_captures_new_graphs_while_the_codec_decodes(demo_dir):
+    """Each song is longer than the last, so each needs new caches and new frame-step graphs,
+    captured while the previous song decodes (codec graphs too) in the codec's thread."""
+    engine = Engine(model_path=str(demo_dir), version=DEMO_VERSION, device="cuda")
+    requests = [SongRequest("la la", "pop", GenerateOptions(max_audio_length_ms=ms, seed=1))
+                for ms in (3200, 30_000, 60_000)]
+    report = run_queue(engine, requests)
+    assert len(report.results) == 3 and report.overlap_s > 0
+    alone = engine.generate(requests[2].lyrics, requests[2].tags, requests[2].options)
+    np.testing.assert_array_equal(report.results[2].frames[0], alone.frames[0])
