@@ -386,14 +386,20 @@ def _graph_time(fn, calls: int) -> float:
     return _time(graph.replay, torch.device("cuda"), reps=7) / calls
 
 
+def _rotating_weights(n: int, k: int, dev, dtype) -> list[torch.Tensor]:
+    """Copies of an [n, k] weight filling ~400 MB: a call per copy reads from memory, not
+    from the L2 cache, as a frame step does."""
+    return [torch.randn(n, k, device=dev, dtype=dtype) for _ in range(max(4, int(400e6 // (n * k * 2))))]
+
+
 def bench_heads(dev, dtype, results: dict) -> list[Row]:
-    """The codebook heads and projection: cuBLAS against gemv.py's kernel. Weights rotate
-    through 400 MB of copies so that every call reads from memory, not from the L2 cache."""
+    """The codebook heads and projection at 2 and 4 rows: cuBLAS against gemv.py's kernel,
+    on `_rotating_weights`."""
     if dev.type != "cuda" or gemv.triton is None:
         return [Row("codebook head matvec", float("nan"), "not run: needs CUDA and Triton")]
     rows = []
     for name, (n, k) in {"codebook head": (8197, 3072), "projection": (3072, 3072)}.items():
-        ws = [torch.randn(n, k, device=dev, dtype=dtype) for _ in range(max(4, int(400e6 // (n * k * 2))))]
+        ws = _rotating_weights(n, k, dev, dtype)
         for m in (2, 4):
             x = torch.randn(m, k, device=dev, dtype=dtype)
             err = max((gemv.matvec(x, w, torch.float32) - F.linear(x.float(), w.float())).abs().max().item() for w in ws[:2])
@@ -423,14 +429,14 @@ def _sweep_configs():
 
 def bench_products(dev, dtype, results: dict, rows_in: int = 2) -> list[Row]:
     """Every decode product at 2 rows (one take, guided): cuBLAS, gemv.py at `tiles`'
-    choice, and the best of a sweep of (BLOCK_N, BLOCK_K, warps, stages). Weights rotate
-    through 400 MB of copies, as in `bench_heads`."""
+    choice, and the best of a sweep of (BLOCK_N, BLOCK_K, warps, stages), on
+    `_rotating_weights`."""
     if dev.type != "cuda" or gemv.triton is None:
         return [Row("products sweep", float("nan"), "not run: needs CUDA and Triton")]
     rows = []
     x = torch.randn(rows_in, 8192, device=dev, dtype=dtype)
     for name, (n, k) in PRODUCTS.items():
-        ws = [torch.randn(n, k, device=dev, dtype=dtype) for _ in range(max(4, int(400e6 // (n * k * 2))))]
+        ws = _rotating_weights(n, k, dev, dtype)
         xk = x[:, :k].contiguous()
 
         def timed(fn):
@@ -467,9 +473,9 @@ def _bench_kth(dev, rows_in: int) -> list[Row]:
         for warps in (4, 8, 16, 32):
             times[arity, warps] = _graph_time(lambda: [kth.kth_largest(s, k, arity, warps) for s in scores], len(scores))
     print(f"kth (arity, warps) -> us: { {c: round(t * 1e6, 2) for c, t in sorted(times.items())} }", flush=True)
-    best = min(times, key=times.get)
-    return [Row(f"top-k threshold, {rows_in} rows: kth.py default (16, 16)", times[16, 16] * 1e6, "us"),
-            Row(f"  best (arity, warps) = {best}; bisection (2, 16)", times[best] * 1e6, "us"),
+    best, default = min(times, key=times.get), (kth.ARITY, kth.WARPS)
+    return [Row(f"top-k threshold, {rows_in} rows: kth.py default {default}", times[default] * 1e6, "us"),
+            Row(f"  best (arity, warps) = {best}", times[best] * 1e6, "us"),
             Row("  bisection (2, 16)", times[2, 16] * 1e6, "us")]
 
 

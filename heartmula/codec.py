@@ -250,6 +250,7 @@ class HeartCodec(nn.Module):
         # Captured Euler solves by (input shapes, in-context latents, steps, guidance); None
         # while graphs are off (see use_graphs).
         self._graphs: dict[tuple, tuple] | None = None
+        self._graph_pool = None
 
     @property
     def device(self) -> torch.device:
@@ -267,12 +268,13 @@ class HeartCodec(nn.Module):
     def use_graphs(self, on: bool = True) -> "HeartCodec":
         """Replay each window's Euler solve (every estimator call of the window) as one CUDA
         graph. A window is thousands of small kernel launches, and on a slow or busy host
-        launching them takes longer than running them (docs/performance.md, run 16). One
+        launching them takes longer than running them (docs/performance.md, run 17). One
         graph per batch of takes, for the first window and the later ones; the scalar
         decoder stays eager (the last window's length varies). CUDA only."""
         if on and self.device.type != "cuda":
             raise ValueError(f"codec graphs need a CUDA device; the codec is on {self.device}")
         self._graphs = {} if on else None
+        self._graph_pool = torch.cuda.graph_pool_handle() if on else None  # one memory pool for all
         return self
 
     def _solve(self, x0: torch.Tensor, incontext: torch.Tensor, n_incontext: int, mu: torch.Tensor,
@@ -285,13 +287,12 @@ class HeartCodec(nn.Module):
         with torch.cuda.device(self.device):
             if key not in self._graphs:
                 static = (x0.clone(), incontext.clone(), mu.clone())
-                pool = next(iter(self._graphs.values()))[2] if self._graphs else torch.cuda.graph_pool_handle()
                 graph, out = capture_graph(
                     lambda: self._solve_euler(static[0], static[1], n_incontext, static[2], *schedule, guidance_scale),
-                    pool=pool, capture_error_mode="thread_local")  # the language model may run meanwhile
+                    pool=self._graph_pool, capture_error_mode="thread_local")  # the language model may run meanwhile
                 # A replay reads the addresses captured: keep this call's schedule alive with it.
-                self._graphs[key] = (graph, static, pool, out, schedule)
-            graph, static, _, out, _ = self._graphs[key]
+                self._graphs[key] = (graph, static, out, schedule)
+            graph, static, out, _ = self._graphs[key]
             for buffer, value in zip(static, (x0, incontext, mu)):
                 buffer.copy_(value)
             graph.replay()

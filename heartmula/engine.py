@@ -21,7 +21,7 @@ import torch
 from . import device as devices
 from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, load_heartmula, resolve_paths
-from .graphs import graphs_supported
+from .graphs import GraphedStep, graphs_supported
 from .generate import (FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits,
                        generate_frames, topk_cap_for)
 from .prompt import GenConfig, Prompt, build_prompt, load_tokenizer
@@ -199,22 +199,23 @@ class Engine:
             self._buffers = StepBuffers(model, opts.takes, opts.guided, compiled=self.config.compile,
                                         topk_cap=shape[2])
         if self.graphs_enabled:
-            from .graphs import GraphedStep
-
             if self._step is None or self._step.key != GraphedStep.cache_key(model, self._buffers):
                 self._step = GraphedStep(model, self._buffers)  # graphs are captured on first use
         return self._buffers
 
+    def _graphs_on(self, device: torch.device) -> bool:
+        wanted = self.config.graphs
+        return graphs_supported(device) and (wanted is None or wanted)
+
     @property
     def graphs_enabled(self) -> bool:
-        wanted = self.config.graphs
-        return graphs_supported(self.device) and (wanted is None or wanted)
+        """The frame step as CUDA graphs (`GraphedStep`)."""
+        return self._graphs_on(self.device)
 
     @property
     def codec_graphs_enabled(self) -> bool:
         """The codec's Euler solves as CUDA graphs (`HeartCodec.use_graphs`)."""
-        wanted = self.config.graphs
-        return graphs_supported(self.codec_device) and (wanted is None or wanted)
+        return self._graphs_on(self.codec_device)
 
     def warmup(self, options: GenerateOptions | None = None) -> float:
         """Compile and capture what a default request needs, so the first song doesn't

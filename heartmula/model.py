@@ -391,10 +391,10 @@ class HeartMuLa(nn.Module):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone width -> depth decoder width."""
         # At 4 rows cuBLAS is as fast for this 3072-row matrix (bench --what heads).
-        return gemv.matvec(x, self.projection.weight) if self._gemv_rows(x, 2) else self.projection(x)
+        return product(self.projection, x, self.gemv)
 
-    def _gemv_rows(self, x: torch.Tensor, most: int = gemv.MAX_ROWS) -> bool:
-        return self.gemv and x.numel() // x.shape[-1] <= most
+    def _gemv_rows(self, x: torch.Tensor) -> bool:
+        return self.gemv and x.numel() // x.shape[-1] <= gemv.MAX_ROWS
 
     def use_gemv(self, blocks: bool = True) -> "HeartMuLa":
         """Run the heads and projection of decode steps, and with `blocks` the blocks'
