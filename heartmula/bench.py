@@ -50,6 +50,17 @@ class Row:
     ok: str = ""
 
 
+_announced: set[int] = set()
+
+
+def announce(rows: list[Row]) -> None:
+    """Print each figure once, as soon as it exists: a run cut short still shows what it measured."""
+    for r in rows:
+        if id(r) not in _announced:
+            _announced.add(id(r))
+            print(f"measured: {r.what}: {r.value:.4g} {r.unit}", file=sys.stderr, flush=True)
+
+
 def _time(fn, dev, reps: int = 5) -> float:
     """Median seconds of `fn()` over reps, device synchronized around each."""
     times = []
@@ -263,7 +274,10 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
 
     from safetensors.torch import save_file
 
-    from .checkpoint import load_heartmula
+    from .checkpoint import load_heartmula, load_state_dict, weight_files
+    from .stream_load import CHUNK_BYTES as STREAM_CHUNK
+    from .stream_load import WORKERS as STREAM_WORKERS
+    from .stream_load import load_files
 
     folder = folder or tempfile.mkdtemp(prefix="heartmula-bench-")
     if not os.path.exists(os.path.join(folder, "config.json")):
@@ -299,8 +313,28 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
     load_heartmula(folder, dev, dtype)  # first read fills the page cache, as a second start would find it
     devices.empty_cache(dev)
     s = _time(lambda: load_heartmula(folder, dev, dtype), dev, reps=2)
-    return [Row("checkpoint load, 3B fp32 safetensors -> device", s, "s", f"<= {TARGETS['load_s']:.0f}",
+    rows = [Row("checkpoint load, 3B fp32 safetensors -> device", s, "s", f"<= {TARGETS['load_s']:.0f}",
                 ok=_ok(s <= TARGETS["load_s"]))]
+    announce(rows)
+    # The read alone, streamed (stream_load.py) at a few (workers, chunk) against safetensors'
+    # per-tensor copy, so the rest of the load (building, fusing) shows as the difference.
+    files = weight_files(folder)
+    gb = sum(f.stat().st_size for f in files) / 1e9
+
+    def read(fn) -> float:
+        devices.empty_cache(dev)
+        return _time(lambda: fn().clear(), dev, reps=2)
+
+    per_tensor = read(lambda: load_state_dict(folder, dev, dtype, streamed=False))
+    rows.append(Row(f"  read only, safetensors per tensor ({gb / per_tensor:.1f} GB/s)", per_tensor, "s"))
+    announce(rows)
+    for workers, mib in ((8, 16), (4, 16), (16, 16), (8, 4), (8, 64)):
+        t = read(lambda: load_files(files, dev, dtype, workers=workers, chunk_bytes=mib << 20))
+        mark = " (default)" if (workers, mib << 20) == (STREAM_WORKERS, STREAM_CHUNK) else ""
+        rows.append(Row(f"  read only, streamed, {workers} threads, {mib} MiB chunks{mark} ({gb / t:.1f} GB/s)",
+                        t, "s"))
+        announce(rows)
+    return rows
 
 
 def bench_transcribe(dev, results: dict, minutes: float = 10.0, tokens_per_window: int = 150) -> list[Row]:
@@ -578,9 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
 
     def measured(new: list[Row]) -> None:
-        # Each figure as soon as it exists: a run cut short still shows what it measured.
-        for r in new:
-            print(f"measured: {r.what}: {r.value:.4g} {r.unit}", file=sys.stderr, flush=True)
+        announce(new)
         rows.extend(new)
 
     if "generate" in what or "song" in what:

@@ -112,27 +112,35 @@ def weight_files(folder: str | Path) -> list[Path]:
 
 
 def load_state_dict(
-    folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+    *, streamed: bool | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Read every tensor of a model folder's safetensors, memory-mapped, onto `device`.
+    """Read every tensor of a model folder's safetensors onto `device`.
 
     Floating-point tensors are cast to `dtype` when one is given; others keep theirs.
+    `streamed` (the default off the CPU) reads through pinned buffers on several threads
+    (stream_load.py); otherwise safetensors maps each file and copies tensor by tensor.
     """
     from safetensors import safe_open
 
     device = torch.device(device)
-    state: dict[str, torch.Tensor] = {}
-    for file in weight_files(folder):
+    files = weight_files(folder)
+    if streamed if streamed is not None else device.type != "cpu":
+        from .stream_load import load_files
+
         try:
-            # safetensors maps the file and copies each tensor straight to the device.
+            return load_files(files, device, dtype)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{folder}: {e}; download it again") from e
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
             with safe_open(str(file), framework="pt", device=str(device)) as f:
                 for name in f.keys():
                     t = f.get_tensor(name)
                     if dtype is not None and t.is_floating_point() and t.dtype != dtype:
                         t = t.to(dtype)
                     state[name] = t
-        except CheckpointError:
-            raise
         except Exception as e:
             raise CheckpointError(f"{file} could not be read as safetensors ({e}); download it again") from e
     return state
