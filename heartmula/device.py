@@ -7,6 +7,8 @@ no-op on the CPU.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 PREFERENCE = ("xpu", "cuda", "mps", "cpu")
@@ -126,23 +128,32 @@ def _module(device: torch.device):
     return None
 
 
+# Held while a CUDA graph is captured, and by whatever waits on the whole device. CUDA
+# invalidates a capture when any thread synchronizes the device (or frees memory, which
+# synchronizes) meanwhile, and a song queue captures frame steps in one thread while the
+# codec thread finishes the previous song. Reentrant: a capture synchronizes first.
+device_wide = threading.RLock()
+
+
 def synchronize(device: torch.device | str) -> None:
     """Wait for queued work on `device`; a no-op on CPU."""
     device = torch.device(device)
     mod = _module(device)
     if mod is None:
         return
-    if device.type == "mps":
-        mod.synchronize()
-    else:
-        mod.synchronize(device)
+    with device_wide:
+        if device.type == "mps":
+            mod.synchronize()
+        else:
+            mod.synchronize(device)
 
 
 def empty_cache(device: torch.device | str) -> None:
     """Give cached, unused device memory back to the driver; a no-op on CPU."""
     mod = _module(torch.device(device))
     if mod is not None and hasattr(mod, "empty_cache"):
-        mod.empty_cache()
+        with device_wide:
+            mod.empty_cache()
 
 
 def memory_allocated(device: torch.device | str) -> int:
