@@ -22,7 +22,7 @@ import json
 import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,7 +177,7 @@ def load_files(paths: list[Path], device: torch.device, dtype: torch.dtype | Non
     try:
         with ThreadPoolExecutor(min(workers, n_slots), thread_name_prefix="stream-load") as pool:
             pending = {i: pool.submit(read, i) for i in range(n_slots)}
-            with torch.cuda.stream(stream) if cuda else nullcontext():
+            with torch.cuda.stream(stream) if cuda else nullcontext(), _cancel_on_error(pool):
                 for i, c in enumerate(chunks):
                     pending.pop(i).result()
                     slot = i % n_slots
@@ -206,3 +206,13 @@ def load_files(paths: list[Path], device: torch.device, dtype: torch.dtype | Non
             os.close(fd)
     return state
 
+
+
+@contextmanager
+def _cancel_on_error(pool: ThreadPoolExecutor):
+    """A failed read ends the load: the reads queued behind it need not run."""
+    try:
+        yield
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
