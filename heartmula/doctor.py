@@ -81,9 +81,9 @@ def run(model_path: str | Path = "./ckpt", matmul: bool = True) -> Report:
         r.lines.append("no accelerator found: generation runs on the CPU and is slow")
     if "cuda" in devices.available_devices():
         if devices.triton_kernels_available(torch.device("cuda")):
-            r.lines.append("Triton kernels (codebook heads, top-k): on")
+            r.lines.append("Triton kernels (matrix products, top-k): on")
         else:
-            r.lines.append("Triton kernels (codebook heads, top-k): off (HEARTMULA_TRITON=0, no triton "
+            r.lines.append("Triton kernels (matrix products, top-k): off (HEARTMULA_TRITON=0, no triton "
                            "package, or they failed their start-up check): generation runs ~8 % slower")
     root = Path(model_path).expanduser()
     versions = find_versions(root)

@@ -152,7 +152,12 @@ def draw_codes(scores, kth_score, seeds, counter, keys, guided: bool):
 
 
 def pick_codes(logits, cfg_scale, temperature, topk, seeds, counter, keys, guided: bool, topk_cap: int | None = None):
-    """logits [rows, V] -> codes [rows], all in torch."""
+    """logits [rows, V] -> codes [rows], all in torch: one draw per take from
+    softmax(guided logits / temperature) restricted to its top k.
+
+    cfg_scale, temperature, topk, counter: 0-d device tensors (a slider move changes values,
+    never shapes, so a captured graph stays valid); seeds: [takes]. `topk_cap`, a static
+    bound on topk, lets a partial top-k replace the full sort."""
     scores = guided_scores(logits, cfg_scale, temperature, guided)
     return draw_codes(scores, topk_threshold(scores, topk, topk_cap), seeds, counter, keys, guided)
 

@@ -79,7 +79,8 @@ class GraphedStep:
         a position is always written before it is read: capturing mid-song is safe."""
         # Thread-local: in a song queue on one card the codec decodes the previous song in
         # another thread meanwhile, and a global capture forbids that thread's allocations
-        # and synchronizations (a longer song needs new caches, hence new graphs, mid-queue).
+        # (a longer song needs new caches, hence new graphs, mid-queue); its device-wide
+        # waits queue behind the capture on devices.device_wide.
         self.graphs[attn_len] = capture_graph(lambda: decode_frame(self.model, self.buf, attn_len), pool=self.pool,
                                               capture_error_mode="thread_local")
 

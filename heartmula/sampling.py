@@ -62,21 +62,3 @@ def draw(scores: torch.Tensor, kth: torch.Tensor, seeds: torch.Tensor, counter: 
     # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores).
     return (scores + gumbel_noise(seeds, counter, keys)).argmax(dim=-1)
 
-
-def sample_topk(
-    logits: torch.Tensor,
-    temperature: torch.Tensor,
-    topk: torch.Tensor,
-    seeds: torch.Tensor,
-    counter: torch.Tensor,
-    keys: torch.Tensor,
-    topk_cap: int | None = None,
-) -> torch.Tensor:
-    """Draw one code per row from softmax(logits / temperature) restricted to the top k.
-
-    logits: [R, V]; temperature, topk, counter: 0-d device tensors (a slider move changes
-    values, never shapes, so a captured graph stays valid); seeds: [R]. `topk_cap`, a
-    static bound on topk, lets a partial top-k replace the full sort. Returns [R] int64.
-    """
-    scores = logits.float() / temperature
-    return draw(scores, topk_threshold(scores, topk, topk_cap), seeds, counter, keys)

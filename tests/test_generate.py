@@ -10,9 +10,11 @@ import torch
 
 from heartmula import Engine, GenerateOptions
 from heartmula.checkpoint import load_heartmula
-from heartmula.generate import SYNC_EVERY
+from heartmula.generate import SYNC_EVERY, pick_codes
 from heartmula.prompt import GenConfig, build_prompt, load_tokenizer
-from heartmula.sampling import sample_topk, vocab_keys
+from heartmula.sampling import vocab_keys
+
+CFG_UNUSED = torch.tensor(1.5)  # pick_codes without guidance ignores the cfg scale
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +155,12 @@ def test_sampling_follows_softmax_within_topk():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 5.0]]).repeat(4000, 1)
     keys = vocab_keys(5)
     seeds = torch.arange(4000)
-    codes = sample_topk(logits, torch.tensor(1.0), torch.tensor(3), seeds, torch.tensor(7), keys)
+    codes = pick_codes(logits, CFG_UNUSED, torch.tensor(1.0), torch.tensor(3), seeds, torch.tensor(7), keys, False)
     counts = torch.bincount(codes, minlength=5).float() / 4000
     want = torch.softmax(torch.tensor([2.0, 1.0, 0.0, -1e9, 5.0]), -1)  # top 3: ids 4, 0, 1
     assert counts[2] == 0 and counts[3] == 0
     assert torch.allclose(counts, want, atol=0.03)
-    low_t = sample_topk(logits, torch.tensor(0.05), torch.tensor(5), seeds, torch.tensor(7), keys)
+    low_t = pick_codes(logits, CFG_UNUSED, torch.tensor(0.05), torch.tensor(5), seeds, torch.tensor(7), keys, False)
     assert (low_t == 4).float().mean() > 0.99
 
 
@@ -168,8 +170,8 @@ def test_partial_topk_draws_what_the_full_sort_draws():
     keys = vocab_keys(1000)
     seeds = torch.arange(64)
     for k in (1, 7, 50, 256):
-        args = (logits, torch.tensor(0.9), torch.tensor(k), seeds, torch.tensor(3), keys)
-        assert torch.equal(sample_topk(*args, topk_cap=256), sample_topk(*args))
+        args = (logits, CFG_UNUSED, torch.tensor(0.9), torch.tensor(k), seeds, torch.tensor(3), keys, False)
+        assert torch.equal(pick_codes(*args, topk_cap=256), pick_codes(*args))
 
 
 def test_topk_above_the_cap_rebuilds_the_buffers(engine):
