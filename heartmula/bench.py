@@ -212,6 +212,42 @@ def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, result
     return rows
 
 
+GREEDY_FRAMES = 2048  # the least the sampling check runs (issue 14 asked for >= 2,000)
+
+
+def bench_greedy(dev, dtype, frames: int, results: dict) -> list[Row]:
+    """The sampling check at full size: every draw of a long run, replayed as it runs in the
+    studio (graphs, kernels, compile), checked on the device against the scores it was drawn
+    from (sampling.tally_draws). Top-k 1 must give the argmax; top-k 50, a code among the 50 best."""
+    from .graphs import GraphedStep, graphs_supported
+
+    model = results.get("generate_model") or random_mula(dev, dtype)
+    prompt = random_prompt(300, model.args.text_vocab_size)
+    n = max(frames, GREEDY_FRAMES)
+    rows = []
+    for takes, cfg, topk in ((1, 1.5, 1), (4, 1.0, 1), (1, 1.5, 50)):
+        opts = GenerateOptions(max_audio_length_ms=n * 80, takes=takes, cfg_scale=cfg, topk=topk, seed=0,
+                               ignore_eos=True)
+        model.setup_caches(takes * (2 if opts.guided else 1),
+                           cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
+        buf = StepBuffers(model, takes, opts.guided, compiled=COMPILE, audit=True)
+        step = GraphedStep(model, buf) if GRAPHS and graphs_supported(dev) else None
+        if step:
+            step.capture_all()
+        buf.tally.zero_()  # the captures' warm-up draws are not part of the run
+        fr = generate_frames(model, prompt, GenConfig(), opts, buffers=buf, step=step)
+        draws, below_kth, below_best = buf.tally.tolist()
+        if draws != (fr.steps + 1) * takes * model.args.n_codebooks:  # the prompt step's frame, then each step's
+            raise RuntimeError(f"the sampling check counted {draws} draws for {fr.steps + 1} frames of {takes} takes")
+        label = f"sampling check, top-k {topk}, {takes} take{'s' if takes > 1 else ''}, cfg {cfg}, {n} frames"
+        bad = below_best if topk == 1 else below_kth
+        what = "draws not the argmax" if topk == 1 else "draws outside the top 50"
+        rows.append(Row(f"{label}: {what} (of {draws} checked)", bad, "draws", "0", ok=_ok(bad == 0)))
+        results[f"sampling_check_k{topk}_{takes}takes_cfg{cfg}"] = f"{bad} of {draws}"
+        announce(rows)
+    return rows
+
+
 def random_codec(dev, dtype):
     from .codec import FP32_PARAM_MARKERS, CodecConfig, HeartCodec
 
@@ -582,7 +618,7 @@ def print_table(rows: list[Row], dev, results: dict, stream=sys.stdout) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m heartmula.bench", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
-    p.add_argument("--what", default="generate,codec,song,load", help="generate,codec,song,load,transcribe,pipeline,heads,products")
+    p.add_argument("--what", default="generate,codec,song,load", help="generate,greedy,codec,song,load,transcribe,pipeline,heads,products")
     p.add_argument("--frames", type=int, default=512, help="frames per timed generation")
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--dtype", default="auto")
@@ -617,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "generate" in what or "song" in what:
         measured(bench_generate(dev, dtype, args.frames, args.takes, not args.no_graphs, results))
+    if "greedy" in what:
+        measured(bench_greedy(dev, dtype, args.frames, results))
     if "codec" in what or "song" in what:
         measured(bench_codec(dev, dtype, results))
     if "song" in what:

@@ -21,7 +21,7 @@ from . import kth
 from .device import synchronize, triton_kernels_available
 from .model import HeartMuLa
 from .prompt import GenConfig, Prompt
-from .sampling import draw, topk_threshold, vocab_keys
+from .sampling import draw, tally_draws, topk_threshold, vocab_keys
 
 SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress, cancel)
 BUCKET = 512  # attention reads cache positions in buckets of this many (see attention_length)
@@ -105,7 +105,7 @@ class StepBuffers:
     """Device buffers the loop reuses every frame (allocated by `setup`)."""
 
     def __init__(self, model: HeartMuLa, takes: int, guided: bool, compiled: bool = False,
-                 topk_cap: int | None = TOPK_CAP):
+                 topk_cap: int | None = TOPK_CAP, audit: bool = False):
         dev = model.codebook0_head.weight.device
         k = model.args.n_codebooks
         self.takes, self.guided, self.topk_cap = takes, guided, topk_cap
@@ -122,9 +122,12 @@ class StepBuffers:
         # Sampling is ~40 small integer and float ops; compiled it is a couple of kernels.
         # Where kth.py runs, the top-k threshold is its kernel between two compiled halves.
         self.kth_kernel = triton_kernels_available(dev)
+        # audit: every draw is also checked against the scores it came from (sampling.tally_draws)
+        self.tally = torch.zeros(3, dtype=torch.long, device=dev) if audit else None
         fn = (lambda f: torch.compile(f, dynamic=False, fullgraph=True)) if compiled else (lambda f: f)
-        if self.kth_kernel:
+        if self.kth_kernel or audit:
             self.scores, self.draw = fn(guided_scores), fn(draw_codes)
+            self.threshold = fn(topk_threshold)
         else:
             self.pick = fn(pick_codes)
 
@@ -168,11 +171,15 @@ def topk_cap_for(topk: int) -> int | None:
 
 
 def _pick(logits: torch.Tensor, buf: StepBuffers, counter: torch.Tensor) -> torch.Tensor:
-    if buf.kth_kernel:
-        scores = buf.scores(logits, buf.cfg_scale, buf.temperature, buf.guided)
-        return buf.draw(scores, kth.kth_largest(scores, buf.topk), buf.seeds, counter, buf.keys, buf.guided)
-    return buf.pick(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, counter, buf.keys, buf.guided,
-                    buf.topk_cap)
+    if not (buf.kth_kernel or buf.tally is not None):
+        return buf.pick(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, counter, buf.keys, buf.guided,
+                        buf.topk_cap)
+    scores = buf.scores(logits, buf.cfg_scale, buf.temperature, buf.guided)
+    kth_score = kth.kth_largest(scores, buf.topk) if buf.kth_kernel else buf.threshold(scores, buf.topk, buf.topk_cap)
+    codes = buf.draw(scores, kth_score, buf.seeds, counter, buf.keys, buf.guided)
+    if buf.tally is not None:
+        tally_draws(scores, kth_score, codes[: buf.takes], buf.tally)
+    return codes
 
 
 def depth_frame(model: HeartMuLa, last_h: torch.Tensor, buf: StepBuffers) -> torch.Tensor:

@@ -8,6 +8,8 @@ device graph, and the same seed gives the same song on every run.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 _M32 = 0xFFFFFFFF
@@ -35,12 +37,36 @@ def vocab_keys(vocab_size: int, device=None) -> torch.Tensor:
     return fmix32(_mul32(torch.arange(vocab_size, device=device, dtype=torch.int64), _GOLDEN))
 
 
+# The uniform takes the hash's top 23 bits m as (2m + 1) / 2**24: 2m + 1 < 2**24 is exact in
+# float32, so u lies in [2**-24, 1 - 2**-24] for every hash, never on 0 or 1. (With 24 bits,
+# m + 0.5 for m = 2**24 - 1 rounds to 2**24 in float32 and u == 1 made the noise +inf:
+# about one draw in 2,000 ignored its scores.)
+UNIFORM_BITS = 23
+# -log(u) is at least 2**-24 in exact arithmetic; the floor only guards approximate device
+# logarithms (fast-math log2 near 1), so the noise stays finite and bounded on every path.
+_MIN_EXP = 2.0**-30
+NOISE_MIN = -math.log(-math.log(2.0**-24))  # the noise of the smallest uniform, -2.81
+NOISE_MAX = -math.log(-math.log1p(-(2.0**-24)))  # of the largest, 16.64
+
+
+def row_hashes(seeds: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
+    """seeds [R] int64, counter [] or [1] int64 (unique per draw) -> [R] 32-bit row keys."""
+    return fmix32((seeds & _M32) ^ fmix32((seeds >> 32) ^ fmix32(counter.reshape(-1) + _GOLDEN)))
+
+
+def uniform_from_hash(h: torch.Tensor) -> torch.Tensor:
+    """32-bit hashes (int64) -> float32 uniforms strictly inside (0, 1)."""
+    return ((h >> (32 - UNIFORM_BITS)) * 2 + 1).float() * (2.0**-24)
+
+
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    return -torch.log((-torch.log(u)).clamp_min(_MIN_EXP))
+
+
 def gumbel_noise(seeds: torch.Tensor, counter: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    # seeds: [R] int64; counter: [] or [1] int64 (unique per draw); keys: [V] -> [R, V] float32
-    row = fmix32((seeds & _M32) ^ fmix32((seeds >> 32) ^ fmix32(counter.reshape(-1) + _GOLDEN)))
-    h = fmix32(row[:, None] ^ keys[None, :])
-    u = ((h >> 8).float() + 0.5) * (1.0 / (1 << 24))  # uniform in (0, 1), 24 bits
-    return -torch.log(-torch.log(u))
+    # seeds: [R] int64; counter: [] or [1] int64; keys: [V] -> [R, V] float32, finite
+    h = fmix32(row_hashes(seeds, counter)[:, None] ^ keys[None, :])
+    return gumbel_from_uniform(uniform_from_hash(h))
 
 
 def topk_threshold(scores: torch.Tensor, topk: torch.Tensor, topk_cap: int | None = None) -> torch.Tensor:
@@ -57,8 +83,23 @@ def topk_threshold(scores: torch.Tensor, topk: torch.Tensor, topk_cap: int | Non
 
 def draw(scores: torch.Tensor, kth: torch.Tensor, seeds: torch.Tensor, counter: torch.Tensor,
          keys: torch.Tensor) -> torch.Tensor:
-    """One code per row from softmax(scores) restricted to the scores >= kth [R, 1]."""
-    scores = scores.masked_fill(scores < kth, float("-inf"))
-    # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores).
-    return (scores + gumbel_noise(seeds, counter, keys)).argmax(dim=-1)
+    """One code per row from softmax(scores) restricted to the scores >= kth [R, 1] (entries
+    that tie the k-th score are kept, as Hugging Face's top-k keeps them).
 
+    The mask is applied after the noise is added, so no noise value, not +inf and not NaN,
+    can lift an entry below the threshold over a kept one."""
+    keep = scores >= kth  # False for NaN scores too
+    # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores).
+    noisy = torch.where(keep, scores + gumbel_noise(seeds, counter, keys), float("-inf"))
+    return noisy.argmax(dim=-1)
+
+
+def tally_draws(scores: torch.Tensor, kth: torch.Tensor, codes: torch.Tensor, tally: torch.Tensor) -> None:
+    """A check beside sampling, not part of it: adds to `tally` [3] int64 on the device the
+    number of draws, of draws scored below the k-th score (never allowed) and of draws scored
+    below the row's best (under top-k 1, a draw that is not the argmax). No host sync."""
+    # scores [R, V], kth [R, 1], codes [R]
+    picked = scores.gather(-1, codes[:, None])
+    tally[0] += codes.numel()
+    tally[1] += (~(picked >= kth)).sum()
+    tally[2] += (picked < scores.amax(dim=-1, keepdim=True)).sum()

@@ -88,6 +88,38 @@ print(json.dumps(dict(gemv=engine.mula.gemv and blocks, kth=engine._buffers.kth_
 """
 
 
+KTH_SAMPLING_CHECK = r"""
+import json, sys, torch
+from heartmula import kth
+from heartmula.generate import draw_codes, guided_scores
+from heartmula.sampling import vocab_keys
+triples = json.loads(sys.argv[1])
+V = 8197
+keys = vocab_keys(V)
+out = []
+g = torch.Generator().manual_seed(2)
+for i, (seed, counter, entry) in enumerate(triples):
+    guided = i % 2 == 1
+    rows = 4 if guided else 2
+    logits = torch.randn(rows, V, generator=g) * 3
+    logits[:, : 40] = logits[:, : 40].round()  # ties
+    for bump in (-100.0, 100.0):
+        logits[:, entry] = bump  # the extreme-hash entry: the worst score, then the best
+        seeds = torch.tensor([seed, (seed + 1) % 2**63])
+        for k in (1, 2, 50, 250):
+            for temp in (0.05, 1.0):
+                cfg, t = torch.tensor(1.5), torch.tensor(temp)
+                scores = guided_scores(logits, cfg, t, guided)
+                codes = draw_codes(scores, kth.kth_largest(scores, torch.tensor(k)), seeds, torch.tensor(counter), keys, guided)
+                picked = scores.gather(1, codes[:2, None])
+                ok = bool((picked >= scores.topk(k).values[:, -1:]).all())
+                if k == 1:
+                    ok = ok and bool((picked == scores.max(1, keepdim=True).values).all())
+                out.append(dict(seed=seed, counter=counter, entry=entry, k=k, temp=temp, ok=ok))
+print(json.dumps(out))
+"""
+
+
 def run_interpreted(code: str, *args: str) -> object:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), HEARTMULA_TRITON="1")
     p = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
@@ -116,6 +148,18 @@ def test_kth_largest_is_the_sorted_kth_and_sampling_draws_the_same_codes():
     checks = run_interpreted(KTH_CHECK)
     assert len(checks) == 64 + 8
     assert all(c.get("equal", c.get("same_codes")) for c in checks), [c for c in checks if not c.get("equal", c.get("same_codes"))]
+
+
+def test_kernel_threshold_draws_inside_the_topk_at_extreme_hashes():
+    """The Triton path (kth.py's threshold, then the draw) at the exact (seed, counter, entry)
+    triples whose hash is extreme, as test_sampling.py checks the torch path."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sampling import extreme_triples, natural_old_failures
+
+    triples = extreme_triples()[::3] + natural_old_failures(0, range(0, 4096))
+    checks = run_interpreted(KTH_SAMPLING_CHECK, json.dumps(triples))
+    assert len(checks) == len(triples) * 16
+    assert all(c["ok"] for c in checks), [c for c in checks if not c["ok"]][:5]
 
 
 def test_a_machine_where_triton_fails_falls_back_to_torch(monkeypatch, caplog):
