@@ -338,3 +338,32 @@ def test_draws_of_one_seed_over_counters_follow_softmax():
                                         torch.tensor(c), keys) for c in range(c0, c0 + 1000)])
         counts += torch.bincount(codes, minlength=V)
     assert chi_square_p(counts, expected_counts(LOGITS, 50, 1.0, 20_000)) > ALPHA
+
+
+# -- 5. the audit the benchmark runs at full size, here through the real frame loop ------------
+
+@pytest.mark.parametrize("topk,takes,cfg", [(1, 1, 1.5), (1, 3, 1.0), (50, 2, 1.5)])
+def test_every_draw_of_a_long_run_on_the_tiny_checkpoint_is_inside_the_topk(tiny_ckpt, mula_golden, topk, takes, cfg):
+    """The real checkpoint loading and frame loop with every draw tallied against its scores
+    (what `bench --what greedy` does on a GPU at full size): 0 draws outside the top k."""
+    from heartmula.checkpoint import load_heartmula
+    from heartmula.generate import GenerateOptions, StepBuffers, cache_length, generate_frames
+    from heartmula.prompt import GenConfig, build_prompt, load_tokenizer
+
+    meta, _ = mula_golden
+    model = load_heartmula(tiny_ckpt / "HeartMuLa-oss-tiny", torch.device("cpu"), torch.float32)
+    gen = GenConfig.from_file(tiny_ckpt / "gen_config.json")
+    prompt = build_prompt(load_tokenizer(tiny_ckpt / "tokenizer.json"), meta["lyrics"], meta["tags"], gen)
+    n = model.args.backbone.max_seq_len - len(prompt)  # every position the tiny backbone has
+    opts = GenerateOptions(max_audio_length_ms=n * 80, takes=takes, cfg_scale=cfg, topk=topk, seed=0, ignore_eos=True)
+    model.setup_caches(takes * (2 if opts.guided else 1), cache_length(len(prompt), n, model.args.backbone.max_seq_len))
+    buf = StepBuffers(model, takes, opts.guided, audit=True)
+    fr = generate_frames(model, prompt, gen, opts, buffers=buf)
+    draws, below_kth, below_best = buf.tally.tolist()
+    assert draws == n * takes * 8
+    assert below_kth == 0
+    if topk == 1:
+        assert below_best == 0
+    else:
+        assert below_best > 0  # top-k 50 does sample: the tally would see a bad draw
+    assert all(f.shape == (n, 8) for f in fr.frames)
