@@ -8,21 +8,21 @@ The public surface (the UI imports only these names):
 """
 
 from .engine import DeviceOutOfMemory, Engine, EngineConfig, GenerateResult, GenerationCancelled, load_engine
-from .generate import FramesResult, GenerateOptions, Progress
+from .mula.generate import FramesResult, GenerateOptions, Progress
 
 # The studio (ui/) imports these too; none of them imports gradio.
 from .audio import FRAME_MS, SAMPLE_RATE, AudioFileError, write_audio
 from .checkpoint import find_versions
-from .device import available_devices, device_choices
+from .accel.device import available_devices, device_choices
 from .doctor import run as run_doctor
-from .generate import MAX_SEED, MAX_TAKES
-from .history import History, Song
-from .lyrics import LyricCheck, check_lyrics
-from .presets import Preset, TranscribeSettings, delete_preset, load_preset, save_preset
-from .presets import load_all as load_presets
-from .presets import user_dir as preset_user_dir
-from .stats import LiveStats, device_utilization
-from .transcribe import RTF_LABEL, Transcriber, TranscriptionCancelled, TranscriptionResult, format_transcript
+from .mula.generate import MAX_SEED, MAX_TAKES
+from .library.history import History, Song
+from .asr.lyrics import LyricCheck, check_lyrics
+from .library.presets import Preset, TranscribeSettings, delete_preset, load_preset, save_preset
+from .library.presets import load_all as load_presets
+from .library.presets import user_dir as preset_user_dir
+from .library.stats import LiveStats, device_utilization
+from .asr.transcribe import RTF_LABEL, Transcriber, TranscriptionCancelled, TranscriptionResult, format_transcript
 
 __all__ = [
     "DeviceOutOfMemory",

@@ -54,7 +54,7 @@ def _add_device_args(p) -> None:
 
 
 def _add_generate(sub) -> None:
-    from .generate import GenerateOptions
+    from .mula.generate import GenerateOptions
 
     d = GenerateOptions()
     p = sub.add_parser("generate", help="lyrics + tags -> frames and a song")
@@ -83,8 +83,8 @@ def _add_generate(sub) -> None:
 def _options_from_args(args):
     from dataclasses import replace
 
-    from .generate import GenerateOptions
-    from .presets import load_preset
+    from .mula.generate import GenerateOptions
+    from .library.presets import load_preset
 
     opts = load_preset(args.preset).generate if args.preset else GenerateOptions()
     given = {f.name: getattr(args, f.name) for f in fields(GenerateOptions) if getattr(args, f.name, None) is not None}
@@ -93,7 +93,7 @@ def _options_from_args(args):
 
 def _generate(args) -> int:
     from .engine import GenerationCancelled, load_engine
-    from .songs import save_frames, save_take, take_paths
+    from .library.songs import save_frames, save_take, take_paths
 
     lyrics = read_text_arg(args.lyrics, "lyrics")
     tags = read_text_arg(args.tags, "tags")
@@ -154,9 +154,9 @@ def _queue(args) -> int:
     import json
 
     from .engine import load_engine
-    from .generate import GenerateOptions
+    from .mula.generate import GenerateOptions
     from .pipeline import SongRequest, run_queue
-    from .songs import save_take, take_paths
+    from .library.songs import save_take, take_paths
 
     try:
         specs = json.loads(Path(args.songs).read_text(encoding="utf-8"))
@@ -195,7 +195,7 @@ def _add_transcribe(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "transcribe":  # its own parser lives with it
-        from .transcribe import cli
+        from .asr.transcribe import cli
 
         return cli(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m heartmula", description=__doc__.splitlines()[0])
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_generate(sub)
     _add_queue(sub)
     _add_transcribe(sub)
-    from . import doctor, download
+    from . import doctor
+    from . import download
 
     doctor.add_parser(sub)
     download.add_parser(sub)

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import device as devices
-from . import gemv
+from .accel import device as devices
+from .accel import gemv
 from .engine import codec_codes
-from .generate import GenerateOptions, StepBuffers, cache_length, decode_frame, generate_frames, prefill
-from .model import FLAVORS, HeartMuLa, HeartMuLaArgs, LlamaArgs
-from .prompt import GenConfig, Prompt
+from .mula.generate import GenerateOptions, StepBuffers, cache_length, decode_frame, generate_frames, prefill
+from .mula.model import FLAVORS, HeartMuLa, HeartMuLaArgs, LlamaArgs
+from .mula.prompt import GenConfig, Prompt
 
 TARGETS = {
     "gen_fps_1take": 175.0,  # frames/s, 1 take, cfg 1.5
@@ -144,7 +144,8 @@ def random_prompt(n_rows: int, vocab: int, k: int = 8) -> Prompt:
 
 
 def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, results: dict) -> list[Row]:
-    from .graphs import GraphedStep, graphs_supported
+    from .accel.graphs import graphs_supported
+    from .mula.graphed_step import GraphedStep
 
     model = random_mula(dev, dtype)
     gen = GenConfig()
@@ -219,7 +220,8 @@ def bench_greedy(dev, dtype, frames: int, results: dict) -> list[Row]:
     """The sampling check at full size: every draw of a long run, replayed as it runs in the
     studio (graphs, kernels, compile), checked on the device against the scores it was drawn
     from (sampling.tally_draws). Top-k 1 must give the argmax; top-k 50, a code among the 50 best."""
-    from .graphs import GraphedStep, graphs_supported
+    from .accel.graphs import graphs_supported
+    from .mula.graphed_step import GraphedStep
 
     model = results.get("generate_model") or random_mula(dev, dtype)
     prompt = random_prompt(300, model.args.text_vocab_size)
@@ -249,7 +251,7 @@ def bench_greedy(dev, dtype, frames: int, results: dict) -> list[Row]:
 
 
 def random_codec(dev, dtype):
-    from .codec import FP32_PARAM_MARKERS, CodecConfig, HeartCodec
+    from .codec.decoder import FP32_PARAM_MARKERS, CodecConfig, HeartCodec
 
     torch.manual_seed(0)
     with torch.device(dev):
@@ -283,7 +285,8 @@ def bench_codec(dev, dtype, results: dict) -> list[Row]:
 
 def bench_song(dev, results: dict) -> list[Row]:
     """A 3-minute song end to end (frames + decode), load excluded, 1 take, cfg 1.5."""
-    from .graphs import GraphedStep, graphs_supported
+    from .accel.graphs import graphs_supported
+    from .mula.graphed_step import GraphedStep
 
     model, codec = results["generate_model"], results["codec"]
     prompt = random_prompt(300, model.args.text_vocab_size)
@@ -310,10 +313,11 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
 
     from safetensors.torch import save_file
 
-    from .checkpoint import load_heartmula, load_state_dict, weight_files
-    from .stream_load import CHUNK_BYTES as STREAM_CHUNK
-    from .stream_load import WORKERS as STREAM_WORKERS
-    from .stream_load import load_files
+    from .checkpoint import load_state_dict, weight_files
+    from .mula.load import load_heartmula
+    from .accel.stream_load import CHUNK_BYTES as STREAM_CHUNK
+    from .accel.stream_load import WORKERS as STREAM_WORKERS
+    from .accel.stream_load import load_files
 
     folder = folder or tempfile.mkdtemp(prefix="heartmula-bench-")
     if not os.path.exists(os.path.join(folder, "config.json")):
@@ -450,7 +454,7 @@ def bench_pipeline(dev, dtype, results: dict, songs: int = 4, seconds: float = 3
 
 def _graph_time(fn, calls: int) -> float:
     """Seconds per call of `fn`'s `calls` launches, captured as one CUDA graph (no launch gaps)."""
-    from .graphs import capture_graph
+    from .accel.graphs import capture_graph
 
     graph, _ = capture_graph(fn, warmup=1)
     return _time(graph.replay, torch.device("cuda"), reps=7) / calls
@@ -534,7 +538,7 @@ def bench_products(dev, dtype, results: dict, rows_in: int = 2) -> list[Row]:
 
 def _bench_kth(dev, rows_in: int) -> list[Row]:
     """kth.py's top-k threshold over the 8,197 codes, by (arity, warps)."""
-    from . import kth
+    from .accel import kth
 
     scores = [torch.randn(rows_in, 8197, device=dev) * 3 for _ in range(16)]
     k = torch.tensor(50, device=dev)

@@ -126,7 +126,7 @@ def load_state_dict(
     device = torch.device(device)
     files = weight_files(folder)
     if streamed if streamed is not None else device.type != "cpu":
-        from .stream_load import load_files
+        from .accel.stream_load import load_files
 
         try:
             return load_files(files, device, dtype)
@@ -164,27 +164,3 @@ def check_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], 
         problems.append(f"shape mismatches: {'; '.join(wrong[:10])}")
     if problems:
         raise CheckpointError(f"{where} does not match the model config: " + " | ".join(problems))
-
-
-def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                   fuse: bool = True):
-    """Build HeartMuLa on the meta device (no memory, no init), then adopt the
-    checkpoint's tensors as its parameters, already on `device` in `dtype`. With `fuse`,
-    q/k/v and w1/w3 are stacked for speed (the state dict then has other names)."""
-    from .model import HeartMuLa, HeartMuLaArgs
-
-    folder = Path(folder)
-    config_path = folder / "config.json"
-    try:
-        args = HeartMuLaArgs.from_config(read_json(config_path), where=str(config_path))
-    except ValueError as e:
-        raise CheckpointError(str(e)) from e
-    with torch.device("meta"):
-        model = HeartMuLa(args)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    state = load_state_dict(folder, device, dtype)
-    check_keys(state, expected, str(folder))
-    model.load_state_dict(state, assign=True, strict=True)
-    del state
-    model.eval().requires_grad_(False)
-    return model.fuse_projections() if fuse else model

@@ -91,8 +91,8 @@ def write_bundle(folder: Path) -> Path:
     """Write the whole demo checkpoint folder at `folder` (which must not exist)."""
     from safetensors.torch import save_file
 
-    from .codec import CodecConfig, HeartCodec
-    from .model import HeartMuLa, HeartMuLaArgs
+    from .codec.decoder import CodecConfig, HeartCodec
+    from .mula.model import HeartMuLa, HeartMuLaArgs
 
     mula_dir, codec_dir = folder / f"HeartMuLa-oss-{DEMO_VERSION}", folder / "HeartCodec-oss"
     mula_dir.mkdir(parents=True)

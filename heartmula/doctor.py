@@ -35,7 +35,7 @@ def _dir_size(path: Path) -> int:
 def _timed_matmul(dev) -> str:
     import torch
 
-    from .device import synchronize
+    from .accel.device import synchronize
 
     n = 1024 if dev.type == "cpu" else 4096
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
@@ -57,7 +57,7 @@ def run(model_path: str | Path = "./ckpt", matmul: bool = True) -> Report:
 
     import torch
 
-    from . import device as devices
+    from .accel import device as devices
     from .checkpoint import find_versions
 
     r = Report()

@@ -18,13 +18,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import device as devices
+from .accel import device as devices
 from .audio import FRAME_MS, SAMPLE_RATE
-from .checkpoint import CheckpointPaths, load_heartmula, resolve_paths
-from .graphs import GraphedStep, graphs_supported
-from .generate import (FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits,
-                       generate_frames, topk_cap_for)
-from .prompt import GenConfig, Prompt, build_prompt, load_tokenizer
+from .checkpoint import CheckpointPaths, resolve_paths
+from .mula.load import load_heartmula
+from .accel.graphs import graphs_supported
+from .mula.graphed_step import GraphedStep
+from .mula.generate import FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits, generate_frames
+from .mula.sampling import topk_cap_for
+from .mula.prompt import GenConfig, Prompt, build_prompt, load_tokenizer
 
 MAX_LYRICS_CHARS = 20_000
 MAX_TAGS_CHARS = 1_000
@@ -141,7 +143,7 @@ class Engine:
 
     def _ensure_codec(self):
         if self.codec is None:
-            from .codec import load_codec
+            from .codec.decoder import load_codec
 
             if not self.paths.codec.is_dir():
                 from .checkpoint import DOWNLOAD_HINT, CheckpointError
@@ -245,7 +247,7 @@ class Engine:
         """Decode silence of two windows the way a request decodes, so that the codec's
         compilation and its two Euler-solve graphs (first window, later windows) are made
         before the first song needs them."""
-        from .codec import WINDOW_FRAMES
+        from .codec.decoder import WINDOW_FRAMES
 
         opts = options or GenerateOptions()
         codes = np.zeros((8, WINDOW_FRAMES + 1), dtype=np.int64)

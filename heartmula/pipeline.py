@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .engine import Engine, GenerateResult, GenerationCancelled
-from .generate import GenerateOptions
+from .mula.generate import GenerateOptions
 
 
 @dataclass(frozen=True)

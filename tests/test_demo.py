@@ -38,7 +38,7 @@ def test_demo_bundle_makes_a_full_length_song(tmp_path):
     audio = result.audio[0]
     assert audio.shape == (2, 50 * 3840)
     assert 0.01 < float((audio**2).mean() ** 0.5) < 1.0
-    from heartmula.songs import save_take
+    from heartmula.library.songs import save_take
 
     path, side = save_take(result, 0, tmp_path / "song.flac")
     data, rate = sf.read(path)

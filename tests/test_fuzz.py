@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from heartmula.engine import MAX_LYRICS_CHARS, MAX_TAGS_CHARS, Engine, EngineConfig
-from heartmula.generate import GenerateOptions
-from heartmula.lyrics import Segment, format_lrc, format_srt
-from heartmula.presets import Preset, TranscribeSettings, load_preset, preset_from_dict
-from heartmula.prompt import build_prompt
-from heartmula.lyrics import one_line
+from heartmula.mula.generate import GenerateOptions
+from heartmula.asr.lyrics import Segment, format_lrc, format_srt
+from heartmula.library.presets import Preset, TranscribeSettings, load_preset, preset_from_dict
+from heartmula.mula.prompt import build_prompt
+from heartmula.asr.lyrics import one_line
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from heartmula import Engine, GenerateOptions
-from heartmula.checkpoint import load_heartmula
-from heartmula.generate import SYNC_EVERY, pick_codes
-from heartmula.prompt import GenConfig, build_prompt, load_tokenizer
-from heartmula.sampling import vocab_keys
+from heartmula.mula.load import load_heartmula
+from heartmula.mula.generate import SYNC_EVERY
+from heartmula.mula.prompt import GenConfig, build_prompt, load_tokenizer
+from heartmula.mula.sampling import pick_codes, vocab_keys
 
 CFG_UNUSED = torch.tensor(1.5)  # pick_codes without guidance ignores the cfg scale
 

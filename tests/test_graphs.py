@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from heartmula import Engine, GenerateOptions
-from heartmula.generate import attention_length, decode_frame, generate_frames, pick_codes
+from heartmula.mula.generate import attention_length, decode_frame, generate_frames
+from heartmula.mula.sampling import pick_codes
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_sampling_knobs_change_values_not_code():
 
 @pytest.mark.requires_cuda
 def test_graph_replay_makes_the_eager_frames_on_cuda(tiny_ckpt):
-    from heartmula.graphs import GraphedStep
+    from heartmula.mula.graphed_step import GraphedStep
 
     eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cuda", dtype="float32").load(codec=False)
     opts = GenerateOptions(max_audio_length_ms=150 * 80, seed=3, takes=2, ignore_eos=True)
@@ -108,7 +109,7 @@ def test_compiled_engine_on_cuda_makes_songs_and_stops(tmp_path):
 
 @pytest.mark.requires_cuda
 def test_matvec_on_cuda_matches_float32_products():
-    from heartmula import gemv
+    from heartmula.accel import gemv
 
     torch.manual_seed(0)
     for n, k in ((8197, 3072), (3072, 3072), (100, 72)):
@@ -122,7 +123,7 @@ def test_matvec_on_cuda_matches_float32_products():
 
 @pytest.mark.requires_cuda
 def test_kth_largest_on_cuda_is_the_sorted_kth():
-    from heartmula import kth
+    from heartmula.accel import kth
 
     torch.manual_seed(0)
     s = torch.randn(4, 8197, device="cuda") * 4
@@ -139,7 +140,7 @@ def test_codec_warm_up_decodes_on_cpu_without_graphs(tiny_ckpt):
 
 
 def test_codec_graphs_refuse_a_cpu_codec(tiny_ckpt):
-    from heartmula.codec import load_codec
+    from heartmula.codec.decoder import load_codec
 
     with pytest.raises(ValueError, match="codec graphs need a CUDA device; the codec is on cpu"):
         load_codec(tiny_ckpt / "HeartCodec-oss").use_graphs()
@@ -149,7 +150,7 @@ def test_codec_graphs_refuse_a_cpu_codec(tiny_ckpt):
 def test_codec_graphs_decode_the_audio_of_the_eager_solve(tiny_ckpt):
     """Graph replays of the Euler solve give the eager audio: first and later windows, one
     take and a batch whose takes end in different windows (the batch shrinks)."""
-    from heartmula.codec import WINDOW_FRAMES, load_codec
+    from heartmula.codec.decoder import WINDOW_FRAMES, load_codec
 
     codec = load_codec(tiny_ckpt / "HeartCodec-oss", "cuda")
     rng = np.random.default_rng(0)

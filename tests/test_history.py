@@ -1,4 +1,4 @@
-"""heartmula.history: songs on disk with sidecars, newest first, surviving restarts."""
+"""heartmula.library.history: songs on disk with sidecars, newest first, surviving restarts."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 KERNEL_CHECK = r"""
 import json, torch, torch.nn.functional as F
-from heartmula import gemv
+from heartmula.accel import gemv
 torch.manual_seed(0)
 out = []
 for dtype in (torch.float32, torch.bfloat16):
@@ -39,9 +39,8 @@ print(json.dumps(out))
 
 KTH_CHECK = r"""
 import json, torch
-from heartmula import kth
-from heartmula.generate import draw_codes, guided_scores, pick_codes
-from heartmula.sampling import vocab_keys
+from heartmula.accel import kth
+from heartmula.mula.sampling import draw_codes, guided_scores, pick_codes, vocab_keys
 g = torch.Generator().manual_seed(0)
 out = []
 for r, v in ((1, 5), (2, 8197), (3, 300), (4, 1000)):
@@ -90,9 +89,8 @@ print(json.dumps(dict(gemv=engine.mula.gemv and blocks, kth=engine._buffers.kth_
 
 KTH_SAMPLING_CHECK = r"""
 import json, sys, torch
-from heartmula import kth
-from heartmula.generate import draw_codes, guided_scores
-from heartmula.sampling import vocab_keys
+from heartmula.accel import kth
+from heartmula.mula.sampling import draw_codes, guided_scores, vocab_keys
 triples = json.loads(sys.argv[1])
 V = 8197
 keys = vocab_keys(V)
@@ -163,7 +161,7 @@ def test_kernel_threshold_draws_inside_the_topk_at_extreme_hashes():
 
 
 def test_a_machine_where_triton_fails_falls_back_to_torch(monkeypatch, caplog):
-    from heartmula import device, gemv
+    from heartmula.accel import device, gemv
 
     def broken(*args, **kwargs):
         raise RuntimeError("Failed to find C compiler")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from heartmula.lyrics import (Segment, align_words, check_lyrics, format_json, format_lrc, format_srt,
+from heartmula.asr.lyrics import (Segment, align_words, check_lyrics, format_json, format_lrc, format_srt,
                               format_text, lrc_timestamp, normalize_words, srt_timestamp)
 
 SEGMENTS = (

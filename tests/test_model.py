@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from heartmula.checkpoint import CheckpointError, load_heartmula, resolve_paths
-from heartmula.model import FLAVORS, HeartMuLa, HeartMuLaArgs
+from heartmula.checkpoint import CheckpointError, resolve_paths
+from heartmula.mula.load import load_heartmula
+from heartmula.mula.model import FLAVORS, HeartMuLa, HeartMuLaArgs
 
 
 def test_3b_state_dict_equals_official_manifest(golden_dir):

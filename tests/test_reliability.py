@@ -23,8 +23,8 @@ from heartmula import GenerateOptions, History, LiveStats, load_engine
 from heartmula.__main__ import main as cli_main
 from heartmula.audio import AudioFileError
 from heartmula.demo import ensure_demo_bundle
-from heartmula.presets import Preset, TranscribeSettings, delete_preset, load_all, save_preset
-from heartmula.transcribe import MAX_AUDIO_S, Transcriber, TranscriptionCancelled, _load_mono_16k
+from heartmula.library.presets import Preset, TranscribeSettings, delete_preset, load_all, save_preset
+from heartmula.asr.transcribe import MAX_AUDIO_S, Transcriber, TranscriptionCancelled, _load_mono_16k
 from ui.errors import user_errors
 from ui.handlers import generate as generate_h
 from ui.handlers import transcribe as transcribe_h
@@ -249,7 +249,7 @@ def test_oom_in_the_ui_is_a_clear_message_and_nothing_is_saved(studio, monkeypat
 
 
 def test_oom_in_the_cli_is_one_line(tiny_ckpt, tmp_path, capsys, monkeypatch):
-    from heartmula.model import Llama  # the backbone's class (the CLI builds its own engine)
+    from heartmula.mula.model import Llama  # the backbone's class (the CLI builds its own engine)
 
     fault = OOMOnce(Llama.forward)
     monkeypatch.setattr(Llama, "forward", lambda self, *a, **k: fault(self, *a, **k))

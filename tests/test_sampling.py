@@ -10,9 +10,8 @@ import math
 import pytest
 import torch
 
-from heartmula.generate import guided_scores, pick_codes, topk_cap_for
-from heartmula.sampling import (NOISE_MAX, NOISE_MIN, UNIFORM_BITS, draw, fmix32, gumbel_noise, row_hashes,
-                                topk_threshold, uniform_from_hash, vocab_keys)
+from heartmula.mula.sampling import (NOISE_MAX, NOISE_MIN, UNIFORM_BITS, draw, fmix32, guided_scores, gumbel_noise,
+                                     pick_codes, row_hashes, topk_cap_for, topk_threshold, uniform_from_hash, vocab_keys)
 
 V = 8197  # HeartMuLa's audio vocabulary
 M32 = 2**32 - 1
@@ -114,7 +113,7 @@ def test_uniform_is_strictly_inside_0_1_for_every_hash():
 
 
 def gumbel_noise_of_uniform(u: torch.Tensor) -> torch.Tensor:
-    from heartmula.sampling import gumbel_from_uniform
+    from heartmula.mula.sampling import gumbel_from_uniform
 
     return gumbel_from_uniform(u)
 
@@ -145,7 +144,7 @@ def test_the_noise_still_follows_the_gumbel_distribution():
 def test_masked_entries_lose_even_against_infinite_or_nan_noise(monkeypatch):
     """draw itself keeps the mask: a future noise that returns +inf or NaN still cannot pick
     an entry below the threshold."""
-    import heartmula.sampling as sampling
+    import heartmula.mula.sampling as sampling
 
     scores = torch.tensor([[5.0, 0.3, -1.0, 4.0, 2.0]]).repeat(3, 1)
     kth = torch.tensor([[4.0]]).repeat(3, 1)  # entries 0 and 3 are kept
@@ -346,9 +345,9 @@ def test_draws_of_one_seed_over_counters_follow_softmax():
 def test_every_draw_of_a_long_run_on_the_tiny_checkpoint_is_inside_the_topk(tiny_ckpt, mula_golden, topk, takes, cfg):
     """The real checkpoint loading and frame loop with every draw tallied against its scores
     (what `bench --what greedy` does on a GPU at full size): 0 draws outside the top k."""
-    from heartmula.checkpoint import load_heartmula
-    from heartmula.generate import GenerateOptions, StepBuffers, cache_length, generate_frames
-    from heartmula.prompt import GenConfig, build_prompt, load_tokenizer
+    from heartmula.mula.load import load_heartmula
+    from heartmula.mula.generate import GenerateOptions, StepBuffers, cache_length, generate_frames
+    from heartmula.mula.prompt import GenConfig, build_prompt, load_tokenizer
 
     meta, _ = mula_golden
     model = load_heartmula(tiny_ckpt / "HeartMuLa-oss-tiny", torch.device("cpu"), torch.float32)

@@ -1,4 +1,4 @@
-"""The streamed safetensors reader (heartmula/stream_load.py) against safetensors' own."""
+"""The streamed safetensors reader (heartmula/accel/stream_load.py) against safetensors' own."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from heartmula.checkpoint import CheckpointError, load_heartmula, load_state_dict, weight_files
-from heartmula.stream_load import load_files, plan_chunks, read_header
+from heartmula.checkpoint import CheckpointError, load_state_dict, weight_files
+from heartmula.mula.load import load_heartmula
+from heartmula.accel.stream_load import load_files, plan_chunks, read_header
 
 
 def _equal(a: dict, b: dict) -> None:

@@ -22,9 +22,9 @@ import soundfile as sf
 import torch
 
 from heartmula.audio import AudioFileError
-from heartmula.lyrics import check_lyrics
+from heartmula.asr.lyrics import check_lyrics
 from heartmula.audio import resample
-from heartmula.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionCancelled, cli,
+from heartmula.asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionCancelled, cli,
                                   format_transcript, plan_windows)
 
 SHORT_WER_BOUND = 0.25
@@ -248,7 +248,7 @@ def test_shell_srt_with_lyrics(short_wav, tmp_path, heartmula_cache, demo_whispe
     lyrics = tmp_path / "lyrics.txt"
     lyrics.write_text("[verse]\n" + "\n".join(SHORT_LYRICS) + "\n")
     out_path = tmp_path / "out.srt"
-    cmd = [sys.executable, "-c", "import sys; from heartmula.transcribe import cli; sys.exit(cli(sys.argv[1:]))",
+    cmd = [sys.executable, "-c", "import sys; from heartmula.asr.transcribe import cli; sys.exit(cli(sys.argv[1:]))",
            "--music-path", str(short_wav), "--format", "srt", "--save-path", str(out_path),
            "--lyrics", str(lyrics), "--batch-size", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -285,7 +285,7 @@ def test_windows_cover_the_audio_and_cut_in_pauses():
 
 
 def test_looping_text_is_detected():
-    from heartmula.transcribe import _is_looping
+    from heartmula.asr.transcribe import _is_looping
 
     assert _is_looping("team " * 40)
     assert not _is_looping("The rain is falling on the silver town, I walk alone and never turn around.")

@@ -16,7 +16,7 @@ import struct
 import pytest
 import torch
 
-from heartmula.whisper_convert import (ConversionError, bundled_ct2_dir, ct2_to_hf_state_dict, demo_model_dir,
+from heartmula.asr.whisper_convert import (ConversionError, bundled_ct2_dir, ct2_to_hf_state_dict, demo_model_dir,
                                        read_ct2_model)
 
 

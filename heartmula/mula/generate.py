@@ -16,16 +16,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .audio import FRAME_MS
-from . import kth
-from .device import synchronize, triton_kernels_available
+from ..audio import FRAME_MS
+from ..accel import kth
+from ..accel.device import synchronize, triton_kernels_available
 from .model import HeartMuLa
 from .prompt import GenConfig, Prompt
-from .sampling import draw, tally_draws, topk_threshold, vocab_keys
+from .sampling import TOPK_CAP, draw_codes, guided_scores, pick_codes, tally_draws, topk_cap_for, topk_threshold, vocab_keys
 
 SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress, cancel)
 BUCKET = 512  # attention reads cache positions in buckets of this many (see attention_length)
-TOPK_CAP = 256  # top-k up to this uses a partial top-k instead of sorting the whole vocabulary
 PROGRESS_MIN_INTERVAL_S = 0.25  # on_progress is called at most this often (and at the end)
 MAX_TAKES = 8
 MAX_SEED = 2**63 - 1
@@ -136,38 +135,6 @@ class StepBuffers:
         self.topk.fill_(min(int(opts.topk), self.keys.numel()))  # k beyond the vocabulary keeps all
         self.cfg_scale.fill_(float(opts.cfg_scale))
         self.seeds.copy_(torch.tensor(seeds, dtype=torch.long))
-
-
-def guided_scores(logits, cfg_scale, temperature, guided: bool):
-    """[rows, V] logits -> [takes, V] float32 scores: guidance applied, then the temperature.
-    Under guidance rows are [cond takes..., uncond takes...]."""
-    if guided:
-        n = logits.shape[0] // 2
-        logits = logits[n:] + (logits[:n] - logits[n:]) * cfg_scale
-    return logits.float() / temperature
-
-
-def draw_codes(scores, kth_score, seeds, counter, keys, guided: bool):
-    """One draw per take among its scores >= kth_score; under guidance both rows of a take
-    get it."""
-    codes = draw(scores, kth_score, seeds, counter, keys)
-    return codes.repeat(2) if guided else codes
-
-
-def pick_codes(logits, cfg_scale, temperature, topk, seeds, counter, keys, guided: bool, topk_cap: int | None = None):
-    """logits [rows, V] -> codes [rows], all in torch: one draw per take from
-    softmax(guided logits / temperature) restricted to its top k.
-
-    cfg_scale, temperature, topk, counter: 0-d device tensors (a slider move changes values,
-    never shapes, so a captured graph stays valid); seeds: [takes]. `topk_cap`, a static
-    bound on topk, lets a partial top-k replace the full sort."""
-    scores = guided_scores(logits, cfg_scale, temperature, guided)
-    return draw_codes(scores, topk_threshold(scores, topk, topk_cap), seeds, counter, keys, guided)
-
-
-def topk_cap_for(topk: int) -> int | None:
-    """The static top-k bound buffers are built for: TOPK_CAP, or None (a full sort) above it."""
-    return TOPK_CAP if topk <= TOPK_CAP else None
 
 
 def _pick(logits: torch.Tensor, buf: StepBuffers, counter: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,9 @@ def _probe_triton(device: torch.device) -> bool:
     own products and top-k with a warning instead of failing the first song."""
     import logging
 
-    from . import gemv, kth
+    from . import gemv
+
+    from . import kth
 
     try:
         x, w, s = (torch.randn(*shape, device=device) for shape in ((2, 64), (24, 64), (2, 100)))

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .audio import N_CHANNELS, N_CODEBOOKS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from .checkpoint import CheckpointError, check_keys, load_state_dict, read_json
-from .codec_dit import FP32_PARAM_MARKERS, DiT, DiTArgs
-from .scalar_codec import ScalarDecoder, ScalarDecoderArgs, fold_weight_norm
+from ..audio import N_CHANNELS, N_CODEBOOKS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..checkpoint import CheckpointError, check_keys, load_state_dict, read_json
+from .dit import FP32_PARAM_MARKERS, DiT, DiTArgs
+from .scalar import ScalarDecoder, ScalarDecoderArgs, fold_weight_norm
 
 # Windowing (reference `detokenize` with duration 29.76 s), in frames at 12.5 Hz.
 WINDOW_FRAMES = 372  # int(29.76 * 12.5)
@@ -281,7 +281,7 @@ class HeartCodec(nn.Module):
                schedule: tuple, guidance_scale: float) -> torch.Tensor:
         if self._graphs is None:
             return self._solve_euler(x0, incontext, n_incontext, mu, *schedule, guidance_scale)
-        from .graphs import capture_graph
+        from ..accel.graphs import capture_graph
 
         key = (tuple(x0.shape), tuple(mu.shape), n_incontext, len(schedule[2]), guidance_scale)
         with torch.cuda.device(self.device):

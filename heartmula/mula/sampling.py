@@ -13,6 +13,7 @@ import math
 import torch
 
 _M32 = 0xFFFFFFFF
+TOPK_CAP = 256  # top-k up to this uses a partial top-k instead of sorting the whole vocabulary
 _GOLDEN = 0x9E3779B9
 
 
@@ -93,6 +94,38 @@ def draw(scores: torch.Tensor, kth: torch.Tensor, seeds: torch.Tensor, counter: 
     noisy = torch.where(keep, scores + gumbel_noise(seeds, counter, keys), float("-inf"))
     return noisy.argmax(dim=-1)
 
+
+
+def guided_scores(logits, cfg_scale, temperature, guided: bool):
+    """[rows, V] logits -> [takes, V] float32 scores: guidance applied, then the temperature.
+    Under guidance rows are [cond takes..., uncond takes...]."""
+    if guided:
+        n = logits.shape[0] // 2
+        logits = logits[n:] + (logits[:n] - logits[n:]) * cfg_scale
+    return logits.float() / temperature
+
+
+def draw_codes(scores, kth_score, seeds, counter, keys, guided: bool):
+    """One draw per take among its scores >= kth_score; under guidance both rows of a take
+    get it."""
+    codes = draw(scores, kth_score, seeds, counter, keys)
+    return codes.repeat(2) if guided else codes
+
+
+def pick_codes(logits, cfg_scale, temperature, topk, seeds, counter, keys, guided: bool, topk_cap: int | None = None):
+    """logits [rows, V] -> codes [rows], all in torch: one draw per take from
+    softmax(guided logits / temperature) restricted to its top k.
+
+    cfg_scale, temperature, topk, counter: 0-d device tensors (a slider move changes values,
+    never shapes, so a captured graph stays valid); seeds: [takes]. `topk_cap`, a static
+    bound on topk, lets a partial top-k replace the full sort."""
+    scores = guided_scores(logits, cfg_scale, temperature, guided)
+    return draw_codes(scores, topk_threshold(scores, topk, topk_cap), seeds, counter, keys, guided)
+
+
+def topk_cap_for(topk: int) -> int | None:
+    """The static top-k bound buffers are built for: TOPK_CAP, or None (a full sort) above it."""
+    return TOPK_CAP if topk <= TOPK_CAP else None
 
 def tally_draws(scores: torch.Tensor, kth: torch.Tensor, codes: torch.Tensor, tally: torch.Tensor) -> None:
     """A check beside sampling, not part of it: adds to `tally` [3] int64 on the device the

@@ -13,8 +13,8 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from .audio import atomic_write_bytes
-from .generate import GenerateOptions
+from ..audio import atomic_write_bytes
+from ..mula.generate import GenerateOptions
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "presets"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,47}$")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import atomic_write_bytes, write_audio
+from ..audio import atomic_write_bytes, write_audio
 
 SIDECAR_VERSION = 1
 

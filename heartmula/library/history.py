@@ -2,7 +2,7 @@
 
 The folder (the studio's `--output-dir`, default ./outputs) is the database: each take is
 `<stem>.wav` (plus `<stem>.mp3` and `<stem>.flac` for download) and `<stem>.json`, the
-sidecar of `heartmula.songs.song_metadata`. Audio is written first and the sidecar last,
+sidecar of `heartmula.library.songs.song_metadata`. Audio is written first and the sidecar last,
 each atomically, so a listed sidecar always has its audio and a crash (or a stopped job,
 which never reaches saving) leaves nothing that lists. A sidecar that does not parse is
 skipped with a warning, never fatal. Nothing here knows about the UI.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .audio import WRITE_FORMATS, atomic_write_bytes, write_audio
+from ..audio import WRITE_FORMATS, atomic_write_bytes, write_audio
 from .songs import sidecar_path, song_metadata
 
 log = logging.getLogger(__name__)

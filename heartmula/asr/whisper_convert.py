@@ -395,7 +395,7 @@ def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike) 
         WhisperFeatureExtractor(feature_size=dims["num_mel_bins"]).save_pretrained(tmp)
         _build_tokenizer_files(ct2_dir, vocab, tmp)
         (tmp / "SOURCE.txt").write_text(
-            f"Converted by heartmula.whisper_convert from {ct2_dir} ({DEMO_PACKAGE}, MIT;\n"
+            f"Converted by heartmula.asr.whisper_convert from {ct2_dir} ({DEMO_PACKAGE}, MIT;\n"
             "weights from Systran/faster-whisper-tiny.en, itself from openai/whisper-tiny.en).\n",
             encoding="utf-8")
         missing = [f for f in HF_FILES if not (tmp / f).is_file()]

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import gemv
+from ..accel import gemv
 
 
 @dataclass(frozen=True)

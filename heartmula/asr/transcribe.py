@@ -35,10 +35,10 @@ from typing import Callable
 
 import numpy as np
 
-from heartmula.audio import AudioFileError, atomic_write_bytes, read_mono, resample, to_mono
-from heartmula.lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc, one_line,
+from ..audio import AudioFileError, atomic_write_bytes, read_mono, resample, to_mono
+from .lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc, one_line,
                               format_srt, format_text, join_segments)
-from heartmula.whisper_convert import DEMO_MODEL_NAME, demo_model_dir
+from .whisper_convert import DEMO_MODEL_NAME, demo_model_dir
 
 CHECKPOINT_DIR = "HeartTranscriptor-oss"  # sub-folder of --model-path, as in the official layout
 WHISPER_SAMPLE_RATE = 16_000  # Whisper's feature extractor rate, Hz
@@ -194,7 +194,7 @@ class Transcriber:
     """HeartTranscriptor (or the English-only demo transcriber), loaded on first use."""
 
     def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto"):
-        from heartmula.device import resolve_device
+        from ..accel.device import resolve_device
 
         self._folder, self.is_demo = resolve_model_folder(model_path)
         self.device = resolve_device(device)
@@ -233,7 +233,7 @@ class Transcriber:
 
     def unload(self) -> None:
         """Free the model's memory (host and device); the next transcribe() reloads it."""
-        from heartmula.device import empty_cache
+        from ..accel.device import empty_cache
 
         with self._lock:
             self._model = self._processor = None
@@ -245,7 +245,7 @@ class Transcriber:
         device out-of-memory becomes a RuntimeError that says what to change."""
         import traceback
 
-        from heartmula.device import empty_cache, is_out_of_memory
+        from ..accel.device import empty_cache, is_out_of_memory
 
         traceback.clear_frames(error.__traceback__)  # its frames hold the batch's tensors
         gc.collect()
@@ -295,7 +295,7 @@ class Transcriber:
         with self._lock:
             if should_stop is not None and should_stop():
                 raise TranscriptionCancelled("transcription stopped before it started")
-            from heartmula.device import synchronize
+            from ..accel.device import synchronize
 
             try:
                 self.load()
@@ -545,7 +545,7 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        from heartmula.device import is_out_of_memory
+        from ..accel.device import is_out_of_memory
 
         hint = " (out of memory: try a lower --batch-size or --device cpu)" \
             if is_out_of_memory(e) and not isinstance(e, TranscriptionOutOfMemory) else ""

@@ -1,0 +1,1 @@
+"""HeartCodec: frames of codes -> 48 kHz stereo audio. Never imports mula/."""

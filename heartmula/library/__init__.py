@@ -1,0 +1,1 @@
+"""What the studio keeps for a musician: songs and sidecars, History, presets, live stats."""

@@ -1,0 +1,1 @@
+"""HeartMuLa, the language model: lyrics and tags -> frames of codes."""
