@@ -16,7 +16,7 @@ from pathlib import Path
 from ..audio import atomic_write_bytes
 from ..mula.generate import GenerateOptions
 
-BUILTIN_DIR = Path(__file__).resolve().parents[1] / "presets"
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "presets"  # the repository's presets/
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,47}$")
 
 
