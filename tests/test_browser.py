@@ -82,7 +82,7 @@ def test_generate_shows_progress_and_plays(page, studio_app):
     before = len(studio_app.sidecars())  # the app is shared with the API tests
     page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
     pick(page, "gen-preset", "test-full")  # fills the length (4 s) from the preset
-    assert page.locator("#gen-duration input[type=number]").input_value() == "4"
+    assert page.locator("#gen-max_audio_length_ms input[type=number]").input_value() == "4"
     page.locator("#gen-generate").click()
     seen = watch(page, "#gen-status", ["✅", "❌"])
     assert any("Generating frames" in s and "frames/s" in s for s in seen) or any("Decoding" in s for s in seen), seen
@@ -100,7 +100,7 @@ def test_generate_shows_progress_and_plays(page, studio_app):
 def test_stop_returns_to_idle_and_saves_nothing(page, studio_app):
     before = studio_app.sidecars()
     page.get_by_text("Advanced").click()
-    set_number(page, "#gen-duration input[type=number]", 14)
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", 14)
     takes = page.get_by_label("number input for Takes")
     takes.fill("8")
     takes.press("Enter")
@@ -115,7 +115,7 @@ def test_stop_returns_to_idle_and_saves_nothing(page, studio_app):
     assert studio_app.sidecars() == before
     takes.fill("1")
     takes.press("Enter")
-    set_number(page, "#gen-duration input[type=number]", 4)
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", 4)
 
 
 def test_transcribe_upload(page, speak, tmp_path):
@@ -135,7 +135,7 @@ def test_transcribe_upload(page, speak, tmp_path):
 def test_preset_saved_in_settings_appears_elsewhere(page, studio_app):
     tab(page, "Settings")
     # the sliders show the selected preset (balanced) from the first paint on
-    assert page.locator("#set-max_audio_length_ms input[type=number]").input_value() == "120000"
+    assert page.locator("#set-max_audio_length_ms input[type=number]").input_value() == "120"  # seconds
     assert page.locator("#set-cfg_scale input[type=number]").input_value() == "1.5"
     page.locator("#set-new-name").get_by_role("textbox").fill("browser preset")
     page.locator("#set-save").click()

@@ -193,7 +193,7 @@ def test_cli_bad_values_exit_2(capsys, short_wav, tmp_path, heartmula_cache):
         (["--batch-size", "many"], "invalid int value"),
         (["--chunk-length-s", "60"], "chunk_length_s"),
         (["--format", "doc"], "invalid choice"),
-        (["--device", "tpu"], "invalid choice"),
+        (["--device", "tpu"], "'tpu' is not a device name"),
         (["--lyrics", "[verse] [chorus]"], "no words"),
         (["--lyrics", str(tmp_path / "missing-lyrics.txt")], "no such file"),
         (["--model-path", str(tmp_path / "no-such-ckpt")], "no such folder"),
