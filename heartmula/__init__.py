@@ -18,11 +18,13 @@ from .doctor import run as run_doctor
 from .mula.generate import MAX_SEED, MAX_TAKES
 from .library.history import History, Song
 from .asr.lyrics import LyricCheck, check_lyrics
-from .library.presets import Preset, TranscribeSettings, delete_preset, load_preset, save_preset
+from .library.presets import DEFAULT_PRESET, Preset, delete_preset, load_preset, save_preset
 from .library.presets import load_all as load_presets
 from .library.presets import user_dir as preset_user_dir
 from .library.stats import LiveStats, device_utilization
-from .asr.transcribe import RTF_LABEL, Transcriber, TranscriptionCancelled, TranscriptionResult, format_transcript
+from .asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionCancelled, TranscriptionResult,
+                             format_transcript)
+from .options import Option, from_shown_values, help_text, options_of, shown_name, shown_values
 
 __all__ = [
     "DeviceOutOfMemory",
@@ -36,8 +38,8 @@ __all__ = [
     "load_engine",
     # studio helpers
     "FRAME_MS", "SAMPLE_RATE", "write_audio", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices", "device_choices",
-    "run_doctor", "History", "Song", "LyricCheck", "check_lyrics", "Preset", "TranscribeSettings",
+    "run_doctor", "History", "Song", "LyricCheck", "check_lyrics", "Preset", "DEFAULT_PRESET",
     "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
     "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",
-    "format_transcript",
+    "format_transcript", "TranscribeOptions", "Option", "options_of", "from_shown_values", "shown_values", "help_text", "shown_name",
 ]

@@ -1,7 +1,8 @@
-"""Command line: python -m heartmula {generate,transcribe,doctor,download} ...
+"""Command line: python -m heartmula {generate,queue,transcribe,doctor,download} ...
 
-Flags carry the names of `GenerateOptions` fields. Bad input prints one line on stderr
-and exits with status 2; nothing the user asked for is half-written.
+Option flags are built from the option declarations (heartmula/options.py): each carries
+its field's name, help and range. Bad input prints one line on stderr and exits with
+status 2; nothing the user asked for is half-written.
 """
 
 from __future__ import annotations
@@ -11,20 +12,58 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import fields
 from pathlib import Path
 
 EXIT_USAGE = 2
 
 
-def read_text_arg(value: str, what: str) -> str:
-    """A flag that takes text or the path of a UTF-8 text file holding it."""
-    if len(value) < 4096 and os.path.isfile(value):
-        try:
-            return Path(value).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"{what} file {value} could not be read as UTF-8 text ({e})") from e
+TEXT_FILE_SUFFIXES = (".txt", ".lrc", ".md")
+
+
+def read_text_arg(value: str, flag: str) -> str:
+    """A flag that takes text, the path of a UTF-8 text file holding it, or - for standard input.
+
+    A value that looks like a file name (one line, no spaces, ending in .txt/.lrc/.md or with a
+    path separator) but names no file is a mistake, not lyrics: it is refused, naming the file."""
+    if value == "-":
+        return sys.stdin.read()
+    one_line = "\n" not in value and len(value) < 4096
+    path = Path(value).expanduser() if one_line else None
+    try:
+        if path is not None and path.is_file():
+            return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{flag} {value}: cannot read it as UTF-8 text ({e})") from e
+    looks_like_path = one_line and not any(c.isspace() for c in value.strip()) and (
+        value.lower().endswith(TEXT_FILE_SUFFIXES) or os.sep in value or "/" in value)
+    if looks_like_path:
+        raise ValueError(f"{flag} {value}: no such file (give an existing file, the text itself, or - for standard input)")
     return value
+
+
+def add_option_flags(p: argparse.ArgumentParser, cls) -> None:
+    """One flag per declared option of `cls`, named after the field (--max-audio-length-ms), in
+    the stored unit. Defaults are None, so a preset underneath keeps what no flag sets."""
+    from .options import help_text, options_of
+
+    defaults = cls()
+    for name, opt in options_of(cls).items():
+        flag = "--" + name.replace("_", "-")
+        text = help_text(name, opt, getattr(defaults, name))
+        if opt.kind is bool:
+            p.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            p.add_argument(flag, type=opt.kind, default=None, metavar=name.upper(), help=text)
+
+
+def options_from_args(args, cls, base=None):
+    """`base` (or the defaults) with every option flag that was given."""
+    from dataclasses import replace
+
+    from .options import options_of
+
+    given = {name: getattr(args, name) for name in options_of(cls) if getattr(args, name, None) is not None}
+    return replace(base if base is not None else cls(), **given)
 
 
 class ProgressBar:
@@ -47,33 +86,27 @@ class ProgressBar:
         self.stream.flush()
 
 
+DEVICE_HELP = "auto, cpu, cuda[:N], xpu[:N] or mps"
+
+
 def _add_device_args(p) -> None:
     p.add_argument("--device", "--mula-device", dest="device", default="auto",
-                   help="the language model's device: auto, cpu, cuda, xpu or mps (with :index)")
+                   help=f"the language model's device: {DEVICE_HELP}")
     p.add_argument("--codec-device", default=None, help="put the codec on another device (default: the same)")
 
 
 def _add_generate(sub) -> None:
     from .mula.generate import GenerateOptions
 
-    d = GenerateOptions()
     p = sub.add_parser("generate", help="lyrics + tags -> frames and a song")
     p.add_argument("--model-path", default="./ckpt", help="checkpoint folder (official layout)")
     p.add_argument("--version", default="3B", help="HeartMuLa version: the X of HeartMuLa-oss-X")
-    p.add_argument("--lyrics", required=True, help="lyrics text, or a file holding them")
-    p.add_argument("--tags", required=True, help="comma-separated style tags, or a file holding them")
+    p.add_argument("--lyrics", required=True, help="lyrics text, a file holding them, or - for standard input")
+    p.add_argument("--tags", required=True, help="comma-separated style tags, a file holding them, or -")
     p.add_argument("--save-path", help="write the song here (.mp3, .wav or .flac) with a .json sidecar")
     p.add_argument("--save-frames", help="write the codes as int64 .npy [takes, frames, 8]")
     p.add_argument("--preset", help="a preset name from presets/ or a YAML file; flags override it")
-    p.add_argument("--max-audio-length-ms", type=int, default=None, help=f"default {d.max_audio_length_ms}")
-    p.add_argument("--cfg-scale", type=float, default=None, help=f"default {d.cfg_scale}")
-    p.add_argument("--temperature", type=float, default=None, help=f"default {d.temperature}")
-    p.add_argument("--topk", type=int, default=None, help=f"default {d.topk}")
-    p.add_argument("--seed", type=int, default=None, help="default: a fresh random seed (printed)")
-    p.add_argument("--takes", type=int, default=None, help=f"default {d.takes}")
-    p.add_argument("--ignore-eos", action="store_true", default=None, help="run to the full length")
-    p.add_argument("--codec-steps", type=int, default=None, help=f"default {d.codec_steps}")
-    p.add_argument("--codec-guidance-scale", type=float, default=None, help=f"default {d.codec_guidance_scale}")
+    add_option_flags(p, GenerateOptions)
     _add_device_args(p)
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--lazy-load", action="store_true", help="free each model right after use")
@@ -81,22 +114,18 @@ def _add_generate(sub) -> None:
 
 
 def _options_from_args(args):
-    from dataclasses import replace
-
-    from .mula.generate import GenerateOptions
     from .library.presets import load_preset
+    from .mula.generate import GenerateOptions
 
-    opts = load_preset(args.preset).generate if args.preset else GenerateOptions()
-    given = {f.name: getattr(args, f.name) for f in fields(GenerateOptions) if getattr(args, f.name, None) is not None}
-    return replace(opts, **given)
+    return options_from_args(args, GenerateOptions, load_preset(args.preset).generate if args.preset else None)
 
 
 def _generate(args) -> int:
     from .engine import GenerationCancelled, load_engine
     from .library.songs import save_frames, save_take, take_paths
 
-    lyrics = read_text_arg(args.lyrics, "lyrics")
-    tags = read_text_arg(args.tags, "tags")
+    lyrics = read_text_arg(args.lyrics, "--lyrics")
+    tags = read_text_arg(args.tags, "--tags")
     opts = _options_from_args(args)
     if args.save_path:
         from .audio import WRITE_FORMATS
@@ -155,6 +184,7 @@ def _queue(args) -> int:
 
     from .engine import load_engine
     from .mula.generate import GenerateOptions
+    from .options import options_of
     from .pipeline import SongRequest, run_queue
     from .library.songs import save_take, take_paths
 
@@ -164,7 +194,7 @@ def _queue(args) -> int:
         raise ValueError(f"--songs {args.songs}: not a readable JSON file ({e})") from e
     if not isinstance(specs, list) or not specs or not all(isinstance(x, dict) for x in specs):
         raise ValueError(f"--songs {args.songs}: expected a non-empty JSON list of objects")
-    option_names = {f.name for f in fields(GenerateOptions)}
+    option_names = set(options_of(GenerateOptions))
     requests = []
     for i, spec in enumerate(specs):
         unknown = set(spec) - option_names - {"lyrics", "tags"}
@@ -188,18 +218,103 @@ def _queue(args) -> int:
 
 
 def _add_transcribe(sub) -> None:
-    p = sub.add_parser("transcribe", help="a track -> lyrics with timestamps", add_help=False)
-    p.set_defaults(func=None)
+    from .asr.lyrics import FORMATS
+    from .asr.transcribe import CHECKPOINT_DIR, TranscribeOptions
+    from .asr.whisper_convert import DEMO_MODEL_NAME
+
+    p = sub.add_parser(
+        "transcribe", help="a track -> lyrics with timestamps",
+        description="Transcribe the lyrics of a song, with timings; optionally check them against "
+                    "the lyrics you wrote (word error rate).",
+        epilog="The transcript goes to stdout (or --save-path); timing, the real-time factor and the "
+               "lyric check go to stderr. Exit status 2 means bad input.")
+    p.add_argument("--music-path", required=True, help="audio file: WAV, FLAC, MP3 or OGG")
+    p.add_argument("--model-path", default=None,
+                   help=f"checkpoint folder holding {CHECKPOINT_DIR}/; without it, {DEMO_MODEL_NAME}")
+    add_option_flags(p, TranscribeOptions)
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="output format (default: from --save-path's suffix, else txt)")
+    p.add_argument("--save-path", default=None, help="write the transcript to this file")
+    p.add_argument("--lyrics", default=None,
+                   help="intended lyrics (a file, the text, or -) to compute the word error rate")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.set_defaults(func=_transcribe)
+
+
+def _transcribe(args) -> int:
+    from .accel.device import is_out_of_memory
+    from .asr.lyrics import FORMATS, check_lyrics
+    from .asr.transcribe import RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionOutOfMemory, format_transcript
+    from .audio import atomic_write_bytes
+
+    fmt = args.format
+    save_path = Path(args.save_path).expanduser() if args.save_path else None
+    if fmt is None:
+        suffix = save_path.suffix.lower().lstrip(".") if save_path else ""
+        fmt = suffix if suffix in FORMATS else "txt"
+    if save_path is not None and save_path.is_dir():
+        raise ValueError(f"--save-path {save_path}: is a folder; give a file name such as {save_path / f'lyrics.{fmt}'}")
+    # Everything cheap is checked before a model loads.
+    options = options_from_args(args, TranscribeOptions)
+    lyrics = read_text_arg(args.lyrics, "--lyrics") if args.lyrics is not None else None
+    if lyrics is not None:
+        check_lyrics(lyrics, "")  # raises if the lyrics hold no words
+    transcriber = Transcriber(args.model_path, device=args.device)
+    _quiet_transformers()
+    try:  # the file is read and checked before the model loads
+        result = transcriber.transcribe(Path(args.music_path).expanduser(), options)
+    except RuntimeError as e:
+        if is_out_of_memory(e) and not isinstance(e, TranscriptionOutOfMemory):
+            raise RuntimeError(f"{e} (out of memory: try a lower --batch-size or --device cpu)") from e
+        raise
+    output = format_transcript(result, fmt)
+    if save_path is not None:
+        try:
+            atomic_write_bytes(save_path, output.encode("utf-8"))
+        except OSError as e:
+            raise ValueError(f"--save-path {save_path}: cannot write ({e.strerror or e})") from e
+        print(result.text)
+    else:
+        sys.stdout.write(output)
+    note = f" [{result.model_name}]" if result.is_demo else ""
+    print(f"audio {result.duration_s:.2f} s, transcribed in {result.elapsed_s:.2f} s on {transcriber.device}, "
+          f"{RTF_LABEL}: {result.real_time_factor:.3f}{note}", file=sys.stderr)
+    if save_path is not None:
+        print(f"saved {fmt} to {save_path}", file=sys.stderr)
+    if lyrics is not None:
+        check = check_lyrics(lyrics, result.text)
+        print(f"word error rate: {check.word_error_rate:.1%} ({check.substitutions} substituted, "
+              f"{check.deletions} missing, {check.insertions} extra, of {check.n_intended} intended words)",
+              file=sys.stderr)
+        print(f"word diff (= same, - intended but not heard, + heard but not intended):\n{check.diff()}",
+              file=sys.stderr)
+    return 0
+
+
+def _quiet_transformers() -> None:
+    # transformers' Whisper generate() warns about its own internal argument passing on every
+    # call; the CLI's users cannot act on that, so keep stderr for our own messages.
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line and exit status 2 (through main)."""
+
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "transcribe":  # its own parser lives with it
-        from .asr.transcribe import cli
-
-        return cli(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m heartmula", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m heartmula", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_generate(sub)
     _add_queue(sub)
     _add_transcribe(sub)
@@ -208,7 +323,13 @@ def main(argv: list[str] | None = None) -> int:
 
     doctor.add_parser(sub)
     download.add_parser(sub)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
     return run_guarded(args.func, args)
 
 
@@ -219,6 +340,9 @@ def run_guarded(func, *args) -> int:
 
     try:
         return int(func(*args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except (ValueError, CheckpointError, AudioFileError, FileNotFoundError, PermissionError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -227,7 +351,8 @@ def run_guarded(func, *args) -> int:
         return 1
     except RuntimeError as e:
         print(f"\nerror: {e}", file=sys.stderr)
-        return 1
+        # An unusable --device is the user's choice (bad input); other setup failures are not.
+        return EXIT_USAGE if "was asked for" in str(e) else 1
 
 
 if __name__ == "__main__":

@@ -19,13 +19,19 @@ def client(studio_app):
 def test_named_endpoints(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert {"/generate", "/transcribe", "/compare"} <= set(api["named_endpoints"])
-    params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert len(params) == 9  # lyrics, tags, length, preset, cfg, temperature, top-k, seed, takes (no state)
+    params = {ep: [p["parameter_name"] for p in api["named_endpoints"][ep]["parameters"]]
+              for ep in ("/generate", "/transcribe", "/compare")}
+    assert params["/generate"] == ["lyrics", "tags", "preset", "max_audio_length_s", "cfg_scale", "temperature", "topk",
+                                   "seed", "takes", "ignore_eos", "codec_steps", "codec_guidance_scale"]
+    assert params["/transcribe"] == ["audio", "batch_size", "chunk_length_s", "language"]
+    assert params["/compare"] == ["names", "lyrics", "tags", "max_audio_length_s", "seed"]
+    assert not any(p.startswith("param_") for ps in params.values() for p in ps)
 
 
 def test_generate_endpoint(client, studio_app):
     before = len(studio_app.sidecars())
-    out = client.predict(LYRICS, "rock, guitar", 2, "test-full", 1.5, 1.0, 50, 77, 2, api_name="/generate")
+    out = client.predict(lyrics=LYRICS, tags="rock, guitar", preset="test-full", max_audio_length_s=2, seed="77",
+                         takes=2, ignore_eos=True, codec_steps=2, api_name="/generate")
     status, audios = out[0], out[1:9]
     assert "2 take(s)" in status and "seed 77" in status
     played = [a["value"] for a in audios if isinstance(a, dict) and a.get("visible") and a.get("value")]
@@ -42,12 +48,13 @@ def test_generate_endpoint_bad_input(client, studio_app):
     from gradio_client.exceptions import AppError
 
     before = len(studio_app.sidecars())
+    short = dict(preset="test-full", max_audio_length_s=2, seed="1", codec_steps=2, api_name="/generate")
     with pytest.raises(AppError, match="maximum value 5.0"):  # the slider's own range check
-        client.predict(LYRICS, "rock", 2, "test-full", 1.5, 99.0, 50, 1, 1, api_name="/generate")
+        client.predict(lyrics=LYRICS, tags="rock", **{**short, "temperature": 99.0})
     with pytest.raises(AppError, match="shorten the lyrics or the length"):  # the tiny model holds ~15 s
-        client.predict(LYRICS, "rock", 60, "test-full", 1.5, 1.0, 50, 1, 1, api_name="/generate")
+        client.predict(lyrics=LYRICS, tags="rock", **{**short, "max_audio_length_s": 60})
     with pytest.raises(AppError, match="lyrics are empty"):
-        client.predict("  ", "rock", 2, "test-full", 1.5, 1.0, 50, 1, 1, api_name="/generate")
+        client.predict(lyrics="  ", tags="rock", **short)
     assert len(studio_app.sidecars()) == before
 
 
@@ -55,7 +62,8 @@ def test_transcribe_endpoint(client, speak, tmp_path):
     from gradio_client import handle_file
 
     clip = speak(["the quick brown fox", "jumps over the lazy dog"], tmp_path / "fox.wav")
-    text, segments, files, speed = client.predict(handle_file(str(clip)), 8, 30, "", api_name="/transcribe")
+    text, segments, files, speed = client.predict(audio=handle_file(str(clip)), batch_size=8, chunk_length_s=30,
+                                                  api_name="/transcribe")
     assert "fox" in text.lower() and "lazy" in text.lower(), text
     assert segments["data"] and len(segments["data"][0]) == 3
     assert sorted(p.rsplit(".", 1)[1] for p in files) == ["lrc", "srt", "txt"]

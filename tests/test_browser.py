@@ -1,7 +1,8 @@
 """The studio in a real Chromium (Playwright) against app.py on the tiny checkpoint.
 
-The tests share one app and one page and run in file order (later ones use what earlier
-ones made). Screenshots of every tab go to /tmp/studio_<tab>.png.
+Each test gets a fresh page and makes what it needs, so the tests pass in any order and
+alone; every wait is on the page's state (an element's text, value or enabled state),
+never a fixed sleep. Screenshots of every tab go to /tmp/studio_<tab>.png.
 """
 
 from __future__ import annotations
@@ -19,45 +20,64 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def page(studio_app):
+def browser(studio_app):
     import shutil
 
     sync_api = pytest.importorskip("playwright.sync_api")
     if shutil.which(CHROMIUM) is None:
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+        pytest.fail("Debian chromium is not installed (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
+        b = p.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(30_000)
-        pg.goto(studio_app.url)
-        pg.wait_for_selector("#gen-generate")
-        yield pg
-        browser.close()
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, studio_app):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(30_000)
+    pg.goto(studio_app.url)
+    wait_idle(pg)
+    yield pg
+    pg.close()
+
+
+def expect(locator):
+    from playwright.sync_api import expect as _expect
+
+    return _expect(locator)
+
+
+def wait_idle(page):
+    """The first paint is done (presets filled in) and no job runs: Generate is enabled."""
+    expect(page.locator("#gen-preset input")).not_to_have_value("", timeout=30_000)
+    expect(page.locator("#gen-generate")).to_be_enabled(timeout=120_000)
 
 
 def tab(page, name):
     page.get_by_role("tab", name=name).click()
-    time.sleep(0.3)
+    expect(page.get_by_role("tab", name=name)).to_have_attribute("aria-selected", "true")
 
 
 def pick(page, elem_id, option):
     page.locator(f"#{elem_id} input").click()
     page.get_by_role("option", name=option, exact=True).click()
-    time.sleep(0.5)
+    expect(page.locator(f"#{elem_id} input")).to_have_value(option)
 
 
 def set_number(page, selector, value):
     box = page.locator(selector)
     box.fill(str(value))
     box.press("Enter")
-    time.sleep(0.3)
+    expect(box).to_have_value(str(value))
 
 
 def watch(page, selector, until, timeout_s=180):
-    """Every text the element shows until one contains `until` (fails on timeout)."""
+    """Every text the element shows until one contains `until` (fails on timeout): a wait on
+    the element's state that also keeps what it showed on the way."""
     seen, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = page.locator(selector).inner_text()
@@ -65,8 +85,22 @@ def watch(page, selector, until, timeout_s=180):
             seen.append(text)
         if any(u in text for u in ([until] if isinstance(until, str) else until)):
             return seen
-        time.sleep(0.1)
+        page.wait_for_timeout(100)  # the poll's interval, not a guess at how long anything takes
     pytest.fail(f"{selector} never showed {until!r}; it showed {seen[-5:]}")
+
+
+def generate_song(page, seconds=2):
+    """One song through the Generate tab; returns the status lines it showed."""
+    tab(page, "Generate")
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    pick(page, "gen-preset", "test-full")
+    length = page.locator("#gen-max_audio_length_ms input[type=number]")
+    expect(length).to_have_value("4")  # the preset's values have arrived; now this run's length
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", seconds)
+    page.locator("#gen-generate").click()
+    seen = watch(page, "#gen-status", ["✅", "❌"])
+    expect(page.locator("#gen-generate")).to_be_enabled()  # the run's last step has restored the buttons
+    return seen
 
 
 def test_page_loads(page):
@@ -82,9 +116,10 @@ def test_generate_shows_progress_and_plays(page, studio_app):
     before = len(studio_app.sidecars())  # the app is shared with the API tests
     page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
     pick(page, "gen-preset", "test-full")  # fills the length (4 s) from the preset
-    assert page.locator("#gen-duration input[type=number]").input_value() == "4"
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("4")
     page.locator("#gen-generate").click()
     seen = watch(page, "#gen-status", ["✅", "❌"])
+    expect(page.locator("#gen-generate")).to_be_enabled()
     assert any("Generating frames" in s and "frames/s" in s for s in seen) or any("Decoding" in s for s in seen), seen
     assert "✅" in seen[-1], seen[-1]
     href = page.locator("#gen-take-1 a.download-link").first.get_attribute("href")
@@ -99,8 +134,9 @@ def test_generate_shows_progress_and_plays(page, studio_app):
 
 def test_stop_returns_to_idle_and_saves_nothing(page, studio_app):
     before = studio_app.sidecars()
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
     page.get_by_text("Advanced").click()
-    set_number(page, "#gen-duration input[type=number]", 14)
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", 14)
     takes = page.get_by_label("number input for Takes")
     takes.fill("8")
     takes.press("Enter")
@@ -109,13 +145,9 @@ def test_stop_returns_to_idle_and_saves_nothing(page, studio_app):
     page.locator("#gen-stop").click()
     seen = watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
     assert "Stopped" in seen[-1], seen
-    page.wait_for_function("!document.querySelector('#gen-generate').disabled", timeout=30_000)
+    expect(page.locator("#gen-generate")).to_be_enabled()  # the job has ended: it saves nothing later
     assert page.locator("#gen-stop").is_disabled()
-    time.sleep(1)
     assert studio_app.sidecars() == before
-    takes.fill("1")
-    takes.press("Enter")
-    set_number(page, "#gen-duration input[type=number]", 4)
 
 
 def test_transcribe_upload(page, speak, tmp_path):
@@ -135,7 +167,7 @@ def test_transcribe_upload(page, speak, tmp_path):
 def test_preset_saved_in_settings_appears_elsewhere(page, studio_app):
     tab(page, "Settings")
     # the sliders show the selected preset (balanced) from the first paint on
-    assert page.locator("#set-max_audio_length_ms input[type=number]").input_value() == "120000"
+    assert page.locator("#set-max_audio_length_ms input[type=number]").input_value() == "120"  # seconds
     assert page.locator("#set-cfg_scale input[type=number]").input_value() == "1.5"
     page.locator("#set-new-name").get_by_role("textbox").fill("browser preset")
     page.locator("#set-save").click()
@@ -179,20 +211,20 @@ def test_live_stats_and_doctor(page):
 def test_screenshots_of_every_tab(page):
     for name in ("Generate", "History", "Transcribe", "Compare", "Settings"):
         tab(page, name)
-        time.sleep(1.5)
         page.screenshot(path=f"/tmp/studio_{name.lower()}.png", full_page=True)
 
 
 def test_history_survives_restart(page, studio_app):
-    tab(page, "History")
-    page.locator("#hist-refresh").click()
-    time.sleep(1)
+    if not studio_app.sidecars():
+        generate_song(page)
     first = studio_app.sidecars()[0].stem
     n_songs = len(studio_app.sidecars())
-    assert first in page.locator("#hist-table").inner_text()
+    tab(page, "History")
+    page.locator("#hist-refresh").click()
+    page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('{first}')")
     studio_app.restart()
     page.goto(studio_app.url)
-    page.wait_for_selector("#gen-generate")
+    wait_idle(page)
     tab(page, "History")
     page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('{first}')")
     assert f"{n_songs} song(s)" in page.locator("#hist-status").inner_text()

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from heartmula.engine import MAX_LYRICS_CHARS, MAX_TAGS_CHARS, Engine, EngineConfig
 from heartmula.mula.generate import GenerateOptions
 from heartmula.asr.lyrics import Segment, format_lrc, format_srt
-from heartmula.library.presets import Preset, TranscribeSettings, load_preset, preset_from_dict
+from heartmula.asr.transcribe import TranscribeOptions
+from heartmula.library.presets import Preset, load_preset, preset_from_dict
 from heartmula.mula.prompt import build_prompt
 from heartmula.asr.lyrics import one_line
 
@@ -76,13 +77,20 @@ def test_over_long_prompts_name_the_limit(prompt_engine, extra):
 
 
 def test_build_prompt_function_directly(prompt_engine):
-    p = build_prompt(prompt_engine.tokenizer, "hello", "pop", prompt_engine.gen)
-    assert len(p) == p.muq_idx + 1 + (len(p) - p.muq_idx - 1) and len(p) > 4
+    """Rows: the tags' ids (bos ... eos), the empty reference-audio row, the lyrics' ids (bos ... eos)."""
+    tok, gen = prompt_engine.tokenizer, prompt_engine.gen
+    p = build_prompt(tok, "Hello", "Pop", gen)
+    text = p.tokens[:, -1].tolist()
+    tags, lyrics = text[: p.muq_idx], text[p.muq_idx + 1:]
+    assert tags[0] == lyrics[0] == gen.text_bos_id and tags[-1] == lyrics[-1] == gen.text_eos_id
+    assert tok.decode(tags, skip_special_tokens=True) == "<tag>pop</tag>"
+    assert tok.decode(lyrics, skip_special_tokens=True) == "hello"
+    assert text[p.muq_idx] == gen.empty_id and not p.tokens[:, :-1].any() and p.mask[:, -1].all()
 
 
 # ----- presets ---------------------------------------------------------------------------------
 GEN_KEYS = [f.name for f in fields(GenerateOptions)]
-TR_KEYS = [f.name for f in fields(TranscribeSettings)]
+TR_KEYS = [f.name for f in fields(TranscribeOptions)]
 scalars = (st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True)
            | st.text(max_size=20))
 values = scalars | st.lists(scalars, max_size=3) | st.dictionaries(st.text(max_size=5), scalars, max_size=2)
@@ -91,7 +99,7 @@ keys = st.sampled_from(GEN_KEYS + TR_KEYS + ["description"]) | st.text(max_size=
 
 def _valid(preset: Preset) -> None:
     GenerateOptions(**asdict(preset.generate))  # re-checks every range
-    TranscribeSettings(**asdict(preset.transcribe))
+    TranscribeOptions(**asdict(preset.transcribe))
     assert isinstance(preset.description, str)
 
 

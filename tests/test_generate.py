@@ -134,7 +134,9 @@ def test_progress_reports_are_bounded_and_ordered(engine):
     ("temperature", 0.0, "temperature"),
     ("max_audio_length_ms", 10, "max_audio_length_ms=10"),
     ("seed", -1, "seed=-1"),
-    ("topk", 2.5, "topk must be a int"),
+    ("topk", 2.5, "topk must be a whole number"),
+    ("cfg_scale", float("nan"), "cfg_scale must be a finite number"),
+    ("ignore_eos", 1, "ignore_eos must be true or false"),
 ])
 def test_option_validation(field, value, match):
     with pytest.raises(ValueError, match=match):

@@ -23,7 +23,8 @@ from heartmula import GenerateOptions, History, LiveStats, load_engine
 from heartmula.__main__ import main as cli_main
 from heartmula.audio import AudioFileError
 from heartmula.demo import ensure_demo_bundle
-from heartmula.library.presets import Preset, TranscribeSettings, delete_preset, load_all, save_preset
+from heartmula.asr.transcribe import TranscribeOptions
+from heartmula.library.presets import Preset, delete_preset, load_all, save_preset
 from heartmula.asr.transcribe import MAX_AUDIO_S, Transcriber, TranscriptionCancelled, _load_mono_16k
 from ui.errors import user_errors
 from ui.handlers import generate as generate_h
@@ -176,7 +177,7 @@ def test_bad_files_are_refused_clearly(bad_files, studio, name, words):
     with pytest.raises(gr.Error) as e:  # the Transcribe tab: the same message, before any model loads
         run(transcribe_h.transcribe, studio, Session(), str(bad_files / name), 8, 30, "")
     assert words in str(e.value) and "Traceback" not in str(e.value)
-    assert studio._transcriber is None or not studio._transcriber.loaded
+    assert not studio.transcriber_loaded
 
 
 def test_odd_but_valid_files_are_handled(bad_files):
@@ -267,9 +268,9 @@ def test_oom_while_transcribing_frees_and_the_next_works(demo_transcriber, monke
     model = demo_transcriber._model
     monkeypatch.setattr(model, "generate", OOMOnce(model.generate))
     with pytest.raises(RuntimeError, match="lower batch size, a shorter chunk length, or unload") as e:
-        demo_transcriber.transcribe(clip, sample_rate=rate, batch_size=4)
+        demo_transcriber.transcribe(clip, TranscribeOptions(batch_size=4), sample_rate=rate)
     assert isinstance(e.value.__cause__, torch.OutOfMemoryError)
-    result = demo_transcriber.transcribe(clip, sample_rate=rate, batch_size=4)
+    result = demo_transcriber.transcribe(clip, TranscribeOptions(batch_size=4), sample_rate=rate)
     assert result.duration_s == pytest.approx(2.0)
 
 
@@ -421,12 +422,12 @@ def test_full_disk_in_the_ui_and_cli(studio, tiny_ckpt, tmp_path, monkeypatch, c
 def test_full_disk_while_saving_a_preset_keeps_the_old_one(tmp_path, monkeypatch):
     import heartmula.audio as audio
 
-    preset = Preset("mine", GenerateOptions(temperature=0.7), TranscribeSettings(), "first")
+    preset = Preset("mine", GenerateOptions(temperature=0.7), TranscribeOptions(), "first")
     path = save_preset(preset, tmp_path)
     before = path.read_bytes()
     monkeypatch.setattr(audio.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
     with pytest.raises(RuntimeError, match="could not save preset 'mine'.*No space left"):
-        save_preset(Preset("mine", GenerateOptions(temperature=0.9), TranscribeSettings(), "second"), tmp_path)
+        save_preset(Preset("mine", GenerateOptions(temperature=0.9), TranscribeOptions(), "second"), tmp_path)
     assert path.read_bytes() == before and files_in(tmp_path) == ["mine.yaml"]
 
 

@@ -236,7 +236,8 @@ def test_outputs_are_served(studio_app):
     from gradio_client import Client
 
     client = Client(studio_app.url, verbose=False)
-    out = client.predict("[verse]\nhi\n", "pop", 1, "test-full", 1.5, 1.0, 50, 5, 1, api_name="/generate")
+    out = client.predict(lyrics="[verse]\nhi\n", tags="pop", preset="test-full", max_audio_length_s=1, seed="5",
+                         codec_steps=2, api_name="/generate")
     song = next(p for p in studio_app.output_dir.glob("*.wav"))
     assert "1 take(s)" in out[0]
     r = httpx.get(studio_app.url + "gradio_api/file=" + str(song))

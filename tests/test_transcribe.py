@@ -24,7 +24,8 @@ import torch
 from heartmula.audio import AudioFileError
 from heartmula.asr.lyrics import check_lyrics
 from heartmula.audio import resample
-from heartmula.asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionCancelled, cli,
+from heartmula.__main__ import main as cli_main
+from heartmula.asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionCancelled,
                                   format_transcript, plan_windows)
 
 SHORT_WER_BOUND = 0.25
@@ -54,7 +55,7 @@ def long_wav(speak, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def short_result(demo_transcriber, short_wav):
-    return demo_transcriber.transcribe(short_wav, language="en")
+    return demo_transcriber.transcribe(short_wav, TranscribeOptions(language="en"))
 
 
 def _assert_segments_ordered(result):
@@ -95,7 +96,7 @@ def test_long_clip_is_chunked_batched_and_keeps_word_order(demo_transcriber, lon
     hook = encoder.register_forward_pre_hook(lambda module, args, kwargs: batch_sizes.append(
         (args[0] if args else kwargs["input_features"]).shape[0]), with_kwargs=True)
     try:
-        result = demo_transcriber.transcribe(long_wav, batch_size=3, chunk_length_s=12.0)
+        result = demo_transcriber.transcribe(long_wav, TranscribeOptions(batch_size=3, chunk_length_s=12.0))
     finally:
         hook.remove()
     assert 40 <= result.duration_s <= 50
@@ -162,7 +163,7 @@ def test_bad_files_raise_clear_errors(demo_transcriber, bad_files):
 
 
 def _run_cli(capsys, *argv):
-    code = cli(list(argv))
+    code = cli_main(["transcribe", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -176,9 +177,9 @@ def test_cli_bad_files_exit_2_with_one_line(capsys, bad_files, heartmula_cache):
 
 
 def test_options_are_checked():
-    with pytest.raises(ValueError, match="batch_size must be an integer from 1"):
+    with pytest.raises(ValueError, match="batch_size=0 is out of range; allowed: 1 to 64"):
         TranscribeOptions(batch_size=0)
-    with pytest.raises(ValueError, match="chunk_length_s must be .* from 5 to 30"):
+    with pytest.raises(ValueError, match="chunk_length_s=45 is out of range; allowed: 5.0 to 30.0 s"):
         TranscribeOptions(chunk_length_s=45)
     with pytest.raises(ValueError, match="language"):
         TranscribeOptions(language=" ")
@@ -192,7 +193,7 @@ def test_cli_bad_values_exit_2(capsys, short_wav, tmp_path, heartmula_cache):
         (["--batch-size", "many"], "invalid int value"),
         (["--chunk-length-s", "60"], "chunk_length_s"),
         (["--format", "doc"], "invalid choice"),
-        (["--device", "tpu"], "invalid choice"),
+        (["--device", "tpu"], "'tpu' is not a device name"),
         (["--lyrics", "[verse] [chorus]"], "no words"),
         (["--lyrics", str(tmp_path / "missing-lyrics.txt")], "no such file"),
         (["--model-path", str(tmp_path / "no-such-ckpt")], "no such folder"),
@@ -248,7 +249,7 @@ def test_shell_srt_with_lyrics(short_wav, tmp_path, heartmula_cache, demo_whispe
     lyrics = tmp_path / "lyrics.txt"
     lyrics.write_text("[verse]\n" + "\n".join(SHORT_LYRICS) + "\n")
     out_path = tmp_path / "out.srt"
-    cmd = [sys.executable, "-c", "import sys; from heartmula.asr.transcribe import cli; sys.exit(cli(sys.argv[1:]))",
+    cmd = [sys.executable, "-c", "import sys; from heartmula.__main__ import main; sys.exit(main(['transcribe', *sys.argv[1:]]))",
            "--music-path", str(short_wav), "--format", "srt", "--save-path", str(out_path),
            "--lyrics", str(lyrics), "--batch-size", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

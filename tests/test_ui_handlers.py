@@ -35,8 +35,8 @@ def engine(tiny_ckpt):
 def home(tmp_path, monkeypatch):
     """User presets go to a temporary HEARTMULA_HOME, with one preset that never stops early."""
     monkeypatch.setenv("HEARTMULA_HOME", str(tmp_path / "home"))
-    values = dict(max_audio_length_ms=1600, cfg_scale=1.5, temperature=1.0, topk=50, takes=1, ignore_eos=True,
-                  codec_steps=2, codec_guidance_scale=1.25, batch_size=4, chunk_length_s=30)
+    values = dict(max_audio_length_ms=1.6, cfg_scale=1.5, temperature=1.0, topk=50, takes=1, ignore_eos=True,
+                  codec_steps=2, codec_guidance_scale=1.25, batch_size=4, chunk_length_s=30)  # as shown: seconds
     settings.save(None, "test-full", "runs to the maximum length",
                   *[values[name] for name in settings.PRESET_FIELDS])
     return tmp_path / "home"
@@ -54,7 +54,16 @@ def run(fn, *args):
 
 
 def gen_args(studio, session, *, duration_s=1.6, preset="test-full", seed=11, takes=1, lyrics=LYRICS, cfg=1.5):
-    return (studio, session, lyrics, "pop, piano", duration_s, preset, cfg, 1.0, 50, seed, takes)
+    """The Generate tab's inputs: its option controls as they show values (length in seconds)."""
+    shown = dict(max_audio_length_ms=duration_s, cfg_scale=cfg, temperature=1.0, topk=50,
+                 seed="" if seed is None else str(seed), takes=takes, ignore_eos=True, codec_steps=2,
+                 codec_guidance_scale=1.25)
+    return (studio, session, lyrics, "pop, piano", preset, *[shown[n] for n in generate.GEN_NAMES])
+
+
+def gen_values(out: dict) -> dict:
+    """A handler's values for the Generate tab's option controls, by option name."""
+    return dict(zip(generate.GEN_NAMES, out["options"]))
 
 
 # ----- structure ---------------------------------------------------------------------------------
@@ -104,7 +113,7 @@ def test_generate_progress_then_takes_saved(studio):
 def test_bad_input_is_a_clear_message(studio):
     cases = [
         (dict(lyrics="   "), "lyrics are empty"),
-        (dict(duration_s=0), "duration"),
+        (dict(duration_s=0), "max_audio_length_s=0 is out of range; allowed: 0.08 to 600 s"),
         (dict(cfg=0.2), "cfg_scale"),
         (dict(takes=9), "takes"),
     ]
@@ -144,16 +153,21 @@ def test_stop_ends_the_job_and_leaves_no_history(studio):
 
 
 def test_presets_tags_and_seed():
-    values = generate.apply_preset("speed")
-    assert values["duration_s"] == 60 and values["cfg_scale"] == 1.5 and "Fastest" in values["preset_info"]
+    out = generate.apply_preset("speed")
+    values = gen_values(out)
+    assert values["max_audio_length_ms"] == 60 and values["cfg_scale"] == 1.5 and "Fastest" in out["preset_info"]
+    assert values["seed"] == gr.update()  # a preset tunes; it leaves the seed alone
     with pytest.raises(gr.Error, match="no preset"):
         user_errors(generate.apply_preset)("nope")
     assert generate.add_tag("pop", "piano") == {"tags": "pop, piano", "picker": None}
     assert generate.add_tag("pop, piano", "Piano")["tags"] == "pop, piano"
     assert generate.add_tag("", "rock")["tags"] == "rock"
-    assert 0 <= generate.random_seed() < 2**31
-    opts = generate.build_options("quality", 3, 2.0, 0.9, 40, -1, 2)
+    assert 0 <= int(generate.random_seed()) < 2**31
+    opts = generate.build_options("quality", 3, 2.0, 0.9, 40, "-1", 2, False, 20, 1.25)
     assert opts.seed is None and opts.codec_steps == 20 and opts.max_audio_length_ms == 3000 and opts.takes == 2
+    exact = generate.build_options("quality", 3, 2.0, 0.9, 40, "123456789012345678", 2, False, 20, 1.25)
+    assert exact.seed == 123456789012345678  # text, never a float on the way
+    assert generate.build_options(None, 0.08, 1.0, 1.0, 8192, "9223372036854775807", 1, True, 1, 1.0).seed == 2**63 - 1
 
 
 # ----- History -----------------------------------------------------------------------------------
@@ -167,8 +181,9 @@ def test_history_refresh_select_reuse_delete(studio):
     picked = history.select(studio, newest)
     assert Path(picked["player"]).suffix == ".wav" and picked["details"]["seed"] == 6
     reuse = history.reuse(studio, newest)
-    assert reuse["seed"] == 6 and reuse["cfg_scale"] == 2.5 and reuse["lyrics"] == LYRICS
-    assert reuse["duration_s"] == pytest.approx(1.6)
+    values = gen_values(reuse)
+    assert values["seed"] == "6" and values["cfg_scale"] == 2.5 and reuse["lyrics"] == LYRICS
+    assert values["max_audio_length_ms"] == pytest.approx(1.6) and values["codec_steps"] == 2
     after = user_errors(history.delete)(studio, newest)
     assert [row[3] for row in after["table"]] == [5] and after["player"] is None
     assert History(studio.history.folder).list()[0].seed == 5  # a fresh History agrees
@@ -212,7 +227,7 @@ def test_settings_presets_save_validate_delete(studio, home):
     out = user_errors(settings.save)(studio, "my sketch", "mine", *row)
     assert "my sketch" in out["generate_preset"]["choices"] and "my sketch" in out["compare_presets"]["choices"]
     assert (home / "presets" / "my sketch.yaml").is_file()
-    assert generate.apply_preset("my sketch")["cfg_scale"] == 2.0
+    assert gen_values(generate.apply_preset("my sketch"))["cfg_scale"] == 2.0
     # saving selects the new preset; the note that selection shows still says where it is
     assert f"saved to `{home / 'presets' / 'my sketch.yaml'}`" in settings.preset_values("my sketch")["preset_note"]
     bad = dict(zip(settings.PRESET_FIELDS, row), cfg_scale=0.5)

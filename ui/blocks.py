@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from heartmula import Engine, History, load_presets
+from heartmula import DEFAULT_PRESET, Engine, History, load_presets
 
 from . import wiring
 from .studio import Studio
@@ -34,7 +34,7 @@ def build_ui(engine: Engine, *, output_dir: str | Path = "./outputs", demo: bool
                               model_roots=tuple(Path(r) for r in model_roots))
     c = engine.config
     presets = list(load_presets()[0])
-    default = "balanced" if "balanced" in presets else presets[0]
+    default = DEFAULT_PRESET if DEFAULT_PRESET in presets else presets[0]
     with gr.Blocks(title="HeartMuLa Studio") as blocks:
         gr.Markdown(header(studio), elem_id="studio-header")
         with gr.Tabs(selected="generate") as tabs:

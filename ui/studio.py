@@ -30,6 +30,7 @@ class Studio:
     # folder of the server). Empty: the folder holding the model the studio started with.
     model_roots: tuple[Path, ...] = ()
     _transcriber: Transcriber | None = None
+    _transcriber_root: str | None = None  # the model folder _transcriber was made for
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
@@ -52,12 +53,22 @@ class Studio:
         """The transcriber for the current model folder, created on first use."""
         with self._lock:
             root = self.engine.config.model_path
-            if self._transcriber is None or getattr(self, "_transcriber_root", None) != root:
+            if self._transcriber is None or self._transcriber_root != root:
                 if self._transcriber is not None:
                     self._transcriber.unload()
                 self._transcriber = Transcriber(model_path=root, device=self.engine.config.device)
                 self._transcriber_root = root
             return self._transcriber
+
+    def unload_transcriber(self) -> None:
+        """Free the transcriber's model (it loads again on its next use)."""
+        with self._lock:
+            if self._transcriber is not None:
+                self._transcriber.unload()
+
+    @property
+    def transcriber_loaded(self) -> bool:
+        return self._transcriber is not None and self._transcriber.loaded
 
     def replace_engine(self, engine: Engine) -> None:
         with self._lock:

@@ -13,6 +13,8 @@ from functools import partial
 
 import gradio as gr
 
+from heartmula import DEFAULT_PRESET, GenerateOptions, TranscribeOptions, options_of, shown_name
+
 from .errors import user_errors
 from .handlers import common
 from .handlers import compare as compare_h
@@ -46,8 +48,10 @@ def _convert(targets: dict, values: dict | None) -> dict:
     return out
 
 
-def _named(fn, targets: dict):
-    """fn returning {name: value} -> a gradio function returning {component: value}."""
+def _named(fn, targets: dict, api_names: list[str] | None = None):
+    """fn returning {name: value} -> a gradio function returning {component: value}.
+    `api_names`: the names its inputs carry in the API (gradio reads them off the signature),
+    where fn takes them as *values."""
     fn = user_errors(fn)
     if inspect.isgeneratorfunction(fn):
         def wrapper(*args):
@@ -57,6 +61,8 @@ def _named(fn, targets: dict):
         def wrapper(*args):
             return _convert(targets, fn(*args))
     wrapper.__name__ = getattr(fn, "__name__", "handler")
+    wrapper.__signature__ = inspect.signature(fn) if api_names is None else inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in api_names])
     return wrapper
 
 
@@ -73,19 +79,21 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
 
     # ----- Generate ------------------------------------------------------------------------------
     gen_run = {"run_btn": gen.generate_btn, "stop_btn": gen.stop_btn, "status": gen.status}
-    gen_controls = {"duration_s": gen.duration_s, "cfg_scale": gen.cfg_scale, "temperature": gen.temperature,
-                    "topk": gen.topk, "preset_info": gen.preset_info}
+    gen_option_list = [gen.options[n] for n in generate_h.GEN_NAMES]
+    tr_option_list = [tr.options[n] for n in generate_h.TR_NAMES]
+    gen_controls = {"options": gen_option_list, "preset_info": gen.preset_info}
     _on(gen.preset.input, generate_h.apply_preset, [gen.preset], gen_controls, **QUICK)
     for picker in gen.pickers:
         _on(picker.input, generate_h.add_tag, [gen.tags, picker], {"tags": gen.tags, "picker": picker}, **QUICK)
-    gen.dice.click(generate_h.random_seed, outputs=[gen.seed], **QUICK)
-    gen_inputs = [gen.session, gen.lyrics, gen.tags, gen.duration_s, gen.preset, gen.cfg_scale, gen.temperature,
-                  gen.topk, gen.seed, gen.takes]
+    gen.dice.click(generate_h.random_seed, outputs=[gen.options["seed"]], **QUICK)
+    gen_inputs = [gen.session, gen.lyrics, gen.tags, gen.preset, *gen_option_list]
+    gen_api = ["session", "lyrics", "tags", "preset"] + [shown_name(n, o) for n, o in
+                                                         options_of(GenerateOptions).items()]
     gen_outputs = {"status": gen.status, "audios": gen.audios, "downloads": gen.downloads,
                    "metadata": gen.metadata, "check_take": gen.check_take, "check_result": gen.check_result}
     (
         _on(gen.generate_btn.click, common.start, [gen.session], gen_run, **QUICK)
-        .then(_named(partial(generate_h.generate, studio), gen_outputs), inputs=gen_inputs,
+        .then(_named(partial(generate_h.generate, studio), gen_outputs, gen_api), inputs=gen_inputs,
               outputs=_flatten(gen_outputs), api_name="generate", concurrency_id=ENGINE,
               show_progress="minimal", show_progress_on=[gen.status])
         .then(_named(common.finish, gen_run), outputs=_flatten(gen_run), **QUICK)
@@ -94,7 +102,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     )
     _on(gen.stop_btn.click, common.stop, [gen.session], gen_run, **QUICK)
     _on(gen.check_btn.click, partial(generate_h.check_take, studio),
-        [gen.session, gen.check_take, gen.lyrics, tr.batch_size, tr.chunk_length_s],
+        [gen.session, gen.check_take, gen.lyrics, *tr_option_list],
         {"check_result": gen.check_result}, concurrency_id=ENGINE, show_progress="minimal")
 
     # ----- History -------------------------------------------------------------------------------
@@ -103,19 +111,17 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(hist.delete_btn.click, partial(history_h.delete, studio), [hist.song],
         {**history_targets, **hist_select_targets}, **QUICK)
     _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song],
-        {"lyrics": gen.lyrics, "tags": gen.tags, "seed": gen.seed, "duration_s": gen.duration_s,
-         "cfg_scale": gen.cfg_scale, "temperature": gen.temperature, "topk": gen.topk, "takes": gen.takes,
-         "tabs": tabs}, **QUICK)
+        {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs}, **QUICK)
 
     # ----- Transcribe ----------------------------------------------------------------------------
     tr_run = {"run_btn": tr.run_btn, "stop_btn": tr.stop_btn, "status": tr.speed}
     tr_outputs = {"text": tr.text, "segments": tr.segments, "downloads": tr.downloads, "speed": tr.speed}
-    _on(tr.preset.input, transcribe_h.preset_settings, [tr.preset],
-        {"batch_size": tr.batch_size, "chunk_length_s": tr.chunk_length_s}, **QUICK)
+    _on(tr.preset.input, transcribe_h.preset_settings, [tr.preset], {"options": tr_option_list}, **QUICK)
+    tr_api = ["session", "audio"] + [shown_name(n, o) for n, o in options_of(TranscribeOptions).items()]
     (
         _on(tr.run_btn.click, common.start, [tr.session], tr_run, **QUICK)
-        .then(_named(partial(transcribe_h.transcribe, studio), tr_outputs),
-              inputs=[tr.session, tr.audio, tr.batch_size, tr.chunk_length_s, tr.language],
+        .then(_named(partial(transcribe_h.transcribe, studio), tr_outputs, tr_api),
+              inputs=[tr.session, tr.audio, *tr_option_list],
               outputs=_flatten(tr_outputs), api_name="transcribe", concurrency_id=ENGINE,
               show_progress="minimal", show_progress_on=[tr.speed])
         .then(_named(common.finish, tr_run), outputs=_flatten(tr_run), **QUICK)
@@ -128,7 +134,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     (
         _on(cmp.run_btn.click, common.start, [cmp.session], cmp_run, **QUICK)
         .then(_named(partial(compare_h.compare, studio), cmp_outputs),
-              inputs=[cmp.session, cmp.presets, cmp.lyrics, cmp.tags, cmp.duration_s, cmp.seed],
+              inputs=[cmp.session, cmp.presets, cmp.lyrics, cmp.tags, cmp.length, cmp.seed],
               outputs=_flatten(cmp_outputs), api_name="compare", concurrency_id=ENGINE,
               show_progress="minimal", show_progress_on=[cmp.status])
         .then(_named(common.finish, cmp_run), outputs=_flatten(cmp_run), **QUICK)
@@ -149,7 +155,13 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     preset_fields = [st.fields[name] for name in field_names]
     settings_preset_targets = {**st.fields, "description": st.description, "delete_btn": st.delete_btn,
                                "preset_note": st.preset_note}
-    _on(st.preset.change, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK)
+    # Settings holds the defaults: a preset picked there, or one control moved, sets the
+    # Generate and Transcribe tabs' controls too, so it applies to the next run.
+    run_controls = {**gen.options, **tr.options}
+    _on(st.preset.change, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK).then(
+        lambda *values: values, inputs=preset_fields, outputs=[run_controls[n] for n in field_names], **QUICK)
+    for name in field_names:
+        st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],
         {**preset_targets, "preset_note": st.preset_note}, **QUICK)
     _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset],
@@ -159,7 +171,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # ----- first paint ---------------------------------------------------------------------------
     def first_paint():
         out = settings_h.dropdowns(None)
-        out["settings_preset"] = gr.update(choices=out["settings_preset"]["choices"], value="balanced")
+        out["settings_preset"] = gr.update(choices=out["settings_preset"]["choices"], value=DEFAULT_PRESET)
         out["generate_preset"] = generate_h.preset_names(generate_h.DEFAULT_PRESET)
         out["transcribe_preset"] = gr.update(choices=out["transcribe_preset"]["choices"], value=None)
         out.update({f"gen_{k}": v for k, v in generate_h.apply_preset(generate_h.DEFAULT_PRESET).items()})

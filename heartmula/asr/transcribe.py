@@ -21,12 +21,10 @@ ffmpeg or torchaudio.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import logging
 import os
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -35,16 +33,16 @@ from typing import Callable
 
 import numpy as np
 
-from ..audio import AudioFileError, atomic_write_bytes, read_mono, resample, to_mono
-from .lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc, one_line,
-                              format_srt, format_text, join_segments)
+from ..audio import AudioFileError, read_mono, resample, to_mono
+from ..options import check_options, option
+from .lyrics import FORMATS, Segment, format_json, format_lrc, format_srt, format_text, join_segments, one_line
 from .whisper_convert import DEMO_MODEL_NAME, demo_model_dir
 
 CHECKPOINT_DIR = "HeartTranscriptor-oss"  # sub-folder of --model-path, as in the official layout
 WHISPER_SAMPLE_RATE = 16_000  # Whisper's feature extractor rate, Hz
 MAX_CHUNK_LENGTH_S = 30.0  # Whisper's window; longer chunks would be cut by the feature extractor
 MIN_CHUNK_LENGTH_S = 5.0  # shorter windows leave Whisper too little context to be useful
-MAX_BATCH_SIZE = 256
+MAX_BATCH_SIZE = 64
 # Digital silence (peak below -60 dBFS) is answered with an empty transcript without running
 # the model: Whisper tends to hallucinate "Thank you." on silence.
 SILENCE_PEAK = 1e-3
@@ -77,23 +75,21 @@ class TranscriptionOutOfMemory(RuntimeError):
 
 @dataclass(frozen=True)
 class TranscribeOptions:
-    """How to transcribe; checked once, here."""
+    """How to transcribe; each field declared once (heartmula/options.py). A preset's
+    transcription half is one of these."""
 
-    batch_size: int = 16  # windows per forward pass; lower it if memory runs out
-    chunk_length_s: float = 30.0  # window length, MIN_CHUNK_LENGTH_S..MAX_CHUNK_LENGTH_S
-    language: str | None = None  # e.g. "en"; None: the model's default (detection if multilingual)
+    batch_size: int = option(16, "Transcription batch size",
+                             "windows transcribed together; lower it if memory runs out", lo=1, hi=MAX_BATCH_SIZE,
+                             step=1)
+    chunk_length_s: float = option(30.0, "Transcription chunk length",
+                                   "long audio is cut into windows of at most this length (Whisper's window is 30 s)",
+                                   lo=MIN_CHUNK_LENGTH_S, hi=MAX_CHUNK_LENGTH_S, step=1.0, unit="s")
+    language: str | None = option(None, "Language", "a language code such as en", kind=str, nullable=True,
+                                  null_means="the model's own (detected if it is multilingual)", in_presets=False)
 
     def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
-                or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, got {self.batch_size!r}")
-        if isinstance(self.chunk_length_s, bool) or not isinstance(self.chunk_length_s, (int, float)) \
-                or not MIN_CHUNK_LENGTH_S <= self.chunk_length_s <= MAX_CHUNK_LENGTH_S:
-            raise ValueError(
-                f"chunk_length_s must be a number of seconds from {MIN_CHUNK_LENGTH_S:g} to "
-                f"{MAX_CHUNK_LENGTH_S:g} (Whisper's window), got {self.chunk_length_s!r}"
-            )
-        if self.language is not None and (not isinstance(self.language, str) or not self.language.strip()):
+        check_options(self)
+        if self.language is not None and not self.language.strip():
             raise ValueError(f"language must be a language code such as 'en', or None; got {self.language!r}")
 
 
@@ -276,11 +272,9 @@ class Transcriber:
     def transcribe(
         self,
         path_or_array: str | os.PathLike | np.ndarray,
+        options: TranscribeOptions | None = None,
         *,
         sample_rate: int | None = None,
-        batch_size: int = 16,
-        chunk_length_s: float = 30.0,
-        language: str | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TranscriptionResult:
         """Transcribe a file (any format soundfile reads) or an array.
@@ -289,7 +283,7 @@ class Transcriber:
         Raises AudioFileError / ValueError for bad input, TranscriptionCancelled when
         `should_stop()` turns True.
         """
-        options = TranscribeOptions(batch_size=batch_size, chunk_length_s=chunk_length_s, language=language)
+        options = options or TranscribeOptions()
         mono = _load_mono_16k(path_or_array, sample_rate)
         duration_s = mono.shape[0] / WHISPER_SAMPLE_RATE
         with self._lock:
@@ -457,136 +451,3 @@ def _offset_segments(items: list[tuple], start_s: float, end_s: float) -> list[S
         b = min(max(start_s + end, a), end_s)
         segments.append(Segment(start_s=round(a, 3), end_s=round(b, 3), text=one_line(text)))
     return segments
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def _read_lyrics(value: str) -> str:
-    """--lyrics is a file when one exists at that path, else the lyrics themselves."""
-    path = Path(value).expanduser()
-    looks_like_path = "\n" not in value and len(value) < 4096 and path.suffix.lower() in (".txt", ".lrc", ".md")
-    try:
-        if path.is_file():
-            return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--lyrics {path}: cannot read it as UTF-8 text ({e})") from e
-    if looks_like_path:
-        raise ValueError(f"--lyrics {path}: no such file (give an existing lyrics file, or the lyrics as text)")
-    return value
-
-
-class _ArgumentError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, through cli()'s error path
-        raise _ArgumentError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m heartmula transcribe",
-        description="Transcribe the lyrics of a song, with timings; optionally check them against "
-                    "the lyrics you wrote (word error rate).",
-        epilog="The transcript goes to stdout (or --save-path); timing, the real-time factor and the "
-               "lyric check go to stderr. Exit status 2 means bad input.",
-    )
-    p.add_argument("--music-path", required=True, help="audio file: WAV, FLAC, MP3 or OGG")
-    p.add_argument("--model-path", default=None,
-                   help=f"checkpoint folder holding {CHECKPOINT_DIR}/; without it, {DEMO_MODEL_NAME}")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
-    p.add_argument("--chunk-length-s", type=float, default=30.0,
-                   help=f"window length in seconds, {MIN_CHUNK_LENGTH_S:g}-{MAX_CHUNK_LENGTH_S:g} (default 30)")
-    p.add_argument("--language", default=None, help="language code, e.g. en (default: the model's)")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="output format (default: from --save-path's suffix, else txt)")
-    p.add_argument("--save-path", default=None, help="write the transcript to this file")
-    p.add_argument("--lyrics", default=None, help="intended lyrics (a file, or the text) to compute the word error rate")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "xpu", "mps"))
-    return p
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """`transcribe` command; returns the exit status (0 ok, 1 failure, 2 bad input)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "transcribe":
-        argv = argv[1:]
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-        fmt = args.format
-        save_path = Path(args.save_path).expanduser() if args.save_path else None
-        if fmt is None:
-            suffix = save_path.suffix.lower().lstrip(".") if save_path else ""
-            fmt = suffix if suffix in FORMATS else "txt"
-        if save_path is not None and save_path.is_dir():
-            example = save_path / f"lyrics.{fmt}"
-            raise ValueError(f"--save-path {save_path}: is a folder; give a file name such as {example}")
-        # Check everything cheap before loading a model.
-        options = TranscribeOptions(batch_size=args.batch_size, chunk_length_s=args.chunk_length_s,
-                                    language=args.language)
-        lyrics = _read_lyrics(args.lyrics) if args.lyrics is not None else None
-        if lyrics is not None:
-            check_lyrics(lyrics, "")  # raises if the lyrics hold no words
-        music = Path(args.music_path).expanduser()
-        mono = _load_mono_16k(music, None)
-        transcriber = Transcriber(args.model_path, device=args.device)
-        _quiet_transformers()
-        result = transcriber.transcribe(mono, sample_rate=WHISPER_SAMPLE_RATE, batch_size=options.batch_size,
-                                        chunk_length_s=options.chunk_length_s, language=options.language)
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-    except _ArgumentError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    except (AudioFileError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        from ..accel.device import is_out_of_memory
-
-        hint = " (out of memory: try a lower --batch-size or --device cpu)" \
-            if is_out_of_memory(e) and not isinstance(e, TranscriptionOutOfMemory) else ""
-        print(f"error: {e}{hint}", file=sys.stderr)
-        # An unusable --device is the user's choice (bad input); other setup failures are not.
-        return 2 if "was asked for" in str(e) else 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-    output = format_transcript(result, fmt)
-    if save_path is not None:
-        try:
-            atomic_write_bytes(save_path, output.encode("utf-8"))
-        except OSError as e:
-            print(f"error: --save-path {save_path}: cannot write ({e})", file=sys.stderr)
-            return 2
-        print(result.text)
-    else:
-        sys.stdout.write(output)
-    note = f" [{result.model_name}]" if result.is_demo else ""
-    print(f"audio {result.duration_s:.2f} s, transcribed in {result.elapsed_s:.2f} s on {transcriber.device}, "
-          f"{RTF_LABEL}: {result.real_time_factor:.3f}{note}", file=sys.stderr)
-    if save_path is not None:
-        print(f"saved {fmt} to {save_path}", file=sys.stderr)
-    if lyrics is not None:
-        _print_check(check_lyrics(lyrics, result.text))
-    return 0
-
-
-def _print_check(check: LyricCheck) -> None:
-    print(f"word error rate: {check.word_error_rate:.1%} ({check.substitutions} substituted, "
-          f"{check.deletions} missing, {check.insertions} extra, of {check.n_intended} intended words)",
-          file=sys.stderr)
-    print(f"word diff (= same, - intended but not heard, + heard but not intended):\n{check.diff()}", file=sys.stderr)
-
-
-def _quiet_transformers() -> None:
-    # transformers' Whisper generate() warns about its own internal argument passing on every
-    # call; the CLI's users cannot act on that, so keep stderr for our own messages.
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()

@@ -1,7 +1,8 @@
 """Presets: YAML files of option values, `presets/<name>.yaml`, the file name being the name.
 
 A preset is partial: keys it leaves out keep their defaults. Keys are field names of
-`GenerateOptions` (generation) and `TranscribeSettings` (transcription). As nanoGPT's
+`GenerateOptions` (generation) and `TranscribeOptions` (transcription) that their
+declarations allow in presets (heartmula/options.py). As nanoGPT's
 configurator does, an unknown key or a value of another type is refused with a message
 that names the file, the key and the fix.
 """
@@ -10,50 +11,45 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..audio import atomic_write_bytes
+from ..asr.transcribe import TranscribeOptions
 from ..mula.generate import GenerateOptions
+from ..options import options_of
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "presets"  # the repository's presets/
+DEFAULT_PRESET = "balanced"  # the studio's first choice and the fallback when a preset is gone
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,47}$")
-
-
-@dataclass(frozen=True)
-class TranscribeSettings:
-    batch_size: int = 16  # chunks transcribed together
-    chunk_length_s: float = 30.0  # long audio is cut into chunks of this length
-
-    def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
-            raise ValueError(f"batch_size={self.batch_size!r} is out of range; allowed: 1 to 64")
-        if isinstance(self.chunk_length_s, bool) or not isinstance(self.chunk_length_s, (int, float)) \
-                or not 5 <= self.chunk_length_s <= 30:
-            raise ValueError(f"chunk_length_s={self.chunk_length_s!r} is out of range; allowed: 5 to 30")
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
     generate: GenerateOptions
-    transcribe: TranscribeSettings
+    transcribe: TranscribeOptions
     description: str = ""
     builtin: bool = False
 
     def to_dict(self) -> dict:
-        return {"description": self.description, **asdict(self.generate), **asdict(self.transcribe)}
+        return {"description": self.description, **{k: getattr(self.generate, k) for k in preset_keys(GenerateOptions)},
+                **{k: getattr(self.transcribe, k) for k in preset_keys(TranscribeOptions)}}
 
 
-def _coerce(key: str, value, default, where: str):
-    """Keep the default's type: int fields take ints, float fields ints or floats."""
-    expected = type(default) if default is not None else int
-    if isinstance(value, bool) != isinstance(default, bool) and default is not None:
-        raise ValueError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+def preset_keys(cls) -> list[str]:
+    """The option names a preset may set for `cls`, in declaration order."""
+    return [name for name, opt in options_of(cls).items() if opt.in_presets]
+
+
+def _coerce(key: str, value, kind: type, where: str):
+    """Keep the option's declared type: int options take ints, float options ints or floats."""
+    if isinstance(value, bool) != (kind is bool):
+        raise ValueError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
+    if kind is float and isinstance(value, int):
         return float(value)
-    if value is not None and not isinstance(value, expected):
-        raise ValueError(f"{where}: {key} must be {expected.__name__}, got {value!r} ({type(value).__name__})")
+    if value is not None and not isinstance(value, kind):
+        raise ValueError(f"{where}: {key} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
     return value
 
 
@@ -77,17 +73,18 @@ def _check_name(name) -> str:
 def preset_from_dict(name: str, data: dict, where: str, builtin: bool = False) -> Preset:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: a preset is a mapping of option: value, found {type(data).__name__}")
-    gen_defaults, tr_defaults = GenerateOptions(), TranscribeSettings()
-    gen_keys = {f.name for f in fields(GenerateOptions)}
-    tr_keys = {f.name for f in fields(TranscribeSettings)}
+    gen_defaults, tr_defaults = GenerateOptions(), TranscribeOptions()
+    gen_keys, tr_keys = set(preset_keys(GenerateOptions)), set(preset_keys(TranscribeOptions))
     unknown = sorted(str(k) for k in set(data) - gen_keys - tr_keys - {"description"})  # YAML keys may be numbers
     if unknown:
         raise ValueError(
             f"{where}: unknown key(s) {', '.join(unknown)}; allowed: description, "
             f"{', '.join(sorted(gen_keys | tr_keys))}"
         )
-    gen = {k: _coerce(k, v, getattr(gen_defaults, k), where) for k, v in data.items() if k in gen_keys}
-    tr = {k: _coerce(k, v, getattr(tr_defaults, k), where) for k, v in data.items() if k in tr_keys}
+    kinds = {**{k: o.kind for k, o in options_of(GenerateOptions).items()},
+             **{k: o.kind for k, o in options_of(TranscribeOptions).items()}}
+    gen = {k: _coerce(k, v, kinds[k], where) for k, v in data.items() if k in gen_keys}
+    tr = {k: _coerce(k, v, kinds[k], where) for k, v in data.items() if k in tr_keys}
     try:
         return Preset(
             name=name,

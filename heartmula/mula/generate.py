@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..audio import FRAME_MS
+from ..options import check_options, option
 from ..accel import kth
 from ..accel.device import synchronize, triton_kernels_available
 from .model import HeartMuLa
@@ -27,42 +28,40 @@ SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress,
 BUCKET = 512  # attention reads cache positions in buckets of this many (see attention_length)
 PROGRESS_MIN_INTERVAL_S = 0.25  # on_progress is called at most this often (and at the end)
 MAX_TAKES = 8
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**63 - 1  # seeds are int64 on the device
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """What a generation request may change. Presets are partial instances of this."""
+    """What a generation request may change. Presets are partial instances of this; each
+    field's declaration (heartmula/options.py) is the one place its range, unit and label live."""
 
-    max_audio_length_ms: int = 120_000  # song length cap; 80 ms per frame
-    cfg_scale: float = 1.5  # classifier-free guidance; 1.0 turns it off (half the work)
-    temperature: float = 1.0  # sampling temperature for every codebook
-    topk: int = 50  # sample among the k most likely codes
-    seed: int | None = None  # None draws a fresh seed (reported in the result)
-    takes: int = 1  # variations generated together; take i uses seed + i
-    ignore_eos: bool = False  # run to max_audio_length_ms even if the song ends (benchmarks)
-    codec_steps: int = 10  # Euler steps of the codec's flow matching
-    codec_guidance_scale: float = 1.25  # the codec's own guidance
+    max_audio_length_ms: int = option(
+        120_000, "Maximum length", "song length cap; the song may end earlier (80 ms per frame)",
+        lo=FRAME_MS, hi=600_000, step=FRAME_MS / 1000, unit="ms", shown_unit="s")
+    cfg_scale: float = option(
+        1.5, "Guidance (cfg_scale)", "classifier-free guidance; 1.0 turns it off (twice as fast)",
+        lo=1.0, hi=10.0, step=0.05, advanced=True)
+    temperature: float = option(
+        1.0, "Temperature", "sampling temperature for every codebook; lower is safer, higher more varied",
+        lo=0.05, hi=5.0, step=0.05, advanced=True)
+    topk: int = option(50, "Top-k", "sample among the k most likely codes", lo=1, hi=8192, step=1, advanced=True)
+    seed: int | None = option(
+        None, "Seed", "the same seed and options give the same song; take i uses seed + i", kind=int,
+        lo=0, hi=MAX_SEED, step=1, nullable=True, null_means="a fresh random seed (reported with the song)",
+        advanced=True, in_settings=False)
+    takes: int = option(1, "Takes", "variations generated together", lo=1, hi=MAX_TAKES, step=1, advanced=True)
+    ignore_eos: bool = option(
+        False, "Ignore end of song", "always run to the maximum length, even where the song ends (benchmarks)",
+        advanced=True)
+    codec_steps: int = option(
+        10, "Codec steps", "Euler steps of the codec's flow matching: more is slower, maybe cleaner",
+        lo=1, hi=100, step=1, advanced=True)
+    codec_guidance_scale: float = option(
+        1.25, "Codec guidance", "the codec's own guidance scale", lo=1.0, hi=10.0, step=0.05, advanced=True)
 
     def __post_init__(self):
-        def check(name, lo, hi, kind):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise ValueError(f"{name} must be a {kind.__name__ if isinstance(kind, type) else 'number'}, got {value!r}")
-            if not lo <= value <= hi:
-                raise ValueError(f"{name}={value!r} is out of range; allowed: {lo} to {hi}")
-
-        check("max_audio_length_ms", FRAME_MS, 600_000, int)
-        check("cfg_scale", 1.0, 10.0, (int, float))
-        check("temperature", 0.05, 5.0, (int, float))
-        check("topk", 1, 8192, int)
-        check("takes", 1, MAX_TAKES, int)
-        check("codec_steps", 1, 100, int)
-        check("codec_guidance_scale", 1.0, 10.0, (int, float))
-        if self.seed is not None:
-            check("seed", 0, MAX_SEED, int)
-        if not isinstance(self.ignore_eos, bool):
-            raise ValueError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
+        check_options(self)
 
     @property
     def max_frames(self) -> int:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-
 import gradio as gr
 
-from heartmula import load_presets, write_audio
+from heartmula import GenerateOptions, from_shown_values, load_presets, write_audio
 
+from ..controls import form_values
 from .common import fmt_bytes, follow, progress_text, reports_end, run_job
 
 MAX_PRESETS = 4
@@ -16,7 +15,7 @@ HEADERS = ["Preset", "Frames/s", "Generation (s)", "Decode (s)", "Total (s)", "P
 
 
 @reports_end("status")
-def compare(studio, session, names, lyrics, tags, duration_s, seed):
+def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
     """Generator: progress per preset, the table growing as each finishes, a player per preset."""
     names = list(names or [])
     if not 2 <= len(names) <= MAX_PRESETS:
@@ -25,12 +24,10 @@ def compare(studio, session, names, lyrics, tags, duration_s, seed):
     missing = [n for n in names if n not in presets]
     if missing:
         raise ValueError(f"no preset named {', '.join(map(repr, missing))}")
-    if duration_s is None or not 1 <= float(duration_s) <= 600:
-        raise ValueError("duration must be 1 to 600 seconds")
-    if seed is None or float(seed) < 0:
+    shared = form_values(GenerateOptions, ["max_audio_length_ms", "seed"], [max_audio_length_s, seed])
+    if shared["seed"] is None:
         raise ValueError("compare needs a fixed seed (0 or more) so every preset starts alike")
-    options = {n: replace(presets[n].generate, max_audio_length_ms=int(round(float(duration_s) * 1000)),
-                          seed=int(seed), takes=1) for n in names}
+    options = {n: from_shown_values(GenerateOptions, {**shared, "takes": 1}, base=presets[n].generate) for n in names}
     engine = studio.engine
     rows, audios = [], [gr.update(value=None, visible=False, label="")] * MAX_PRESETS
     yield {"table": rows, "audios": audios}
@@ -54,5 +51,5 @@ def compare(studio, session, names, lyrics, tags, duration_s, seed):
         audios = list(audios)
         audios[i] = gr.update(value=str(path), visible=True, label=f"{name} · seed {result.seeds[0]}")
         yield {"table": rows, "audios": audios}
-    yield {"status": f"✅ compared {len(names)} presets · seed {int(seed)}"}
+    yield {"status": f"✅ compared {len(names)} presets · seed {options[names[0]].seed}"}
 

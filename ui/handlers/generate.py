@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import replace
 
 import gradio as gr
 
-from heartmula import MAX_SEED, MAX_TAKES, GenerateOptions, check_lyrics, load_presets
+from heartmula import (DEFAULT_PRESET, GenerateOptions, TranscribeOptions, check_lyrics, from_shown_values,
+                       load_presets, options_of)
 
+from ..controls import form_values, shown_value
 from .common import fmt_bytes, fmt_s, follow, progress_text, reports_end, run_job
+
+GEN_NAMES = list(options_of(GenerateOptions))  # the order of the Generate tab's option controls
+TR_NAMES = list(options_of(TranscribeOptions))  # and of the Transcribe tab's
+MAX_TAKES = options_of(GenerateOptions)["takes"].hi
 
 EXAMPLE_LYRICS = """[verse]
 Morning light on the window pane
@@ -25,7 +30,6 @@ Sing it loud, let it ring
 This is the song the morning brings
 """
 EXAMPLE_TAGS = "pop, piano, happy, female vocals"
-DEFAULT_PRESET = "balanced"
 
 TAG_CHOICES = {
     "Genre": ["pop", "rock", "hip hop", "electronic", "jazz", "folk", "r&b", "country", "classical", "ambient",
@@ -37,8 +41,8 @@ TAG_CHOICES = {
 }
 
 
-def random_seed() -> int:
-    return secrets.randbelow(2**31)
+def random_seed() -> str:
+    return str(secrets.randbelow(2**31))
 
 
 def preset_names(selected: str | None = None) -> dict:
@@ -50,17 +54,15 @@ def preset_names(selected: str | None = None) -> dict:
 
 
 def apply_preset(name: str) -> dict:
-    """The preset's values for the visible controls."""
+    """The preset's values for the option controls (the seed stays as it is: a preset tunes,
+    a seed picks a song)."""
     presets, _ = load_presets()
     if name not in presets:
         raise ValueError(f"no preset named {name!r}; pick one from the list")
     p = presets[name]
-    g = p.generate
     return {
-        "duration_s": g.max_audio_length_ms / 1000,
-        "cfg_scale": g.cfg_scale,
-        "temperature": g.temperature,
-        "topk": g.topk,
+        "options": [gr.update() if n == "seed" else shown_value(GenerateOptions, n, getattr(p.generate, n))
+                    for n in GEN_NAMES],
         "preset_info": f"*{p.description}*" if p.description else "",
     }
 
@@ -75,40 +77,18 @@ def add_tag(tags: str, picked: str | None) -> dict:
     return {"tags": tags, "picker": None}
 
 
-def build_options(preset: str | None, duration_s, cfg_scale, temperature, topk, seed, takes) -> GenerateOptions:
-    """The preset's options with the visible controls applied; ValueError names the bad one."""
+def build_options(preset: str | None, *values) -> GenerateOptions:
+    """The preset's options with the option controls' values (GEN_NAMES order) applied;
+    ValueError names the bad one (GenerateOptions checks, nothing here re-checks)."""
     presets, _ = load_presets()
     base = presets[preset].generate if preset in presets else GenerateOptions()
+    return from_shown_values(GenerateOptions, form_values(GenerateOptions, GEN_NAMES, values), base=base)
 
-    def number(value, name):
-        if value is None or value == "":
-            raise ValueError(f"{name} is empty; enter a number")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number, got {value!r}") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-        return number
 
-    duration_s = number(duration_s, "duration")
-    if not 1 <= duration_s <= 600:
-        raise ValueError(f"duration={duration_s:g} s is out of range; allowed: 1 to 600 seconds")
-    seed_value = None if seed is None or seed == "" or number(seed, "seed") < 0 else int(number(seed, "seed"))
-    if seed_value is not None and seed_value > MAX_SEED:
-        raise ValueError(f"seed={seed_value} is out of range; allowed: 0 to {MAX_SEED} (or -1 for random)")
-    takes_f, topk_f = number(takes, "takes"), number(topk, "top-k")
-    if takes_f != int(takes_f) or topk_f != int(topk_f):
-        raise ValueError("takes and top-k must be whole numbers")
-    return replace(
-        base,
-        max_audio_length_ms=int(round(duration_s * 1000)),
-        cfg_scale=number(cfg_scale, "cfg_scale"),
-        temperature=number(temperature, "temperature"),
-        topk=int(topk_f),
-        seed=seed_value,
-        takes=int(takes_f),
-    )
+def transcribe_options(*values) -> TranscribeOptions:
+    """TranscribeOptions from the Transcribe tab's option controls (TR_NAMES order); a blank
+    language means the model's own."""
+    return from_shown_values(TranscribeOptions, form_values(TranscribeOptions, TR_NAMES, values))
 
 
 def _results_text(result, songs) -> str:
@@ -124,9 +104,10 @@ def _results_text(result, songs) -> str:
 
 
 @reports_end("status")
-def generate(studio, session, lyrics, tags, duration_s, preset, cfg_scale, temperature, topk, seed, takes):
-    """Generator: progress lines while the engine works, then one player per take."""
-    options = build_options(preset, duration_s, cfg_scale, temperature, topk, seed, takes)
+def generate(studio, session, lyrics, tags, preset, *values):
+    """Generator: progress lines while the engine works, then one player per take. `values`:
+    the option controls, in GEN_NAMES order."""
+    options = build_options(preset, *values)
     engine = studio.engine
     started = time.monotonic()
     studio.stats.start("generate")
@@ -153,8 +134,10 @@ def generate(studio, session, lyrics, tags, duration_s, preset, cfg_scale, tempe
     }
 
 
-def check_take(studio, session, take_label: str, lyrics: str, batch_size=16, chunk_length_s=30.0):
-    """Transcribe one take of the last generation and compare it with the lyrics (word error rate)."""
+def check_take(studio, session, take_label: str, lyrics: str, *tr_values):
+    """Transcribe one take of the last generation and compare it with the lyrics (word error
+    rate), with the Transcribe tab's options (`tr_values`, in TR_NAMES order)."""
+    options = transcribe_options(*tr_values) if tr_values else TranscribeOptions()
     if not session.last_song_ids:
         raise ValueError("generate a song first, then check its lyrics")
     try:
@@ -167,8 +150,7 @@ def check_take(studio, session, take_label: str, lyrics: str, batch_size=16, chu
     transcriber = studio.transcriber()
     studio.stats.start("transcribe")
     try:
-        tr = transcriber.transcribe(str(song.audio_path), batch_size=int(batch_size),
-                                    chunk_length_s=float(chunk_length_s))
+        tr = transcriber.transcribe(str(song.audio_path), options)
         studio.stats.transcription_done(tr)
     finally:
         studio.stats.finish()

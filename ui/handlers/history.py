@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gradio as gr
+
+from heartmula import GenerateOptions
+
+from ..controls import shown_value
+from .generate import GEN_NAMES
 
 HEADERS = ["Created", "Tags", "Length (s)", "Seed", "Take", "ID"]
 
@@ -42,15 +49,17 @@ def delete(studio, song_id: str | None) -> dict:
 
 
 def reuse(studio, song_id: str | None) -> dict:
-    """The song's lyrics, tags and options, for the Generate tab's controls."""
+    """The song's lyrics, tags, seed and every option its sidecar records, for the Generate
+    tab's controls (an option the sidecar lacks or holds wrongly keeps its control's value)."""
     if not song_id:
         raise ValueError("pick a song whose settings to reuse")
     song = studio.history.get(song_id)
-    o = song.options
-    out = {"lyrics": song.lyrics, "tags": song.tags, "seed": song.seed if song.seed is not None else -1,
-           "tabs": gr.Tabs(selected="generate")}
-    for name, key, scale in (("duration_s", "max_audio_length_ms", 1e-3), ("cfg_scale", "cfg_scale", 1),
-                             ("temperature", "temperature", 1), ("topk", "topk", 1), ("takes", "takes", 1)):
-        if isinstance(o.get(key), (int, float)):
-            out[name] = o[key] * scale if scale != 1 else o[key]
-    return out
+    recorded = {**song.options, "seed": song.seed}
+    values = []
+    for name in GEN_NAMES:
+        try:  # the sidecar's stored value, checked as any option is
+            value = getattr(replace(GenerateOptions(), **{name: recorded.get(name)}), name)
+        except ValueError:
+            value = None
+        values.append(gr.update() if value is None else shown_value(GenerateOptions, name, value))
+    return {"lyrics": song.lyrics, "tags": song.tags, "options": values, "tabs": gr.Tabs(selected="generate")}

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import gradio as gr
 
-from heartmula import (GenerateOptions, Preset, TranscribeSettings, delete_preset, device_choices,
-                       device_utilization, find_versions, load_engine, load_presets, preset_user_dir, run_doctor,
-                       save_preset)
+from heartmula import (DEFAULT_PRESET, GenerateOptions, Preset, TranscribeOptions, delete_preset, device_choices,
+                       device_utilization, find_versions, from_shown_values, load_engine, load_presets, options_of,
+                       preset_user_dir, run_doctor, save_preset)
 
+from ..controls import shown_value
 from .common import fmt_bytes, fmt_s
 
 SAME = "same as the language model"
 PRECISIONS = ["auto", "bfloat16", "float16", "float32"]
-# The preset fields shown as sliders, in order (GenerateOptions fields, then TranscribeSettings).
-GEN_FIELDS = [f.name for f in fields(GenerateOptions) if f.name != "seed"]
-TR_FIELDS = [f.name for f in fields(TranscribeSettings)]
-PRESET_FIELDS = GEN_FIELDS + TR_FIELDS
+# The options Settings holds defaults for, in order: name -> its options class.
+SETTINGS_FIELDS = {name: cls for cls in (GenerateOptions, TranscribeOptions)
+                   for name, opt in options_of(cls).items() if opt.in_settings and opt.in_presets}
+PRESET_FIELDS = list(SETTINGS_FIELDS)
 
 
 def engine_status(studio) -> str:
@@ -84,9 +84,7 @@ def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAM
 
 def unload(studio) -> dict:
     studio.engine.unload()
-    t = studio._transcriber
-    if t is not None:
-        t.unload()
+    studio.unload_transcriber()
     gr.Info("Models unloaded; they load again on the next job")
     return {"engine_status": engine_status(studio)}
 
@@ -102,7 +100,8 @@ def preset_values(name: str | None) -> dict:
     if name not in presets:
         raise ValueError(f"no preset named {name!r}")
     p = presets[name]
-    values = {**{k: getattr(p.generate, k) for k in GEN_FIELDS}, **{k: getattr(p.transcribe, k) for k in TR_FIELDS}}
+    part = {GenerateOptions: p.generate, TranscribeOptions: p.transcribe}
+    values = {k: shown_value(cls, k, getattr(part[cls], k)) for k, cls in SETTINGS_FIELDS.items()}
     values["description"] = p.description
     values["delete_btn"] = gr.update(interactive=not p.builtin)
     # Saving selects the new preset, which runs this right after save(): the note must
@@ -114,28 +113,16 @@ def preset_values(name: str | None) -> dict:
 
 
 def preset_from_values(name: str, description: str, values: dict) -> Preset:
-    """Validated Preset from slider values (ints where the option is an int)."""
+    """A Preset from the Settings controls' values (keys: option names, shown units); the
+    options classes check them."""
     name = (name or "").strip()
     if not name:
         raise ValueError("give the new preset a name")
-    defaults = {**{k: getattr(GenerateOptions(), k) for k in GEN_FIELDS},
-                **{k: getattr(TranscribeSettings(), k) for k in TR_FIELDS}}
-    clean = {}
-    for key, value in values.items():
-        if value is None:
-            raise ValueError(f"{key} is empty")
-        d = defaults[key]
-        if isinstance(d, bool):
-            clean[key] = bool(value)
-        elif isinstance(d, int):
-            if float(value) != int(float(value)):
-                raise ValueError(f"{key} must be a whole number, got {value!r}")
-            clean[key] = int(float(value))
-        else:
-            clean[key] = float(value)
-    gen = GenerateOptions(**{k: clean[k] for k in GEN_FIELDS})  # ValueError names the field and its range
-    tr = TranscribeSettings(**{k: clean[k] for k in TR_FIELDS})
-    return Preset(name=name, generate=gen, transcribe=tr, description=(description or "").strip())
+    by_cls = {cls: {k: v for k, v in values.items() if SETTINGS_FIELDS[k] is cls}
+              for cls in (GenerateOptions, TranscribeOptions)}
+    return Preset(name=name, generate=from_shown_values(GenerateOptions, by_cls[GenerateOptions]),
+                  transcribe=from_shown_values(TranscribeOptions, by_cls[TranscribeOptions]),
+                  description=(description or "").strip())
 
 
 def save(studio, name, description, *values) -> dict:
@@ -163,7 +150,7 @@ def dropdowns(selected: str | None) -> dict:
     names = list(presets)
     if warnings:
         gr.Warning("Some presets were skipped: " + "; ".join(warnings))
-    pick = selected if selected in names else ("balanced" if "balanced" in names else names[0])
+    pick = selected if selected in names else (DEFAULT_PRESET if DEFAULT_PRESET in names else names[0])
     return {
         "settings_preset": gr.update(choices=names, value=pick),
         "generate_preset": gr.update(choices=names),

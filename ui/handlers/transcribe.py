@@ -5,27 +5,28 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from heartmula import RTF_LABEL, TranscribeSettings, format_transcript, load_presets
+from heartmula import RTF_LABEL, TranscribeOptions, format_transcript, load_presets, options_of
 
+from ..controls import shown_value
 from .common import fmt_s, follow, reports_end, run_job
+from .generate import TR_NAMES, transcribe_options
 
 HEADERS = ["Start (s)", "End (s)", "Text"]
 
 
 @reports_end("speed")
-def transcribe(studio, session, audio_path, batch_size, chunk_length_s, language):
-    """Generator: a status line, then the transcript, its segments and files."""
+def transcribe(studio, session, audio_path, *values):
+    """Generator: a status line, then the transcript, its segments and files. `values`: the
+    option controls, in TR_NAMES order."""
     if not audio_path:
         raise ValueError("upload or record a clip first")
-    settings = TranscribeSettings(batch_size=int(batch_size), chunk_length_s=float(chunk_length_s))
-    language = (language or "").strip() or None
+    options = transcribe_options(*values)
     transcriber = studio.transcriber()
     started = time.monotonic()
     studio.stats.start("transcribe")
     try:
         job = run_job(lambda on_progress, should_stop: transcriber.transcribe(
-            str(audio_path), batch_size=settings.batch_size, chunk_length_s=settings.chunk_length_s,
-            language=language, should_stop=should_stop), session.cancel)
+            str(audio_path), options, should_stop=should_stop), session.cancel)
         result = yield from follow(job, lambda _: {
             "speed": f"⏳ Transcribing with {transcriber.model_name}… {fmt_s(time.monotonic() - started)}"})
         studio.stats.transcription_done(result)
@@ -48,9 +49,13 @@ def transcribe(studio, session, audio_path, batch_size, chunk_length_s, language
 
 
 def preset_settings(name: str | None) -> dict:
-    """The transcription settings of a preset, for the tab's sliders."""
+    """The transcription options a preset sets, for the tab's controls (the language is the clip's)."""
+    import gradio as gr
+
     presets, _ = load_presets()
     if name not in presets:
         return {}
     t = presets[name].transcribe
-    return {"batch_size": t.batch_size, "chunk_length_s": t.chunk_length_s}
+    keys = {n for n, o in options_of(TranscribeOptions).items() if o.in_presets}
+    return {"options": [shown_value(TranscribeOptions, n, getattr(t, n)) if n in keys else gr.update()
+                        for n in TR_NAMES]}

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from heartmula import GenerateOptions
+
+from ..controls import control
 from ..handlers.compare import HEADERS, MAX_PRESETS
 from ..handlers.generate import EXAMPLE_LYRICS, EXAMPLE_TAGS
 from ..session import Session
@@ -17,8 +20,8 @@ class CompareComponents:
     presets: gr.CheckboxGroup
     lyrics: gr.Textbox
     tags: gr.Textbox
-    duration_s: gr.Slider
-    seed: gr.Number
+    length: gr.Slider  # max_audio_length_ms, shown in seconds
+    seed: gr.Textbox
     run_btn: gr.Button
     stop_btn: gr.Button
     status: gr.Markdown
@@ -35,9 +38,8 @@ def build(presets: list[str]) -> CompareComponents:
         with gr.Column(scale=2):
             presets = gr.CheckboxGroup(label=f"Presets to compare (2 to {MAX_PRESETS})", choices=presets,
                                        elem_id="cmp-presets")
-            duration_s = gr.Slider(1, 600, value=30, step=1, label="Maximum length (seconds), the same for all",
-                                   elem_id="cmp-duration")
-            seed = gr.Number(label="Seed (the same for all)", value=1234, precision=0, elem_id="cmp-seed")
+            length = control(GenerateOptions, "max_audio_length_ms", 30_000, elem_id="cmp-duration")
+            seed = control(GenerateOptions, "seed", 1234, elem_id="cmp-seed")
             with gr.Row():
                 run_btn = gr.Button("Compare", variant="primary", elem_id="cmp-run")
                 stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="cmp-stop")
@@ -46,5 +48,5 @@ def build(presets: list[str]) -> CompareComponents:
     with gr.Row():
         audios = [gr.Audio(label=f"Preset {i + 1}", type="filepath", interactive=False, visible=False,
                            elem_id=f"cmp-audio-{i + 1}") for i in range(MAX_PRESETS)]
-    return CompareComponents(session=session, presets=presets, lyrics=lyrics, tags=tags, duration_s=duration_s,
+    return CompareComponents(session=session, presets=presets, lyrics=lyrics, tags=tags, length=length,
                              seed=seed, run_btn=run_btn, stop_btn=stop_btn, status=status, table=table, audios=audios)

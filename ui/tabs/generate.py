@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from heartmula import MAX_TAKES
+from heartmula import GenerateOptions, options_of
 
+from ..controls import control
 from ..handlers.generate import EXAMPLE_LYRICS, EXAMPLE_TAGS, TAG_CHOICES
 from ..session import Session
+
+MAX_TAKES = options_of(GenerateOptions)["takes"].hi
 
 
 @dataclass
@@ -18,15 +21,10 @@ class GenerateComponents:
     lyrics: gr.Textbox
     tags: gr.Textbox
     pickers: list  # gr.Dropdown per tag category
-    duration_s: gr.Slider
     preset: gr.Dropdown
     preset_info: gr.Markdown
-    cfg_scale: gr.Slider
-    temperature: gr.Slider
-    topk: gr.Slider
-    seed: gr.Number
+    options: dict  # GenerateOptions field name -> its control, in declaration order
     dice: gr.Button
-    takes: gr.Slider
     generate_btn: gr.Button
     stop_btn: gr.Button
     status: gr.Markdown
@@ -53,16 +51,20 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
         with gr.Column(scale=2):
             preset = gr.Dropdown(label="Preset", choices=presets, value=preset, elem_id="gen-preset")
             preset_info = gr.Markdown()
-            duration_s = gr.Slider(1, 600, value=120, step=1, label="Maximum length (seconds)", elem_id="gen-duration")
-            with gr.Accordion("Advanced", open=False):
-                cfg_scale = gr.Slider(1.0, 10.0, value=1.5, step=0.05, label="Guidance (cfg_scale)",
-                                      info="1.0 turns guidance off (twice as fast)")
-                temperature = gr.Slider(0.05, 5.0, value=1.0, step=0.05, label="Temperature")
-                topk = gr.Slider(1, 1024, value=50, step=1, label="Top-k")
-                with gr.Row():
-                    seed = gr.Number(label="Seed (-1: random)", value=-1, precision=0, scale=4, elem_id="gen-seed")
-                    dice = gr.Button("🎲", scale=1, min_width=50, elem_id="gen-dice")
-                takes = gr.Slider(1, MAX_TAKES, value=1, step=1, label="Takes", info="Variations generated together")
+            specs = options_of(GenerateOptions)
+            options = {name: control(GenerateOptions, name, elem_id=f"gen-{name}")
+                       for name, opt in specs.items() if not opt.advanced}
+            with gr.Accordion("Advanced (for this run; Settings holds the defaults)", open=False):
+                for name, opt in specs.items():
+                    if not opt.advanced:
+                        continue
+                    if name == "seed":
+                        with gr.Row():
+                            options[name] = control(GenerateOptions, name, elem_id="gen-seed", scale=4)
+                            dice = gr.Button("Random seed", scale=1, min_width=80, elem_id="gen-dice")
+                    else:
+                        options[name] = control(GenerateOptions, name, elem_id=f"gen-{name}")
+            options = {name: options[name] for name in specs}  # declaration order
             with gr.Row():
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="gen-generate")
                 stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="gen-stop")
@@ -82,8 +84,7 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
         with gr.Column():
             metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
     return GenerateComponents(
-        session=session, lyrics=lyrics, tags=tags, pickers=pickers, duration_s=duration_s, preset=preset,
-        preset_info=preset_info, cfg_scale=cfg_scale, temperature=temperature, topk=topk, seed=seed, dice=dice,
-        takes=takes, generate_btn=generate_btn, stop_btn=stop_btn, status=status, audios=audios,
+        session=session, lyrics=lyrics, tags=tags, pickers=pickers, preset=preset, preset_info=preset_info,
+        options=options, dice=dice, generate_btn=generate_btn, stop_btn=stop_btn, status=status, audios=audios,
         downloads=downloads, metadata=metadata, check_take=check_take, check_btn=check_btn, check_result=check_result,
     )

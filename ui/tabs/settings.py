@@ -8,21 +8,8 @@ import gradio as gr
 
 from heartmula import device_choices
 
-from ..handlers.settings import PRECISIONS, SAME
-
-# label, minimum, maximum, step per preset field (the ranges GenerateOptions / TranscribeSettings allow)
-SLIDERS = {
-    "max_audio_length_ms": ("Maximum length (ms)", 80, 600_000, 80),
-    "cfg_scale": ("Guidance (cfg_scale)", 1.0, 10.0, 0.05),
-    "temperature": ("Temperature", 0.05, 5.0, 0.05),
-    "topk": ("Top-k", 1, 8192, 1),
-    "takes": ("Takes", 1, 8, 1),
-    "codec_steps": ("Codec steps", 1, 100, 1),
-    "codec_guidance_scale": ("Codec guidance", 1.0, 10.0, 0.05),
-    "batch_size": ("Transcription batch size", 1, 64, 1),
-    "chunk_length_s": ("Transcription chunk length (s)", 5, 30, 1),
-}
-
+from ..controls import control
+from ..handlers.settings import PRECISIONS, SAME, SETTINGS_FIELDS
 
 @dataclass
 class SettingsComponents:
@@ -41,7 +28,7 @@ class SettingsComponents:
     timer: gr.Timer
     preset: gr.Dropdown
     preset_note: gr.Markdown
-    fields: dict  # preset field name -> gr.Slider / gr.Checkbox
+    fields: dict  # option name -> its control (SETTINGS_FIELDS: GenerateOptions, then TranscribeOptions)
     new_name: gr.Textbox
     description: gr.Textbox
     save_btn: gr.Button
@@ -85,9 +72,9 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
             gr.Markdown("### Presets")
             preset = gr.Dropdown(label="Preset", choices=presets, value=preset, elem_id="set-preset")
             preset_note = gr.Markdown(elem_id="set-preset-note")
-            fields = {name: gr.Slider(lo, hi, step=step, label=label, elem_id=f"set-{name}")
-                      for name, (label, lo, hi, step) in SLIDERS.items()}
-            fields["ignore_eos"] = gr.Checkbox(label="Ignore end of song (always run to the maximum length)")
+            gr.Markdown("These are the defaults: a change applies to the next run on the Generate and Transcribe "
+                        "tabs (whose controls it sets), and **Save preset** keeps them.", elem_id="set-defaults-note")
+            fields = {name: control(cls, name, elem_id=f"set-{name}") for name, cls in SETTINGS_FIELDS.items()}
             description = gr.Textbox(label="Description", elem_id="set-description")
             with gr.Row():
                 new_name = gr.Textbox(label="Save as", placeholder="my preset", scale=3, elem_id="set-new-name")

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from heartmula import TranscribeOptions, options_of
+
+from ..controls import control
 from ..handlers.transcribe import HEADERS
 from ..session import Session
 
@@ -15,9 +18,7 @@ class TranscribeComponents:
     session: gr.State
     audio: gr.Audio
     preset: gr.Dropdown
-    batch_size: gr.Slider
-    chunk_length_s: gr.Slider
-    language: gr.Textbox
+    options: dict  # TranscribeOptions field name -> its control, in declaration order
     run_btn: gr.Button
     stop_btn: gr.Button
     speed: gr.Markdown
@@ -32,14 +33,9 @@ def build(presets: list[str]) -> TranscribeComponents:
         with gr.Column(scale=2):
             audio = gr.Audio(label="Clip (upload or record)", sources=["upload", "microphone"], type="filepath",
                              elem_id="tr-audio")
-            with gr.Row():
-                preset = gr.Dropdown(label="Settings from preset", choices=presets, value=None, elem_id="tr-preset")
-                language = gr.Textbox(label="Language", placeholder="blank: automatic (e.g. en, zh, ja)",
-                                      elem_id="tr-language")
-            with gr.Row():
-                batch_size = gr.Slider(1, 64, value=16, step=1, label="Batch size",
-                                       info="windows per pass; lower it if memory runs out")
-                chunk_length_s = gr.Slider(5, 30, value=30, step=1, label="Chunk length (s)")
+            preset = gr.Dropdown(label="Settings from preset", choices=presets, value=None, elem_id="tr-preset")
+            options = {name: control(TranscribeOptions, name, elem_id=f"tr-{name.replace('_', '-')}")
+                       for name in options_of(TranscribeOptions)}
             with gr.Row():
                 run_btn = gr.Button("Transcribe", variant="primary", elem_id="tr-run")
                 stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="tr-stop")
@@ -50,6 +46,6 @@ def build(presets: list[str]) -> TranscribeComponents:
                                     max_height=300, wrap=True, elem_id="tr-segments")
             downloads = gr.File(label="Downloads (TXT, LRC, SRT)", file_count="multiple", interactive=False,
                                 elem_id="tr-downloads")
-    return TranscribeComponents(session=session, audio=audio, preset=preset, batch_size=batch_size,
-                                chunk_length_s=chunk_length_s, language=language, run_btn=run_btn, stop_btn=stop_btn,
+    return TranscribeComponents(session=session, audio=audio, preset=preset, options=options, run_btn=run_btn,
+                                stop_btn=stop_btn,
                                 speed=speed, text=text, segments=segments, downloads=downloads)
