@@ -198,7 +198,8 @@ def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, result
                     _target(f">= {TARGETS['gen_fps_1take']:.0f}"), f"{1 / floor_s:.0f}",
                     f"{100 * one.frames_per_s * floor_s:.0f}%", _met(one.frames_per_s >= TARGETS["gen_fps_1take"])))
     results["ms_per_frame_1take"] = 1e3 / one.frames_per_s
-    rows.append(Row("first 16 frames incl. " + ("compile + graph capture" if COMPILE else "graph capture"),
+    paid = [w for w, on in (("compile", COMPILE), ("graph capture", use_graphs)) if on]
+    rows.append(Row(f"first 16 frames, {_model(dtype)}, " + (f"incl. {' + '.join(paid)}" if paid else "eager (nothing to capture)"),
                     results["first_use_s"], "s"))
     if use_graphs:
         n = min(frames, 256)
