@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start HeartMuLa Studio:  ./launch_ui.sh [--model-path ./ckpt] [--host 127.0.0.1] [--port 7860] [--auth user:pass] ...
-# First run creates .venv: torch on its own first (TORCH_SPEC, e.g. the XPU or CUDA wheel index), then
-# requirements.txt. Then the launcher environment for Intel GPUs and CPU threads, and app.py.
+# First run creates .venv: torch on its own first (the build tools/torch_spec.sh picks for this
+# hardware, or TORCH_SPEC), then requirements.txt. Then the launcher environment for Intel GPUs and CPU threads, and app.py.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,11 +9,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "first run: creating .venv (torch first, then requirements.txt)"
   "${PYTHON:-python3}" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  # A bare "torch" from PyPI is the multi-GB CUDA build on Linux; pick yours, e.g.
-  #   TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/xpu" ./launch_ui.sh   (Intel GPU)
-  #   TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu" ./launch_ui.sh   (CPU only)
-  # shellcheck disable=SC2086
-  .venv/bin/python -m pip install ${TORCH_SPEC:-torch}
+  # The build for this hardware (CUDA, XPU, CPU or macOS's default), chosen by the same script as
+  # the test command's; TORCH_SPEC overrides it. It prints what it chose and why.
+  bash tools/torch_spec.sh --install .venv/bin/python
   .venv/bin/python -m pip install -r requirements.txt
 fi
 

@@ -7,6 +7,7 @@ no-op on the CPU.
 
 from __future__ import annotations
 
+import argparse
 import threading
 
 import torch
@@ -85,18 +86,43 @@ def device_choices() -> list[str]:
     return out
 
 
+DEVICE_SYNTAX = "auto, cpu, mps, cuda[:N] or xpu[:N] (N a card index: 0, 1, ...)"
+# cpu:N is accepted too, unadvertised: torch names the CPU that way, and tests place a "second
+# card" on the CPU by name to check two-device placement on a machine with none.
+_INDEXED = ("cuda", "xpu", "cpu")
+
+
+class DeviceSyntaxError(ValueError, argparse.ArgumentTypeError):
+    """A device string outside DEVICE_SYNTAX. A ValueError for callers; an ArgumentTypeError so
+    argparse prints this message, not its generic "invalid value"."""
+
+
+def parse_device_arg(value: str) -> str:
+    """Check one device string against DEVICE_SYNTAX and return it (stripped, lower case).
+
+    The one syntax of every command's --device: usable as an argparse `type=`. It checks the
+    form only; whether this machine has the device is resolve_device's question.
+    """
+    text = str(value).strip().lower()
+    kind, sep, index = text.partition(":")
+    if kind in ("auto", "mps", *_INDEXED) and not sep:
+        return text
+    if kind in _INDEXED and sep and index.isascii() and index.isdigit():
+        return f"{kind}:{int(index)}"
+    raise DeviceSyntaxError(f"device {value!r} is not a device name; use {DEVICE_SYNTAX}")
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """'auto' (or None) picks xpu > cuda > mps > cpu; an explicit string is checked."""
+    """'auto' (or None) picks xpu > cuda > mps > cpu; an explicit string is checked against
+    DEVICE_SYNTAX (ValueError) and then against this machine (RuntimeError)."""
     if isinstance(device, torch.device):
         device = str(device)
-    if device is None or device == "auto":
+    if device is None:
+        device = "auto"
+    device = parse_device_arg(device)
+    if device == "auto":
         return torch.device(available_devices()[0])
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(
-            f"device {device!r} is not a device name; use auto, {', '.join(PREFERENCE)} (optionally with :index)"
-        ) from e
+    dev = torch.device(device)
     if not _backend_available(dev.type):
         raise RuntimeError(
             f"device {device!r} was asked for but this PyTorch build ({torch.__version__}) "
