@@ -19,11 +19,13 @@ MAX_FILE_SIZE = "200mb"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from heartmula import DEVICE_SYNTAX, parse_device_arg
+
     p = argparse.ArgumentParser(description="HeartMuLa Studio: generate songs from lyrics in the browser")
     p.add_argument("--model-path", default="./ckpt", help="checkpoint folder (holds HeartMuLa-oss-<version>/)")
     p.add_argument("--version", default="3B", help="HeartMuLa version in the folder (3B, ...)")
-    p.add_argument("--device", default="auto", choices=["auto", "xpu", "cuda", "mps", "cpu"])
-    p.add_argument("--codec-device", default=None, help="device of the codec (default: --device)")
+    p.add_argument("--device", default="auto", type=parse_device_arg, help=DEVICE_SYNTAX)
+    p.add_argument("--codec-device", default=None, type=parse_device_arg, help="device of the codec (default: --device)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--lazy-load", action="store_true", help="free each model after its phase (less memory)")
     p.add_argument("--compile", action="store_true",

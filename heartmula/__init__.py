@@ -13,7 +13,7 @@ from .mula.generate import FramesResult, GenerateOptions, Progress
 # The studio (ui/) imports these too; none of them imports gradio.
 from .audio import FRAME_MS, SAMPLE_RATE, AudioFileError, write_audio
 from .checkpoint import find_versions
-from .accel.device import available_devices, device_choices
+from .accel.device import DEVICE_SYNTAX, available_devices, device_choices, parse_device_arg
 from .doctor import run as run_doctor
 from .mula.generate import MAX_SEED, MAX_TAKES
 from .library.history import History, Song
@@ -37,7 +37,7 @@ __all__ = [
     "Progress",
     "load_engine",
     # studio helpers
-    "FRAME_MS", "SAMPLE_RATE", "write_audio", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices", "device_choices",
+    "FRAME_MS", "SAMPLE_RATE", "write_audio", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices", "device_choices", "DEVICE_SYNTAX", "parse_device_arg",
     "run_doctor", "History", "Song", "LyricCheck", "check_lyrics", "Preset", "DEFAULT_PRESET",
     "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
     "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",

@@ -86,13 +86,13 @@ class ProgressBar:
         self.stream.flush()
 
 
-DEVICE_HELP = "auto, cpu, cuda[:N], xpu[:N] or mps"
-
-
 def _add_device_args(p) -> None:
-    p.add_argument("--device", "--mula-device", dest="device", default="auto",
-                   help=f"the language model's device: {DEVICE_HELP}")
-    p.add_argument("--codec-device", default=None, help="put the codec on another device (default: the same)")
+    from .accel.device import DEVICE_SYNTAX, parse_device_arg
+
+    p.add_argument("--device", "--mula-device", dest="device", default="auto", type=parse_device_arg,
+                   help=f"the language model's device: {DEVICE_SYNTAX}")
+    p.add_argument("--codec-device", default=None, type=parse_device_arg,
+                   help="put the codec on another device (default: the same)")
 
 
 def _add_generate(sub) -> None:
@@ -237,7 +237,9 @@ def _add_transcribe(sub) -> None:
     p.add_argument("--save-path", default=None, help="write the transcript to this file")
     p.add_argument("--lyrics", default=None,
                    help="intended lyrics (a file, the text, or -) to compute the word error rate")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    from .accel.device import DEVICE_SYNTAX, parse_device_arg
+
+    p.add_argument("--device", default="auto", type=parse_device_arg, help=DEVICE_SYNTAX)
     p.set_defaults(func=_transcribe)
 
 

@@ -90,7 +90,8 @@ def unload(studio) -> dict:
 
 
 def doctor(studio) -> dict:
-    return {"doctor": run_doctor(studio.engine.config.model_path, matmul=True).text()}
+    c = studio.engine.config
+    return {"doctor": run_doctor(c.model_path, matmul=True, version=c.version).text()}
 
 
 # ----- presets --------------------------------------------------------------------------------
