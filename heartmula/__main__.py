@@ -95,12 +95,28 @@ def _add_device_args(p) -> None:
                    help="put the codec on another device (default: the same)")
 
 
+def _add_model_args(p) -> None:
+    p.add_argument("--model-path", default=None,
+                   help="checkpoint folder (official layout); default ./ckpt, or the demo weights where it lacks the model")
+    p.add_argument("--version", default=None, help="HeartMuLa version: the X of HeartMuLa-oss-X (default 3B)")
+    p.add_argument("--demo", action="store_true", help="run on the demo weights (tiny, random: noise, not music)")
+
+
+def _model(args):
+    """The checkpoint to load (the demo bundle where ./ckpt lacks the model), with its banner."""
+    from .demo import choose_model
+
+    choice = choose_model(args.model_path, args.version, args.demo)
+    if choice.demo:
+        print(choice.note or "demo weights: noise, not music", file=sys.stderr)
+    return choice
+
+
 def _add_generate(sub) -> None:
     from .mula.generate import GenerateOptions
 
     p = sub.add_parser("generate", help="lyrics + tags -> frames and a song")
-    p.add_argument("--model-path", default="./ckpt", help="checkpoint folder (official layout)")
-    p.add_argument("--version", default="3B", help="HeartMuLa version: the X of HeartMuLa-oss-X")
+    _add_model_args(p)
     p.add_argument("--lyrics", required=True, help="lyrics text, a file holding them, or - for standard input")
     p.add_argument("--tags", required=True, help="comma-separated style tags, a file holding them, or -")
     p.add_argument("--save-path", help="write the song here (.mp3, .wav or .flac) with a .json sidecar")
@@ -132,8 +148,9 @@ def _generate(args) -> int:
 
         if Path(args.save_path).suffix.lower() not in WRITE_FORMATS:
             raise ValueError(f"--save-path {args.save_path}: use a .mp3, .wav or .flac file name")
+    model = _model(args)
     engine = load_engine(
-        args.model_path, version=args.version, device=args.device, codec_device=args.codec_device,
+        model.model_path, version=model.version, device=args.device, codec_device=args.codec_device,
         dtype=args.dtype, lazy_load=args.lazy_load, preload=False,
     )
     stop = threading.Event()
@@ -172,8 +189,7 @@ def _add_queue(sub) -> None:
                    help="a JSON file: a list of {lyrics, tags, and any GenerateOptions field}")
     p.add_argument("--save-dir", required=True, help="folder for song_01.mp3, song_02.mp3, ... and sidecars")
     p.add_argument("--format", default="mp3", choices=["mp3", "wav", "flac"])
-    p.add_argument("--model-path", default="./ckpt")
-    p.add_argument("--version", default="3B")
+    _add_model_args(p)
     _add_device_args(p)
     p.add_argument("--dtype", default="auto")
     p.set_defaults(func=_queue)
@@ -202,7 +218,8 @@ def _queue(args) -> int:
             raise ValueError(f"--songs entry {i + 1}: needs lyrics and tags; unknown keys: {sorted(unknown)}")
         opts = GenerateOptions(**{k: v for k, v in spec.items() if k in option_names})
         requests.append(SongRequest(spec["lyrics"], spec["tags"], opts))
-    engine = load_engine(args.model_path, version=args.version, device=args.device,
+    model = _model(args)
+    engine = load_engine(model.model_path, version=model.version, device=args.device,
                          codec_device=args.codec_device, dtype=args.dtype)
     save_dir = Path(args.save_dir)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-DOWNLOAD_HINT = "Download the models with: python -m heartmula download --model-path {root}"
+DOWNLOAD_HINT = ("Download the models with: python -m heartmula download --model-path {root} "
+                 "(or try the demo weights, which make noise: add --demo)")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 

@@ -8,6 +8,8 @@ vocabulary, so a demo song always runs to the length asked for.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 import os
 import shutil
@@ -137,3 +139,37 @@ def ensure_demo_bundle(root: str | Path | None = None) -> Path:
 
 def is_demo(model_path: str | Path) -> bool:
     return (Path(model_path) / "DEMO_WEIGHTS_MAKE_NOISE.txt").is_file()
+
+
+DEFAULT_MODEL_PATH = "./ckpt"
+DEFAULT_VERSION = "3B"
+DEMO_BANNER = ("demo weights: noise, not music. No {missing} was found, so the demo bundle in {bundle} is used. "
+               "Download the real models with: " + DOWNLOAD_COMMAND)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model_path: str
+    version: str
+    demo: bool
+    note: str = ""  # the banner to show when the demo stands in for a missing model
+
+
+def choose_model(model_path: str | None = None, version: str | None = None, demo: bool = False) -> ModelChoice:
+    """Which checkpoint a command runs on. The demo bundle stands in only where the user named
+    no folder and the default one lacks the version (or where they ask for it); a folder they
+    named that does not hold the model stays an error, raised later by the loader."""
+    if demo:
+        return ModelChoice(str(ensure_demo_bundle()), DEMO_VERSION, True)
+    if model_path is not None and is_demo(model_path):
+        return ModelChoice(str(model_path), version or DEMO_VERSION, True)
+    version = version or DEFAULT_VERSION
+    if model_path is not None:
+        return ModelChoice(str(model_path), version, False)
+    from .checkpoint import find_versions
+
+    if version in find_versions(DEFAULT_MODEL_PATH):
+        return ModelChoice(DEFAULT_MODEL_PATH, version, False)
+    bundle = ensure_demo_bundle()
+    missing = f"{DEFAULT_MODEL_PATH}/HeartMuLa-oss-{version}"
+    return ModelChoice(str(bundle), DEMO_VERSION, True, DEMO_BANNER.format(missing=missing, bundle=bundle))

@@ -68,3 +68,19 @@ def test_transcribe_endpoint(client, speak, tmp_path):
     assert segments["data"] and len(segments["data"][0]) == 3
     assert sorted(p.rsplit(".", 1)[1] for p in files) == ["lrc", "srt", "txt"]
     assert "real-time factor (lower is faster)" in speed
+
+
+def test_the_readme_api_example_runs(studio_app, capsys):
+    import re
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- api-example[^>]*-->\n```python\n(.*?)```", readme, re.S)
+    assert block, "README lost its API example"
+    code = block.group(1).replace("http://127.0.0.1:7860/", studio_app.url)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert "✅" in namespace["status"] and "seed 42" in namespace["status"]
+    audio, rate = sf.read(namespace["take_1"]["value"])
+    assert rate == 48_000 and audio.shape[0] > 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 
@@ -60,3 +62,56 @@ def test_cli_writes_a_playable_song_and_sidecar(tiny_ckpt, tmp_path):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["seed"] == 4 and meta["options"]["max_audio_length_ms"] == 4000 and meta["frames"] == 50
     assert meta["timings_s"]["decode"] > 0 and meta["model"]["heartmula_version"] == "tiny"
+
+
+def run_cli_in(cwd, *args, stdin=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "heartmula", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, input=stdin, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_without_a_model_folder_generate_runs_on_the_demo_with_its_banner(tmp_path, heartmula_cache):
+    """No ./ckpt where the user stands: the demo bundle stands in, and says it makes noise."""
+    import json
+
+    r = run_cli_in(tmp_path, "generate", "--lyrics", "la la", "--tags", "pop", "--max-audio-length-ms", "800",
+                   "--ignore-eos", "--seed", "3", "--device", "cpu", "--save-path", "song.wav")
+    assert r.returncode == 0, r.stderr
+    assert "demo weights: noise, not music" in r.stderr and "./ckpt/HeartMuLa-oss-3B" in r.stderr
+    meta = json.loads((tmp_path / "song.json").read_text())
+    assert meta["model"]["heartmula_version"] == "demo" and meta["seed"] == 3
+    # the demo folder itself, named without --version, is the demo too
+    bundle = next(heartmula_cache.iterdir())
+    r = run_cli_in(tmp_path, "generate", "--model-path", str(bundle), "--lyrics", "la", "--tags", "pop",
+                   "--max-audio-length-ms", "160", "--device", "cpu", "--save-frames", "f.npy")
+    assert r.returncode == 0 and "demo weights" in r.stderr, r.stderr
+
+
+def test_a_named_model_folder_that_is_missing_stays_an_error_that_names_the_demo(tmp_path, heartmula_cache):
+    r = run_cli_in(tmp_path, "generate", "--model-path", "elsewhere", "--lyrics", "la", "--tags", "pop")
+    assert r.returncode == 2 and "model folder elsewhere does not exist" in r.stderr and "--demo" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("value,message", [
+    ("lyrcs.txt", "--lyrics lyrcs.txt: no such file"),
+    ("songs/verse.md", "--lyrics songs/verse.md: no such file"),
+    ("../lyrics.lrc", "--lyrics ../lyrics.lrc: no such file"),
+])
+def test_a_mistyped_file_name_is_an_error_not_lyrics(tmp_path, heartmula_cache, value, message):
+    r = run_cli_in(tmp_path, "generate", "--demo", "--lyrics", value, "--tags", "pop", "--save-frames", "f.npy")
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert not (tmp_path / "f.npy").exists()
+
+
+def test_text_that_only_mentions_a_file_is_text_and_dash_reads_stdin(tmp_path, heartmula_cache):
+    from heartmula.__main__ import read_text_arg
+
+    assert read_text_arg("la la la", "--lyrics") == "la la la"
+    assert read_text_arg("[verse]\nsee notes.txt\n", "--lyrics") == "[verse]\nsee notes.txt\n"
+    assert read_text_arg("sing it loud.txt now", "--lyrics") == "sing it loud.txt now"  # spaces: text
+    (tmp_path / "words.txt").write_text("from a file\n", encoding="utf-8")
+    assert read_text_arg(str(tmp_path / "words.txt"), "--lyrics") == "from a file\n"
+    r = run_cli_in(tmp_path, "generate", "--demo", "--lyrics", "-", "--tags", "pop", "--max-audio-length-ms", "160",
+                   "--device", "cpu", "--save-frames", "f.npy", stdin="[verse]\nfrom stdin\n")
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "f.npy").shape[0] == 1
