@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from .accel import device as devices
 from .accel import gemv
 from .engine import codec_codes
-from .mula.generate import GenerateOptions, StepBuffers, cache_length, decode_frame, generate_frames, prefill
+from .mula.generate import GenerateOptions, decode_frame, generate_frames, prefill
+from .mula.graphed_step import prepare_step
 from .mula.model import FLAVORS, HeartMuLa, HeartMuLaArgs, LlamaArgs
 from .mula.prompt import GenConfig, Prompt
 
@@ -148,7 +149,6 @@ def random_prompt(n_rows: int, vocab: int, k: int = 8) -> Prompt:
 
 def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, results: dict) -> list[Row]:
     from .accel.graphs import graphs_supported
-    from .mula.graphed_step import GraphedStep
 
     model = random_mula(dev, dtype)
     gen = GenConfig()
@@ -160,11 +160,8 @@ def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, result
     def run(n_takes: int, n_frames: int, graphed: bool, seed: int = 1):
         opts = GenerateOptions(max_audio_length_ms=n_frames * 80, takes=n_takes, cfg_scale=1.5, seed=seed,
                                ignore_eos=True)
-        model.setup_caches(2 * n_takes, cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
-        buf = StepBuffers(model, n_takes, True, compiled=COMPILE)
-        step = None
+        buf, step = prepare_step(model, len(prompt), opts, compiled=COMPILE, graphs=graphed)
         if graphed:
-            step = GraphedStep(model, buf)
             t = time.perf_counter()
             step.capture_all()
             devices.synchronize(dev)
@@ -173,9 +170,9 @@ def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, result
         return generate_frames(model, prompt, gen, opts, buffers=buf, step=step)
 
     # Prompt step: 300 tokens, cfg batch 2.
-    model.setup_caches(2, cache_length(len(prompt), frames, model.args.backbone.max_seq_len))
-    buf = StepBuffers(model, 1, True)
-    buf.set_request(GenerateOptions(seed=0), [0])
+    first = GenerateOptions(max_audio_length_ms=frames * 80, seed=0)
+    buf, _ = prepare_step(model, len(prompt), first)
+    buf.set_request(first, [0])
     with torch.inference_mode():
         prompt_s = _time(lambda: prefill(model, prompt, buf), dev)
     rows.append(Row(f"prompt step, {_model(dtype)}, 300 tokens, cfg 1.5", prompt_s * 1e3, "ms",
@@ -228,7 +225,6 @@ def bench_greedy(dev, dtype, frames: int, results: dict) -> list[Row]:
     studio (graphs, kernels, compile), checked on the device against the scores it was drawn
     from (sampling.tally_draws). Top-k 1 must give the argmax; top-k 50, a code among the 50 best."""
     from .accel.graphs import graphs_supported
-    from .mula.graphed_step import GraphedStep
 
     model = results.get("generate_model") or random_mula(dev, dtype)
     prompt = random_prompt(300, model.args.text_vocab_size)
@@ -237,10 +233,8 @@ def bench_greedy(dev, dtype, frames: int, results: dict) -> list[Row]:
     for takes, cfg, topk in ((1, 1.5, 1), (4, 1.0, 1), (1, 1.5, 50)):
         opts = GenerateOptions(max_audio_length_ms=n * 80, takes=takes, cfg_scale=cfg, topk=topk, seed=0,
                                ignore_eos=True)
-        model.setup_caches(takes * (2 if opts.guided else 1),
-                           cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
-        buf = StepBuffers(model, takes, opts.guided, compiled=COMPILE, audit=True)
-        step = GraphedStep(model, buf) if GRAPHS and graphs_supported(dev) else None
+        buf, step = prepare_step(model, len(prompt), opts, compiled=COMPILE, graphs=GRAPHS and graphs_supported(dev),
+                                 audit=True)
         if step:
             step.capture_all()
         buf.tally.zero_()  # the captures' warm-up draws are not part of the run
@@ -293,14 +287,11 @@ def bench_codec(dev, dtype, results: dict) -> list[Row]:
 def bench_song(dev, results: dict) -> list[Row]:
     """A 3-minute song end to end (frames + decode), load excluded, 1 take, cfg 1.5."""
     from .accel.graphs import graphs_supported
-    from .mula.graphed_step import GraphedStep
 
     model, codec = results["generate_model"], results["codec"]
     prompt = random_prompt(300, model.args.text_vocab_size)
     opts = GenerateOptions(max_audio_length_ms=180_000, seed=3, ignore_eos=True)
-    model.setup_caches(2, cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
-    buf = StepBuffers(model, 1, True, compiled=COMPILE)
-    step = GraphedStep(model, buf) if graphs_supported(dev) else None
+    buf, step = prepare_step(model, len(prompt), opts, compiled=COMPILE, graphs=graphs_supported(dev))
     if step:
         step.capture_all()
     devices.synchronize(dev)
@@ -581,9 +572,9 @@ def profile_step(dev, dtype, frames: int = 3) -> int:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     model = random_mula(dev, dtype)
     prompt = random_prompt(300, model.args.text_vocab_size)
-    model.setup_caches(2, 1024)
-    buf = StepBuffers(model, 1, True, compiled=COMPILE)
-    buf.set_request(GenerateOptions(seed=0), [0])
+    opts = GenerateOptions(max_audio_length_ms=(1024 - len(prompt)) * 80, seed=0)  # 1,024 positions
+    buf, _ = prepare_step(model, len(prompt), opts, compiled=COMPILE)
+    buf.set_request(opts, [0])
     with torch.inference_mode():
         buf.codes.copy_(prefill(model, prompt, buf))
         for _ in range(3):

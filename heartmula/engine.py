@@ -23,9 +23,8 @@ from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, resolve_paths
 from .mula.load import load_heartmula
 from .accel.graphs import graphs_supported
-from .mula.graphed_step import GraphedStep
-from .mula.generate import FramesResult, GenerateOptions, Progress, StepBuffers, cache_length, check_fits, generate_frames
-from .mula.sampling import topk_cap_for
+from .mula.graphed_step import prepare_step
+from .mula.generate import FramesResult, GenerateOptions, Progress, StepBuffers, generate_frames
 from .mula.prompt import GenConfig, Prompt, build_prompt, load_tokenizer
 
 MAX_LYRICS_CHARS = 20_000
@@ -115,7 +114,7 @@ class Engine:
         self.codec = None
         self._buffers: StepBuffers | None = None
         self._step = None  # a GraphedStep bound to the current caches, when graphs are on
-        self._lock = threading.RLock()  # re-entered by generate -> generate_frames/decode
+        self._lock = threading.RLock()  # re-entered by generate -> generate_frames (decode takes _codec_lock)
         self._codec_lock = threading.Lock()  # one decode at a time
         self.last_timings: dict = {}
 
@@ -191,18 +190,9 @@ class Engine:
 
     # ----- generation ---------------------------------------------------------------
     def _prepare(self, prompt: Prompt, opts: GenerateOptions) -> StepBuffers:
-        model = self._ensure_mula()
-        model_max = model.args.backbone.max_seq_len
-        check_fits(len(prompt), opts, model_max)
-        rows = opts.takes * (2 if opts.guided else 1)
-        model.setup_caches(rows, cache_length(len(prompt), opts.max_frames, model_max))
-        shape = (opts.takes, opts.guided, topk_cap_for(opts.topk))
-        if self._buffers is None or (self._buffers.takes, self._buffers.guided, self._buffers.topk_cap) != shape:
-            self._buffers = StepBuffers(model, opts.takes, opts.guided, compiled=self.config.compile,
-                                        topk_cap=shape[2])
-        if self.graphs_enabled:
-            if self._step is None or self._step.key != GraphedStep.cache_key(model, self._buffers):
-                self._step = GraphedStep(model, self._buffers)  # graphs are captured on first use
+        self._buffers, step = prepare_step(self._ensure_mula(), len(prompt), opts, self._buffers, self._step,
+                                           compiled=self.config.compile, graphs=self.graphs_enabled)
+        self._step = step or self._step
         return self._buffers
 
     def _graphs_on(self, device: torch.device) -> bool:

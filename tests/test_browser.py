@@ -209,9 +209,18 @@ def test_live_stats_and_doctor(page):
 
 
 def test_screenshots_of_every_tab(page):
-    for name in ("Generate", "History", "Transcribe", "Compare", "Settings"):
+    """Each tab shows its main control, and its screenshot is a real picture of it."""
+    from PIL import Image
+
+    main = {"Generate": "#gen-generate", "History": "#hist-table", "Transcribe": "#tr-run", "Compare": "#cmp-run",
+            "Settings": "#set-save"}
+    for name, selector in main.items():
         tab(page, name)
-        page.screenshot(path=f"/tmp/studio_{name.lower()}.png", full_page=True)
+        expect(page.locator(selector)).to_be_visible()
+        path = f"/tmp/studio_{name.lower()}.png"
+        page.screenshot(path=path, full_page=True)
+        with Image.open(path) as im:
+            assert im.width == 1400 and im.height >= 600 and len(set(im.convert("L").getdata())) > 8, name
 
 
 def test_history_survives_restart(page, studio_app):

@@ -167,9 +167,11 @@ def test_auth_is_required(auth_app):
 
     assert httpx.get(auth_app.url + "config").status_code == 401
     assert httpx.get(auth_app.url + "gradio_api/info").status_code == 401
-    with pytest.raises(Exception):
+    from gradio_client.exceptions import AuthenticationError
+
+    with pytest.raises(AuthenticationError, match="credentials were not provided"):
         Client(auth_app.url, verbose=False)
-    with pytest.raises(Exception):
+    with pytest.raises(AuthenticationError, match="Invalid credentials"):
         Client(auth_app.url, auth=("alice", "wrong"), verbose=False)
     client = Client(auth_app.url, auth=("alice", "s3cret"), verbose=False)
     assert "/generate" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
@@ -242,4 +244,5 @@ def test_outputs_are_served(studio_app):
     assert "1 take(s)" in out[0]
     r = httpx.get(studio_app.url + "gradio_api/file=" + str(song))
     assert r.status_code == 200 and r.content[:4] == b"RIFF"
-    json.loads(song.with_suffix(".json").read_text())
+    meta = json.loads(song.with_suffix(".json").read_text())
+    assert meta["seed"] == 5 and meta["lyrics"] == "[verse]\nhi\n" and meta["options"]["codec_steps"] == 2

@@ -256,10 +256,6 @@ class HeartCodec(nn.Module):
     def device(self) -> torch.device:
         return self.flow_matching.cond_feature_emb.weight.device
 
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return self.flow_matching.estimator.proj_in.ffn_1.weight.dtype
-
     def compile(self) -> "HeartCodec":
         """Compile the estimator's blocks (first decode of each batch size compiles)."""
         self.flow_matching.estimator.compile_blocks()

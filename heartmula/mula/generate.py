@@ -24,7 +24,7 @@ from .model import HeartMuLa
 from .prompt import GenConfig, Prompt
 from .sampling import TOPK_CAP, draw_codes, guided_scores, pick_codes, tally_draws, topk_cap_for, topk_threshold, vocab_keys
 
-SYNC_EVERY = 8  # frames between host looks at the device (stop flags, progress, cancel)
+SYNC_EVERY = 8  # frames between host looks at the device's end-of-song flags and progress (should_stop is polled every frame)
 BUCKET = 512  # attention reads cache positions in buckets of this many (see attention_length)
 PROGRESS_MIN_INTERVAL_S = 0.25  # on_progress is called at most this often (and at the end)
 MAX_TAKES = 8

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from ..accel.graphs import capture_graph
-from .generate import BUCKET, StepBuffers, attention_length, decode_frame
+from .generate import BUCKET, GenerateOptions, StepBuffers, attention_length, cache_length, check_fits, decode_frame
+from .sampling import topk_cap_for
 from .model import HeartMuLa
 
 
@@ -65,3 +66,23 @@ class GraphedStep:
         graph, out = self.graphs[n]
         graph.replay()
         return out  # overwritten by the next replay: the loop copies it out first
+
+
+def prepare_step(model: HeartMuLa, prompt_len: int, opts: GenerateOptions, buffers: StepBuffers | None = None,
+                 step: GraphedStep | None = None, *, compiled: bool = False, graphs: bool = False,
+                 audit: bool = False) -> tuple[StepBuffers, GraphedStep | None]:
+    """What a request needs before its prompt step: the KV caches set up for its rows and
+    length, step buffers for its (takes, guidance, top-k bound), and with `graphs` the graphed
+    frame step (captured on first use). `buffers` and `step` are reused while they still fit.
+    The engine and the benchmark both prepare requests here."""
+    model_max = model.args.backbone.max_seq_len
+    check_fits(prompt_len, opts, model_max)
+    model.setup_caches(opts.takes * (2 if opts.guided else 1), cache_length(prompt_len, opts.max_frames, model_max))
+    shape = (opts.takes, opts.guided, topk_cap_for(opts.topk), audit)
+    if buffers is None or (buffers.takes, buffers.guided, buffers.topk_cap, buffers.tally is not None) != shape:
+        buffers = StepBuffers(model, opts.takes, opts.guided, compiled=compiled, topk_cap=shape[2], audit=audit)
+    if not graphs:
+        return buffers, None
+    if step is None or step.key != GraphedStep.cache_key(model, buffers):
+        step = GraphedStep(model, buffers)
+    return buffers, step

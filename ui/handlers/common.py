@@ -80,11 +80,11 @@ def fmt_s(seconds: float | None) -> str:
 def fmt_bytes(n: int | None) -> str:
     if not n:
         return "0 B" if n == 0 else "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
-    return f"{n} B"
+    return f"{n:.2f} TiB"
 
 
 def bar(done: int, total: int, width: int = 24) -> str:
