@@ -93,6 +93,24 @@ def _clean_text(value: str, name: str, limit: int) -> str:
     return value.strip()
 
 
+def kept_frames(kept: list[np.ndarray], takes: int, vocab_size: int) -> np.ndarray:
+    """Per-take frames to continue from -> [takes, F, 8] int64, checked: one array per take
+    (one array serves every take), the same length each, at least one frame, codes of the
+    model's audio vocabulary."""
+    arrays = [np.asarray(k) for k in (kept if isinstance(kept, (list, tuple)) else [kept])]
+    if len(arrays) == 1 and takes > 1:
+        arrays = arrays * takes
+    if len(arrays) != takes:
+        raise ValueError(f"kept frames for {len(arrays)} take(s) were given, but {takes} take(s) were asked")
+    for a in arrays:
+        if a.ndim != 2 or a.shape[1] != 8 or a.shape[0] < 1 or a.shape != arrays[0].shape:
+            raise ValueError(f"kept frames must be [frames, 8] per take, all the same length; got "
+                             f"{[list(x.shape) for x in arrays]}")
+        if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= vocab_size:
+            raise ValueError(f"kept frames must hold codes 0 to {vocab_size - 1}")
+    return np.stack(arrays).astype(np.int64)
+
+
 def codec_codes(frames: np.ndarray, codebook_size: int) -> torch.Tensor:
     """[n, 8] frames -> the codec's [8, n] codes. The language model's vocabulary has a few
     special ids past the codebook (8192 and up); the stop rule drops frames holding the
@@ -189,9 +207,10 @@ class Engine:
         return build_prompt(self.tokenizer, lyrics, tags, self.gen)
 
     # ----- generation ---------------------------------------------------------------
-    def _prepare(self, prompt: Prompt, opts: GenerateOptions) -> StepBuffers:
+    def _prepare(self, prompt: Prompt, opts: GenerateOptions, kept_frames: int = 0) -> StepBuffers:
         self._buffers, step = prepare_step(self._ensure_mula(), len(prompt), opts, self._buffers, self._step,
-                                           compiled=self.config.compile, graphs=self.graphs_enabled)
+                                           compiled=self.config.compile, graphs=self.graphs_enabled,
+                                           kept_frames=kept_frames)
         self._step = step or self._step
         return self._buffers
 
@@ -254,17 +273,23 @@ class Engine:
         *,
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        kept: list[np.ndarray] | None = None,
         **overrides,
     ) -> FramesResult:
-        """Lyrics + tags -> the codes of every take (no audio). A stop returns the frames so far."""
+        """Lyrics + tags -> the codes of every take (no audio). A stop returns the frames so far.
+
+        `kept`: per take, the first frames of its song ([F, 8], the same F for every take),
+        to extend the song or regenerate it from frame F: see `kept_frames`."""
         opts = replace(options or GenerateOptions(), **overrides)
         prompt = self.build_prompt(lyrics, tags)
         with self._lock:
             try:
-                buf = self._prepare(prompt, opts)
+                vocab = self._ensure_mula().args.audio_vocab_size
+                kept_arr = kept_frames(kept, opts.takes, vocab) if kept is not None else None
+                buf = self._prepare(prompt, opts, 0 if kept_arr is None else kept_arr.shape[1])
                 result = generate_frames(
                     self.mula, prompt, self.gen, opts, buffers=buf, step=self._step,
-                    on_progress=on_progress, should_stop=should_stop,
+                    on_progress=on_progress, should_stop=should_stop, kept=kept_arr,
                 )
             except BaseException as e:
                 self._after_failure(e)
@@ -331,20 +356,27 @@ class Engine:
         *,
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        kept: list[np.ndarray] | None = None,
+        codec_seeds: list[int] | None = None,
         **overrides,
     ) -> GenerateResult:
-        """Lyrics + tags -> a song per take. Raises GenerationCancelled when stopped."""
+        """Lyrics + tags -> a song per take. Raises GenerationCancelled when stopped.
+
+        `kept` continues songs (see generate_frames). `codec_seeds`: the codec's noise per take
+        (default: the take's seed); a song regenerated from a point with a new seed keeps its
+        parent's codec seed, so the audio of the part it kept comes out the same."""
         opts = replace(options or GenerateOptions(), **overrides)
         with self._lock:
             t0 = time.perf_counter()
             for d in {self.device, self.codec_device}:
                 devices.reset_peak_memory(d)
-            fr = self.generate_frames(lyrics, tags, opts, on_progress=on_progress, should_stop=should_stop)
+            fr = self.generate_frames(lyrics, tags, opts, on_progress=on_progress, should_stop=should_stop, kept=kept)
             if fr.stopped:
                 raise GenerationCancelled("stopped while generating frames", partial=fr)
             t1 = time.perf_counter()
             try:
-                audio = self.decode(fr.frames, opts, on_progress=on_progress, should_stop=should_stop, seeds=fr.seeds)
+                audio = self.decode(fr.frames, opts, on_progress=on_progress, should_stop=should_stop,
+                                    seeds=codec_seeds or fr.seeds)
             except BaseException as e:
                 self._after_failure(e)
                 raise

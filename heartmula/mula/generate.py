@@ -169,8 +169,12 @@ def depth_frame(model: HeartMuLa, last_h: torch.Tensor, buf: StepBuffers) -> tor
     return torch.stack(out, dim=1)
 
 
-def prefill(model: HeartMuLa, prompt: Prompt, buf: StepBuffers) -> torch.Tensor:
-    """The prompt step: every prompt row through the backbone, then frame 0 [rows, K]."""
+def prefill(model: HeartMuLa, prompt: Prompt, buf: StepBuffers, kept: torch.Tensor | None = None) -> torch.Tensor:
+    """The prompt step: every prompt row through the backbone, then frame 0 [rows, K].
+
+    With `kept` ([takes, F, K] codes of frames already made), those frames follow the prompt
+    as rows at the positions the frame loop gave them, in the same one step, and the frame
+    drawn is frame F: a song continues exactly as a longer run of it would have."""
     dev = buf.codes.device
     tokens = torch.from_numpy(prompt.tokens).to(dev).expand(buf.rows, -1, -1)  # [rows, L, K+1]
     mask = torch.from_numpy(prompt.mask).to(dev)  # [L, K+1]
@@ -185,9 +189,12 @@ def prefill(model: HeartMuLa, prompt: Prompt, buf: StepBuffers) -> torch.Tensor:
     audio = model.audio_embeddings(tokens[..., :-1] + buf.offsets)  # [rows, L, K, dim]
     h = (torch.cat([audio, text[:, :, None]], dim=2) * mask[None, :, :, None]).sum(dim=2)
     h[:, prompt.muq_idx] = muq
-    input_pos = torch.arange(len(prompt), device=dev)
+    if kept is not None and kept.shape[1]:
+        rows = kept.repeat(2, 1, 1) if buf.guided else kept  # both rows of a take saw its frames
+        h = torch.cat([h, model.audio_embeddings(rows + buf.offsets).sum(dim=2)], dim=1)  # as decode_frame sums
+    input_pos = torch.arange(h.shape[1], device=dev)
     last_h = model.backbone(h, input_pos)[:, -1]
-    buf.input_pos.fill_(len(prompt) - 1)
+    buf.input_pos.fill_(h.shape[1] - 1)
     return depth_frame(model, last_h, buf)
 
 
@@ -221,12 +228,19 @@ def cache_length(prompt_len: int, max_frames: int, model_max: int) -> int:
     return min(model_max, -(-need // 256) * 256)
 
 
-def check_fits(prompt_len: int, opts: GenerateOptions, model_max: int) -> None:
+def check_fits(prompt_len: int, opts: GenerateOptions, model_max: int, kept_frames: int = 0) -> None:
+    """The prompt, the kept frames and the new ones must fit the backbone's positions."""
+    if kept_frames and kept_frames >= opts.max_frames:
+        raise ValueError(
+            f"the song already has {kept_frames * FRAME_MS / 1000:.2f} s; ask for a longer max_audio_length_ms "
+            f"than {kept_frames * FRAME_MS} to add to it")
     if prompt_len + opts.max_frames > model_max:
         room_ms = max(0, model_max - prompt_len) * FRAME_MS
+        more = (f" (the kept {kept_frames * FRAME_MS / 1000:.2f} s plus at most "
+                f"{max(0, room_ms - kept_frames * FRAME_MS) / 1000:.2f} s more)" if kept_frames else "")
         raise ValueError(
             f"the prompt takes {prompt_len} of the model's {model_max} positions, which leaves room for "
-            f"{room_ms / 1000:.1f} s of audio, but max_audio_length_ms={opts.max_audio_length_ms} was asked; "
+            f"{room_ms / 1000:.1f} s of audio{more}, but max_audio_length_ms={opts.max_audio_length_ms} was asked; "
             "shorten the lyrics or the length"
         )
 
@@ -247,8 +261,13 @@ def generate_frames(
     step: Callable[[HeartMuLa, StepBuffers, int], torch.Tensor] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    kept: np.ndarray | None = None,
 ) -> FramesResult:
     """Run the prompt step and the frame loop for every take of `opts`.
+
+    `kept` ([takes, F, K] int64): frames already made (extend a song, or regenerate it from
+    frame F); they are returned first, and the loop draws frames F.. with the same keys a
+    single longer run uses, so the result equals that run.
 
     `buffers` must match (takes, guidance) and the model's caches must be set up for
     it. `step(model, buf, pos)` makes the frame at host-known position `pos`: eager
@@ -267,18 +286,26 @@ def generate_frames(
     t0 = time.perf_counter()
     if on_progress:
         on_progress(Progress("prompt", 0, total, 0.0, 0.0, None))
-    frames = torch.zeros(n, total, model.args.n_codebooks, dtype=torch.long, device=dev)
+    k = model.args.n_codebooks
+    first = 0 if kept is None else int(kept.shape[1])  # the first frame this run draws
+    if kept is not None and (kept.ndim != 3 or kept.shape[0] != n or kept.shape[2] != k or first >= total):
+        raise ValueError(f"kept frames must be [{n}, F < {total}, {k}], got {list(kept.shape)}")
+    frames = torch.zeros(n, total, k, dtype=torch.long, device=dev)
     lengths = torch.full((n,), total, dtype=torch.long, device=dev)
     ended = torch.zeros(n, dtype=torch.bool, device=dev)
-    frame0 = prefill(model, prompt, buf)
-    frames[:, 0] = frame0[:n]
+    kept_t = None
+    if first:
+        kept_t = torch.from_numpy(np.ascontiguousarray(kept, dtype=np.int64)).to(dev)
+        frames[:, :first] = kept_t
+    frame0 = prefill(model, prompt, buf, kept_t)
+    frames[:, first] = frame0[:n]
     buf.codes.copy_(frame0)
     synchronize(dev)
     t1 = time.perf_counter()
     prompt_s = t1 - t0
 
-    steps, stopped, last_report, t = 0, stop(), 0.0, 0  # a stop during the prompt step ends here
-    for t in range(1, total if not stopped else 1):
+    steps, stopped, last_report, t = 0, stop(), 0.0, first  # a stop during the prompt step ends here
+    for t in range(first + 1, total if not stopped else first + 1):
         buf.input_pos.add_(1)
         codes = step(model, buf, len(prompt) + t - 1)
         frames[:, t] = codes[:n]

@@ -70,13 +70,13 @@ class GraphedStep:
 
 def prepare_step(model: HeartMuLa, prompt_len: int, opts: GenerateOptions, buffers: StepBuffers | None = None,
                  step: GraphedStep | None = None, *, compiled: bool = False, graphs: bool = False,
-                 audit: bool = False) -> tuple[StepBuffers, GraphedStep | None]:
+                 audit: bool = False, kept_frames: int = 0) -> tuple[StepBuffers, GraphedStep | None]:
     """What a request needs before its prompt step: the KV caches set up for its rows and
     length, step buffers for its (takes, guidance, top-k bound), and with `graphs` the graphed
     frame step (captured on first use). `buffers` and `step` are reused while they still fit.
     The engine and the benchmark both prepare requests here."""
     model_max = model.args.backbone.max_seq_len
-    check_fits(prompt_len, opts, model_max)
+    check_fits(prompt_len, opts, model_max, kept_frames)
     model.setup_caches(opts.takes * (2 if opts.guided else 1), cache_length(prompt_len, opts.max_frames, model_max))
     shape = (opts.takes, opts.guided, topk_cap_for(opts.topk), audit)
     if buffers is None or (buffers.takes, buffers.guided, buffers.topk_cap, buffers.tally is not None) != shape:
