@@ -75,6 +75,7 @@ class GenerateResult:
     device: str
     model_version: str
     timings: dict = field(default_factory=dict)
+    parent: dict | None = None  # for a song continued from another: its id, the frame it branched at, the mode
 
     @property
     def durations_s(self) -> list[float]:

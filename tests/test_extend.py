@@ -52,3 +52,23 @@ def test_regenerating_from_a_point_keeps_what_came_before(engine, cfg):
 def test_bad_continuations_are_refused_with_the_allowed_range(engine, kept, length_frames, message):
     with pytest.raises(ValueError, match=message):
         engine.generate_frames(LYRICS, TAGS, GenerateOptions(max_audio_length_ms=length_frames * 80), kept=kept)
+
+
+def test_audio_before_the_window_holding_the_change_is_kept(tiny_ckpt):
+    """A song regenerated from frame t, decoded with its parent's codec seed: every sample of
+    the windows that end before t is the parent's, bit for bit (three windows of 29.76 s)."""
+    from heartmula.codec.decoder import HOP_FRAMES, unchanged_samples
+
+    engine = Engine(model_path=str(tiny_ckpt), version="tiny", device="cpu")  # the codec loads on first decode
+    rng = np.random.default_rng(0)
+    song = rng.integers(0, 8192, (900, 8))
+    # window 1 holds frames 320..691: a change at 691 touches it, one at 692 only windows 2..
+    for t, windows_kept in ((691, 1), (692, 2)):
+        redo = song.copy()
+        redo[t:] = rng.integers(0, 8192, (900 - t, 8))
+        opts = GenerateOptions(codec_steps=2)
+        a, b = engine.decode([song, redo], opts, seeds=[11, 11])
+        keep = unchanged_samples(t)
+        assert keep == windows_kept * HOP_FRAMES * 3840 and a.shape == b.shape
+        np.testing.assert_array_equal(a[:, :keep], b[:, :keep])
+        assert not np.array_equal(a[:, keep:], b[:, keep:])

@@ -218,6 +218,14 @@ def pad_codes(codes: torch.Tensor) -> torch.Tensor:
     return codes
 
 
+def unchanged_samples(first_changed_frame: int) -> int:
+    """How many leading samples of a song's audio cannot change when its frames change from
+    `first_changed_frame` on (same codec noise): those of the windows that end before that
+    frame, up to where the first window holding it starts to be crossfaded in."""
+    first_window = max(0, math.ceil((first_changed_frame - WINDOW_FRAMES + 1) / HOP_FRAMES))
+    return first_window * HOP_FRAMES * SAMPLES_PER_FRAME
+
+
 def n_windows_for(n_frames: int) -> int:
     """How many windows a song of n_frames frames is decoded in."""
     return math.ceil((max(n_frames, WINDOW_FRAMES) - OVERLAP_FRAMES) / HOP_FRAMES)

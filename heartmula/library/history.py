@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..audio import WRITE_FORMATS, atomic_write_bytes, write_audio
-from .songs import sidecar_path, song_metadata
+from .songs import CODES_SUFFIX, codes_bytes, load_codes, sidecar_path, song_metadata
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,19 @@ class Song:
         """Every file of this take that exists: the audio formats, then the sidecar."""
         paths = [self.audio_path.with_suffix(f".{fmt}") for fmt in FORMATS]
         return [p for p in paths if p.is_file()] + [self.sidecar_path]
+
+    @property
+    def codes_path(self) -> Path | None:
+        """The take's frames (.npy), where it was saved with them."""
+        name = self.meta.get("codes_file")
+        return self.sidecar_path.parent / Path(name).name if isinstance(name, str) and name else None
+
+    def frames(self):
+        """The take's frames [n, 8], to extend it or regenerate it from a point."""
+        if self.codes_path is None or not self.codes_path.is_file():
+            raise ValueError(f"song {self.id} was saved without its codes (before they were kept), so it can "
+                             "be played but not extended or regenerated")
+        return load_codes(self.codes_path)
 
     def label(self) -> str:
         when = self.created.replace("T", " ")[:19]
@@ -95,12 +108,15 @@ class History:
                 for fmt in self.formats:
                     files.append(write_audio(base.with_suffix(f".{fmt}"), result.audio[take], result.sample_rate))
                     written.append(files[-1])
-                planned.append((take, files))
+                codes = atomic_write_bytes(base.with_suffix(CODES_SUFFIX), codes_bytes(result.frames[take]))
+                written.append(codes)
+                planned.append((take, files, codes))
             songs = []
-            for take, files in planned:
+            for take, files, codes in planned:
                 meta = song_metadata(result, take)
                 meta["audio_file"] = files[0].name
                 meta["exports"] = [p.name for p in files[1:]]
+                meta["codes_file"] = codes.name
                 side = sidecar_path(files[0])
                 atomic_write_bytes(side, json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
                 written.append(side)
@@ -180,10 +196,10 @@ class History:
         side = self._sidecar_of(song_id)
         try:
             meta = json.loads(side.read_text(encoding="utf-8"))
-            named = [meta.get("audio_file"), *(meta.get("exports") or [])]
+            named = [meta.get("audio_file"), *(meta.get("exports") or []), meta.get("codes_file")]
         except (OSError, json.JSONDecodeError, AttributeError):
             named = []
-        candidates = {side.with_suffix(f".{fmt}") for fmt in FORMATS}
+        candidates = {side.with_suffix(f".{fmt}") for fmt in (*FORMATS, CODES_SUFFIX.lstrip("."))}
         candidates |= {self.folder / Path(str(n)).name for n in named if n}
         side.unlink()
         removed = [side]

@@ -14,6 +14,7 @@ import numpy as np
 from ..audio import atomic_write_bytes, write_audio
 
 SIDECAR_VERSION = 1
+CODES_SUFFIX = ".npy"  # a take's frames ([n, 8] int64) beside its audio, for extend and regenerate
 
 
 def sidecar_path(audio_path: str | Path) -> Path:
@@ -54,7 +55,28 @@ def song_metadata(result, take: int) -> dict:
         "peak_memory_bytes": result.peak_memory_bytes,
         "device": result.device,
         "software": {"torch": torch.__version__, "python": platform.python_version()},
+        **({"parent": result.parent} if getattr(result, "parent", None) else {}),
     }
+
+
+def codes_bytes(frames: np.ndarray) -> bytes:
+    """A take's frames as .npy bytes ([n, 8] int64; never pickled)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(frames, dtype=np.int64), allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_codes(path: str | Path) -> np.ndarray:
+    """A take's frames from its .npy, checked: [n, 8] integers; ValueError names the file."""
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: the song's codes cannot be read ({e})") from e
+    if codes.ndim != 2 or codes.shape[1] != 8 or codes.shape[0] < 1 or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"{path}: not a song's codes ([frames, 8] integers), found {codes.dtype} {list(codes.shape)}")
+    return codes.astype(np.int64)
 
 
 def save_take(result, take: int, path: str | Path) -> tuple[Path, Path]:
@@ -65,14 +87,18 @@ def save_take(result, take: int, path: str | Path) -> tuple[Path, Path]:
     RuntimeError that names the file and the reason."""
     path = Path(path)
     side = sidecar_path(path)
+    codes = path.with_suffix(CODES_SUFFIX)
     try:
         write_audio(path, result.audio[take], result.sample_rate)
         meta = song_metadata(result, take)
         meta["audio_file"] = path.name
         try:
+            atomic_write_bytes(codes, codes_bytes(result.frames[take]))
+            meta["codes_file"] = codes.name
             atomic_write_bytes(side, json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
         except BaseException:
             path.unlink(missing_ok=True)
+            codes.unlink(missing_ok=True)
             raise
     except OSError as e:
         raise RuntimeError(f"could not save {path}: {e.strerror or e}; nothing was kept for this take") from e
