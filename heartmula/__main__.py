@@ -183,6 +183,101 @@ def _generate(args) -> int:
     return 0
 
 
+def _add_continue(sub) -> None:
+    for mode, text in (("extend", "add seconds to a song made earlier (given by its .json sidecar)"),
+                       ("regenerate", "keep a song up to a point and draw the rest again, with new seeds")):
+        p = sub.add_parser(mode, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("--from", dest="source", required=True,
+                       help="the song's .json sidecar (written beside its audio by generate or the studio)")
+        if mode == "extend":
+            p.add_argument("--seconds", type=float, required=True, help="how many seconds to add")
+            p.add_argument("--ignore-eos", action="store_true",
+                           help="run the whole --seconds even where the model would end the song")
+        else:
+            p.add_argument("--at", required=True, help="where the new part starts: m:ss (e.g. 1:20) or seconds")
+            p.add_argument("--takes", type=int, default=1, help="how many new versions (take i uses seed + i)")
+            p.add_argument("--seed", type=int, default=None, help="seed of the new part (default: a fresh one)")
+        p.add_argument("--lyrics", default=None, help="lyrics for the prompt (text, a file or -); default the song's")
+        p.add_argument("--tags", default=None, help="tags for the prompt (text, a file or -); default the song's")
+        p.add_argument("--save-path", required=True, help="where to write the new song (.mp3, .wav or .flac)")
+        _add_model_args(p)
+        _add_device_args(p)
+        p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+        p.set_defaults(func=_continue, mode=mode)
+
+
+def _continue(args) -> int:
+    import json
+    from dataclasses import replace
+
+    from .audio import FRAME_MS, WRITE_FORMATS
+    from .engine import GenerationCancelled, load_engine
+    from .library.songs import clock, load_codes, parse_clock, save_take, take_paths
+    from .mula.generate import GenerateOptions
+    from .options import options_of
+
+    source = Path(args.source).expanduser()
+    try:
+        meta = json.loads(source.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"--from {source}: not a song's sidecar ({e})") from e
+    if not meta.get("codes_file"):
+        raise ValueError(f"--from {source}: this song was saved without its codes (before they were kept), "
+                         "so it can be played but not extended or regenerated")
+    frames = load_codes(source.parent / Path(str(meta["codes_file"])).name)
+    n, length_s = len(frames), len(frames) * FRAME_MS / 1000
+    if Path(args.save_path).suffix.lower() not in WRITE_FORMATS:
+        raise ValueError(f"--save-path {args.save_path}: use a .mp3, .wav or .flac file name")
+    names = options_of(GenerateOptions)
+    try:
+        opts = GenerateOptions(**{k: v for k, v in (meta.get("options") or {}).items() if k in names})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--from {source}: its options cannot be used ({e})") from e
+    seed = meta.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"--from {source}: it has no seed to continue from")
+    if args.mode == "extend":
+        if not args.seconds > 0:
+            raise ValueError(f"--seconds {args.seconds:g}: give how many seconds to add (more than 0)")
+        at = n
+        opts = replace(opts, max_audio_length_ms=n * FRAME_MS + int(round(args.seconds * 1000)), takes=1, seed=seed,
+                       ignore_eos=opts.ignore_eos or args.ignore_eos)
+    else:
+        at = int(round(parse_clock(args.at) * 1000 / FRAME_MS))
+        if not 1 <= at < n:
+            raise ValueError(f"--at {args.at}: the song is {clock(length_s)} long; give a time from "
+                             f"{clock(FRAME_MS / 1000)} to {clock((n - 1) * FRAME_MS / 1000)}")
+        opts = replace(opts, max_audio_length_ms=max(opts.max_audio_length_ms, n * FRAME_MS), takes=args.takes,
+                       seed=args.seed)
+    lyrics = read_text_arg(args.lyrics, "--lyrics") if args.lyrics is not None else str(meta.get("lyrics", ""))
+    tags = read_text_arg(args.tags, "--tags") if args.tags is not None else str(meta.get("tags", ""))
+    model = _model(args)
+    made_with = (meta.get("model") or {}).get("heartmula_version")
+    if made_with and made_with != model.version:
+        raise ValueError(f"--from {source}: the song was made with HeartMuLa {made_with}, but {model.version} "
+                         f"is loaded; pass --version {made_with} (and its --model-path)")
+    engine = load_engine(model.model_path, version=model.version, device=args.device, codec_device=args.codec_device,
+                         dtype=args.dtype, preload=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        result = engine.generate(lyrics, tags, opts, kept=[frames[:at]], codec_seeds=[seed] * opts.takes,
+                                 on_progress=ProgressBar(), should_stop=stop.is_set)
+    except GenerationCancelled:
+        print("\nstopped: nothing was written", file=sys.stderr)
+        return 130
+    sys.stderr.write("\n")
+    result = replace(result, parent={"sidecar": source.name, "id": source.stem, "mode": args.mode,
+                                     "from_frame": at, "at_s": round(at * FRAME_MS / 1000, 3)})
+    for i, path in enumerate(take_paths(args.save_path, opts.takes)):
+        audio_path, side = save_take(result, i, path)
+        print(f"song: {audio_path} ({result.durations_s[i]:.2f} s, {args.mode} of {source.name} at "
+              f"{clock(at * FRAME_MS / 1000)}, seed {result.seeds[i]}), sidecar: {side}")
+    return 0
+
+
 def _add_queue(sub) -> None:
     p = sub.add_parser("queue", help="several songs, pipelined: one decodes while the next generates")
     p.add_argument("--songs", required=True,
@@ -335,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m heartmula", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_generate(sub)
+    _add_continue(sub)
     _add_queue(sub)
     _add_transcribe(sub)
     from . import doctor

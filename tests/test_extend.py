@@ -72,3 +72,52 @@ def test_audio_before_the_window_holding_the_change_is_kept(tiny_ckpt):
         assert keep == windows_kept * HOP_FRAMES * 3840 and a.shape == b.shape
         np.testing.assert_array_equal(a[:, :keep], b[:, :keep])
         assert not np.array_equal(a[:, keep:], b[:, keep:])
+
+
+def test_cli_extend_and_regenerate_a_saved_song(tiny_ckpt, tmp_path):
+    """generate -> extend -> regenerate, as a user runs them; the codes prove the exactness."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "heartmula", *args, "--model-path", str(tiny_ckpt), "--version",
+                               "tiny", "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    common = ["--lyrics", LYRICS, "--tags", TAGS, "--seed", "3", "--ignore-eos"]
+    assert cli("generate", *common, "--max-audio-length-ms", str(24 * 80), "--save-path", str(tmp_path / "a.wav"),
+               "--codec-steps", "2").returncode == 0
+    r = cli("generate", *common, "--max-audio-length-ms", str(48 * 80), "--save-frames", str(tmp_path / "full.npy"))
+    assert r.returncode == 0, r.stderr
+    r = cli("extend", "--from", str(tmp_path / "a.json"), "--seconds", "1.92", "--ignore-eos",
+            "--save-path", str(tmp_path / "b.wav"))
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), np.load(tmp_path / "full.npy")[0])
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["parent"] == {"sidecar": "a.json", "id": "a", "mode": "extend", "from_frame": 24, "at_s": 1.92}
+    assert b["frames"] == 48 and b["seed"] == 3
+
+    r = cli("regenerate", "--from", str(tmp_path / "a.json"), "--at", "0:01", "--takes", "2", "--seed", "9",
+            "--save-path", str(tmp_path / "c.wav"))
+    assert r.returncode == 0, r.stderr
+    a = np.load(tmp_path / "a.npy")
+    for take in (1, 2):
+        c = np.load(tmp_path / f"c_take{take}.npy")
+        np.testing.assert_array_equal(c[:12], a[:12])  # 0:01 = frame 12
+        meta = json.loads((tmp_path / f"c_take{take}.json").read_text())
+        assert meta["parent"]["from_frame"] == 12 and meta["seed"] == 8 + take
+
+    for args, message in ((["regenerate", "--from", str(tmp_path / "a.json"), "--at", "0:05"], "give a time from"),
+                          (["regenerate", "--from", str(tmp_path / "a.json"), "--at", "1:75"], "write it as m:ss"),
+                          (["extend", "--from", str(tmp_path / "a.json"), "--seconds", "60"], "plus at most"),
+                          (["extend", "--from", str(tmp_path / "nope.json"), "--seconds", "1"], "not a song's sidecar")):
+        r = cli(*args, "--save-path", str(tmp_path / "x.wav"))
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    old = json.loads((tmp_path / "a.json").read_text())
+    del old["codes_file"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    r = cli("extend", "--from", str(tmp_path / "old.json"), "--seconds", "1", "--save-path", str(tmp_path / "x.wav"))
+    assert r.returncode == 2 and "saved without its codes" in r.stderr
+    assert not (tmp_path / "x.wav").exists()

@@ -125,3 +125,26 @@ def save_frames(path: str | Path, frames: list[np.ndarray]) -> Path:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def parse_clock(text: str) -> float:
+    """A time as people write it, "1:20", "1:20.5", "0:02" or "80", -> seconds."""
+    value = str(text).strip()
+    try:
+        if ":" in value:
+            minutes, seconds = value.split(":")
+            if not minutes.strip().isdigit() or float(seconds) < 0 or float(seconds) >= 60:
+                raise ValueError
+            total = int(minutes) * 60 + float(seconds)
+        else:
+            total = float(value)
+    except ValueError:
+        raise ValueError(f"time {text!r}: write it as m:ss (e.g. 1:20) or seconds (e.g. 80)") from None
+    if not total >= 0 or total == float("inf"):
+        raise ValueError(f"time {text!r} must be 0 or more")
+    return total
+
+
+def clock(seconds: float) -> str:
+    """Seconds -> m:ss.ss, as parse_clock reads it."""
+    return f"{int(seconds // 60)}:{seconds % 60:05.2f}"
