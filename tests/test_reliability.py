@@ -53,7 +53,10 @@ def studio(engine, tmp_path):
 
 def gen_args(studio, session, *, lyrics="la la la", tags="pop", duration_s=1, cfg=1.5, temperature=1.0, topk=50,
              seed=5, takes=1):
-    return (studio, session, lyrics, tags, duration_s, None, cfg, temperature, topk, seed, takes)
+    """The Generate tab's inputs (no preset), its controls as they show values: seconds, a seed as text."""
+    shown = dict(max_audio_length_ms=duration_s, cfg_scale=cfg, temperature=temperature, topk=topk,
+                 seed=str(seed), takes=takes, ignore_eos=False, codec_steps=10, codec_guidance_scale=1.25)
+    return (studio, session, lyrics, tags, None, *[shown[n] for n in generate_h.GEN_NAMES])
 
 
 def run(fn, *args):
@@ -90,14 +93,14 @@ class OOMOnce:
     (dict(tags="   "), "tags are empty"),
     (dict(lyrics="a" * 50_000), "the limit is 20000"),
     (dict(tags="rock " * 10_000), "the limit is 1000"),
-    (dict(duration_s=0.5), "allowed: 1 to 600 seconds"),
-    (dict(duration_s=10_000), "allowed: 1 to 600 seconds"),
-    (dict(duration_s=float("nan")), "duration must be a finite number"),
+    (dict(duration_s=0.05), "max_audio_length_s=0.05 is out of range; allowed: 0.08 to 600 s"),
+    (dict(duration_s=10_000), "max_audio_length_s=10000 is out of range; allowed: 0.08 to 600 s"),
+    (dict(duration_s=float("nan")), "max_audio_length_s must be a finite number"),
     (dict(seed=2**64), "seed=18446744073709551616 is out of range; allowed: 0 to"),
     (dict(temperature=99), "temperature=99.0 is out of range; allowed: 0.05 to 5.0"),
     (dict(temperature=float("inf")), "temperature must be a finite number"),
     (dict(topk=0), "topk=0 is out of range; allowed: 1 to 8192"),
-    (dict(topk=float("inf")), "top-k must be a finite number"),  # was an OverflowError: "Internal error"
+    (dict(topk=float("inf")), "topk must be a finite number"),  # was an OverflowError: "Internal error"
     (dict(takes=float("-inf")), "takes must be a finite number"),
     (dict(cfg=0.2), "cfg_scale=0.2 is out of range; allowed: 1.0 to 10.0"),
     (dict(takes=9), "takes=9 is out of range; allowed: 1 to 8"),
@@ -125,7 +128,7 @@ def test_prompt_longer_than_the_context_names_the_limit(tiny_ckpt, tmp_path):
     (["--lyrics", " "], "lyrics are empty"),
     (["--lyrics", "x" * 50_000], "the limit is 20000"),
     (["--temperature", "99"], "allowed: 0.05 to 5.0"),
-    (["--temperature", "nan"], "temperature=nan is out of range"),
+    (["--temperature", "nan"], "temperature must be a finite number, got nan"),
     (["--topk", "0"], "allowed: 1 to 8192"),
     (["--seed", "-1"], "allowed: 0 to"),
     (["--max-audio-length-ms", "5000000"], "allowed: 80 to 600000"),
