@@ -136,7 +136,9 @@ def load_state_dict(
     state: dict[str, torch.Tensor] = {}
     for file in files:
         try:
-            with safe_open(str(file), framework="pt", device=str(device)) as f:
+            # safetensors names the CPU "cpu" only; torch also accepts "cpu:0" (a second device by name)
+            where = "cpu" if torch.device(device).type == "cpu" else str(device)
+            with safe_open(str(file), framework="pt", device=where) as f:
                 for name in f.keys():
                     t = f.get_tensor(name)
                     if dtype is not None and t.is_floating_point() and t.dtype != dtype:

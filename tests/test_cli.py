@@ -115,3 +115,11 @@ def test_text_that_only_mentions_a_file_is_text_and_dash_reads_stdin(tmp_path, h
                    "--device", "cpu", "--save-frames", "f.npy", stdin="[verse]\nfrom stdin\n")
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "f.npy").shape[0] == 1
+
+
+def test_cpu_by_index_is_the_cpu(tiny_ckpt, tmp_path):
+    """cpu:0 names the CPU (a second device by name); the weights load there, no 'download again'."""
+    r = run_cli("generate", "--model-path", str(tiny_ckpt), "--version", "tiny", "--lyrics", "la", "--tags", "pop",
+                "--max-audio-length-ms", "160", "--device", "cpu:0", "--save-frames", str(tmp_path / "f.npy"))
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "f.npy").shape[-1] == 8

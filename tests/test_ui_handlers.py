@@ -163,11 +163,13 @@ def test_presets_tags_and_seed():
     assert generate.add_tag("pop, piano", "Piano")["tags"] == "pop, piano"
     assert generate.add_tag("", "rock")["tags"] == "rock"
     assert 0 <= int(generate.random_seed()) < 2**31
-    opts = generate.build_options("quality", 3, 2.0, 0.9, 40, "-1", 2, False, 20, 1.25)
+    opts = generate.build_options("quality", 3, 2.0, 0.9, 40, " ", 2, False, 20, 1.25)  # blank: a fresh seed
     assert opts.seed is None and opts.codec_steps == 20 and opts.max_audio_length_ms == 3000 and opts.takes == 2
     exact = generate.build_options("quality", 3, 2.0, 0.9, 40, "123456789012345678", 2, False, 20, 1.25)
     assert exact.seed == 123456789012345678  # text, never a float on the way
     assert generate.build_options(None, 0.08, 1.0, 1.0, 8192, "9223372036854775807", 1, True, 1, 1.0).seed == 2**63 - 1
+    with pytest.raises(ValueError, match="seed=-1 is out of range; allowed: 0 to"):  # the CLI's words and range
+        generate.build_options(None, 3, 1.5, 1.0, 50, "-1", 1, False, 10, 1.25)
 
 
 # ----- History -----------------------------------------------------------------------------------

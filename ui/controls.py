@@ -28,8 +28,8 @@ def control(cls, name: str, value=None, *, elem_id: str, **kw):
     if opt.kind is bool:
         return gr.Checkbox(label=opt.label, value=bool(shown), info=info, elem_id=elem_id, **kw)
     if opt.nullable and opt.kind is int:  # a seed: exact, and blank for "none"
-        return gr.Textbox(label=f"{opt.label} (blank: {opt.null_means or 'none'})", value="" if shown is None else
-                          str(shown), info=info, elem_id=elem_id, **kw)
+        return gr.Textbox(label=f"{opt.label} (blank: random)", value="" if shown is None else str(shown),
+                          info=info, elem_id=elem_id, **kw)
     if opt.kind is str:
         return gr.Textbox(label=opt.label, value=shown or "", info=info, elem_id=elem_id, **kw)
     return gr.Slider(opt.to_shown(opt.lo), opt.to_shown(opt.hi), value=shown, step=opt.step, label=label_of(opt),
@@ -46,16 +46,12 @@ def shown_value(cls, name: str, value):
 
 def form_values(cls, names: list[str], values) -> dict:
     """Control values (positional, in `names` order) -> {name: value} for from_shown_values;
-    a blank or negative seed box means "none" (a fresh seed)."""
+    a blank box means "none" (for a seed: a fresh one). Anything else is checked as the CLI
+    checks it: one range everywhere."""
     opts = options_of(cls)
     out = {}
     for name, value in zip(names, values):
-        opt = opts[name]
-        if opt.nullable and isinstance(value, str):
-            value = value.strip()
-            if value in ("", "-1"):
-                value = None
-        elif opt.nullable and isinstance(value, (int, float)) and not isinstance(value, bool) and value == -1:
-            value = None  # the API's old "random" seed
+        if opts[name].nullable and isinstance(value, str) and not value.strip():
+            value = None
         out[name] = value
     return out

@@ -240,8 +240,8 @@ def check_fits(prompt_len: int, opts: GenerateOptions, model_max: int, kept_fram
                 f"{max(0, room_ms - kept_frames * FRAME_MS) / 1000:.2f} s more)" if kept_frames else "")
         raise ValueError(
             f"the prompt takes {prompt_len} of the model's {model_max} positions, which leaves room for "
-            f"{room_ms / 1000:.1f} s of audio{more}, but max_audio_length_ms={opts.max_audio_length_ms} was asked; "
-            "shorten the lyrics or the length"
+            f"{room_ms / 1000:.1f} s of audio{more}, but {opts.max_audio_length_ms / 1000:g} s "
+            f"(max_audio_length_ms={opts.max_audio_length_ms}) was asked; shorten the lyrics or the length"
         )
 
 
