@@ -301,7 +301,7 @@ def _queue(args) -> int:
 
     try:
         specs = json.loads(Path(args.songs).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"--songs {args.songs}: not a readable JSON file ({e})") from e
     if not isinstance(specs, list) or not specs or not all(isinstance(x, dict) for x in specs):
         raise ValueError(f"--songs {args.songs}: expected a non-empty JSON list of objects")
@@ -311,11 +311,19 @@ def _queue(args) -> int:
         unknown = set(spec) - option_names - {"lyrics", "tags"}
         if unknown or "lyrics" not in spec or "tags" not in spec:
             raise ValueError(f"--songs entry {i + 1}: needs lyrics and tags; unknown keys: {sorted(unknown)}")
-        opts = GenerateOptions(**{k: v for k, v in spec.items() if k in option_names})
+        try:
+            opts = GenerateOptions(**{k: v for k, v in spec.items() if k in option_names})
+        except ValueError as e:
+            raise ValueError(f"--songs {args.songs}, entry {i + 1}: {e}") from e
         requests.append(SongRequest(spec["lyrics"], spec["tags"], opts))
     model = _model(args)
     engine = load_engine(model.model_path, version=model.version, device=args.device,
-                         codec_device=args.codec_device, dtype=args.dtype)
+                         codec_device=args.codec_device, dtype=args.dtype, preload=False)
+    for i, r in enumerate(requests):  # every song is checked before the first one is generated
+        try:
+            engine.check_request(r.lyrics, r.tags, r.options)
+        except ValueError as e:
+            raise ValueError(f"--songs {args.songs}, entry {i + 1}: {e}") from e
     save_dir = Path(args.save_dir)
 
     def save(i, result):

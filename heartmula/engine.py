@@ -24,7 +24,7 @@ from .checkpoint import CheckpointPaths, resolve_paths
 from .mula.load import load_heartmula
 from .accel.graphs import graphs_supported
 from .mula.graphed_step import prepare_step
-from .mula.generate import FramesResult, GenerateOptions, Progress, StepBuffers, generate_frames
+from .mula.generate import FramesResult, GenerateOptions, Progress, StepBuffers, check_fits, generate_frames
 from .mula.prompt import GenConfig, Prompt, build_prompt, load_tokenizer
 
 MAX_LYRICS_CHARS = 20_000
@@ -206,6 +206,20 @@ class Engine:
         lyrics = _clean_text(lyrics, "lyrics", MAX_LYRICS_CHARS)
         tags = _clean_text(tags, "tags", MAX_TAGS_CHARS)
         return build_prompt(self.tokenizer, lyrics, tags, self.gen)
+
+    def check_request(self, lyrics: str, tags: str, options: GenerateOptions) -> None:
+        """Everything about a request that can be checked before any model loads: the texts,
+        and that the prompt and the length fit the backbone (ValueError says what to change)."""
+        prompt = self.build_prompt(lyrics, tags)
+        if self.mula is not None:
+            model_max = self.mula.args.backbone.max_seq_len
+        else:
+            from .checkpoint import read_json
+            from .mula.model import HeartMuLaArgs
+
+            config = self.paths.mula / "config.json"
+            model_max = HeartMuLaArgs.from_config(read_json(config), where=str(config)).backbone.max_seq_len
+        check_fits(len(prompt), options, model_max)
 
     # ----- generation ---------------------------------------------------------------
     def _prepare(self, prompt: Prompt, opts: GenerateOptions, kept_frames: int = 0) -> StepBuffers:

@@ -123,3 +123,24 @@ def test_cpu_by_index_is_the_cpu(tiny_ckpt, tmp_path):
                 "--max-audio-length-ms", "160", "--device", "cpu:0", "--save-frames", str(tmp_path / "f.npy"))
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "f.npy").shape[-1] == 8
+
+
+def test_queue_checks_every_song_before_generating_any(tiny_ckpt, tmp_path):
+    import json
+
+    songs = tmp_path / "songs.json"
+    songs.write_text(json.dumps([{"lyrics": "la la", "tags": "pop", "max_audio_length_ms": 160},
+                                 {"lyrics": "   ", "tags": "pop"}]))
+    out = tmp_path / "out"
+    r = run_cli("queue", "--songs", str(songs), "--save-dir", str(out), "--model-path", str(tiny_ckpt), "--version",
+                "tiny", "--device", "cpu")
+    assert r.returncode == 2 and f"--songs {songs}, entry 2: lyrics are empty" in r.stderr, r.stderr
+    assert not out.exists() or not list(out.iterdir())  # song 1 was not made first
+    songs.write_text(json.dumps([{"lyrics": "la", "tags": "pop", "topk": 0}]))
+    r = run_cli("queue", "--songs", str(songs), "--save-dir", str(out), "--model-path", str(tiny_ckpt), "--version",
+                "tiny", "--device", "cpu")
+    assert r.returncode == 2 and "entry 1: topk=0 is out of range" in r.stderr, r.stderr
+    binary = tmp_path / "songs.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    r = run_cli("queue", "--songs", str(binary), "--save-dir", str(out), "--model-path", str(tiny_ckpt))
+    assert r.returncode == 2 and f"--songs {binary}: not a readable JSON file" in r.stderr, r.stderr
