@@ -198,10 +198,12 @@ class _Take:
     emitted: int = 0
     prev_latents: torch.Tensor | None = None  # [WINDOW_LATENTS, out_channels] of the last window
     audio_tail: np.ndarray | None = None  # [2, OVERLAP_SAMPLES] not final until crossfaded
+    total_windows: int | None = None  # None while the song is still being generated (StreamDecoder)
+    frames: np.ndarray | None = None  # [n, 8] so far, while total_windows is None
 
     @property
     def n_windows(self) -> int:
-        return len(self.noise)
+        return len(self.noise) if self.total_windows is None else self.total_windows
 
 
 def pad_codes(codes: torch.Tensor) -> torch.Tensor:
@@ -231,19 +233,22 @@ def n_windows_for(n_frames: int) -> int:
     return math.ceil((max(n_frames, WINDOW_FRAMES) - OVERLAP_FRAMES) / HOP_FRAMES)
 
 
-def draw_noise(n_windows: int, latent_dim: int, generator: torch.Generator | None) -> list[torch.Tensor]:
-    """The start noise of each window, drawn in the reference's order (see the module docstring)."""
+def window_noise(w: int, latent_dim: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Window w's start noise, drawn next from `generator` in the reference's order: window 0
+    after the reference's `first_latent`, each later one after its in-context padding (both
+    drawn, then masked out). Drawing windows 0, 1, ... in turn gives `draw_noise`'s list."""
     device = generator.device if generator is not None else torch.device("cpu")
 
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator, device=device, dtype=torch.float32)
 
-    randn(1, WINDOW_LATENTS, latent_dim)  # the reference's `first_latent`: drawn, then masked out
-    noise = [randn(1, WINDOW_LATENTS, latent_dim)[0]]
-    for _ in range(1, n_windows):
-        randn(1, WINDOW_LATENTS - OVERLAP_LATENTS, latent_dim)  # padding of the in-context latents, masked out
-        noise.append(randn(1, WINDOW_LATENTS, latent_dim)[0])
-    return noise
+    randn(1, WINDOW_LATENTS if w == 0 else WINDOW_LATENTS - OVERLAP_LATENTS, latent_dim)
+    return randn(1, WINDOW_LATENTS, latent_dim)[0]
+
+
+def draw_noise(n_windows: int, latent_dim: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    """The start noise of each window, drawn in the reference's order (see the module docstring)."""
+    return [window_noise(w, latent_dim, generator) for w in range(n_windows)]
 
 
 class HeartCodec(nn.Module):
@@ -430,7 +435,8 @@ class HeartCodec(nn.Module):
         padded = pad_codes(codes)
         noise = draw_noise(n_windows_for(n_frames), self.config.out_channels, generator)
         assert padded.shape[1] == len(noise) * HOP_FRAMES + OVERLAP_FRAMES
-        return _Take(codes=padded.to(self.device), noise=noise, target_samples=n_frames * SAMPLES_PER_FRAME)
+        return _Take(codes=padded.to(self.device), noise=noise, target_samples=n_frames * SAMPLES_PER_FRAME,
+                     total_windows=len(noise))
 
     def _run(self, takes: list[_Take], num_steps: int, guidance_scale: float,
              on_progress: ProgressFn | None) -> Iterator[tuple[int, np.ndarray]]:
@@ -485,7 +491,7 @@ class HeartCodec(nn.Module):
             # Only the last window can end past the song; its audio beyond is never used.
             n_samples = min(WINDOW_SAMPLES, take.target_samples - w * HOP_SAMPLES)
             audio = self._latents_to_audio(latents[row], max(n_samples, OVERLAP_SAMPLES if w else 1))
-            chunk = self._crossfade(take, audio, last=w == take.n_windows - 1)
+            chunk = self._crossfade(take, audio, last=take.total_windows is not None and w == take.total_windows - 1)
             chunk = chunk[:, : max(0, take.target_samples - take.emitted)]
             take.emitted += chunk.shape[1]
             out.append((i, chunk))
@@ -544,6 +550,83 @@ class HeartCodec(nn.Module):
             return audio
         take.audio_tail = audio[:, -OVERLAP_SAMPLES:]
         return audio[:, :-OVERLAP_SAMPLES]
+
+
+class StreamDecoder:
+    """Decodes takes while their frames are still being generated.
+
+    Window w of a song holds only real frames (no padding) once the song has more than
+    w * HOP + WINDOW frames, so it can be decoded then; the noise of each take is drawn window
+    by window in the same order `decode` draws it, and each window is decoded in the same batch
+    of takes (groups of `max_batch`, the takes that have the window) as `decode_batch`
+    decodes it. So the chunks of a take, concatenated, are `decode_batch`'s audio of it.
+
+    `feed(frames, finished)` takes every take's frames so far ([n, 8] codes, already clamped
+    to the codebook) and which takes have ended; it decodes what has become decodable and
+    returns [(take, chunk)] in time order. `finish(frames)` decodes the rest."""
+
+    def __init__(self, codec: "HeartCodec", n_takes: int, *, num_steps: int = 10, guidance_scale: float = 1.25,
+                 generators: Sequence[torch.Generator | None] | None = None, max_batch: int = 4,
+                 on_window: Callable[[], None] | None = None):
+        codec._check_decode_options(num_steps, guidance_scale)
+        self.codec, self.guidance_scale, self.on_window = codec, guidance_scale, on_window
+        self.generators = list(generators) if generators is not None else [None] * n_takes
+        self.takes = [_Take(codes=None, noise=[], target_samples=0) for _ in range(n_takes)]
+        self.groups = [list(range(g, min(g + max_batch, n_takes))) for g in range(0, n_takes, max_batch)]
+        self.next_window = [0] * len(self.groups)
+        with torch.inference_mode():
+            self.schedule = codec._prepare_schedule(num_steps)
+
+    def feed(self, frames: Sequence[np.ndarray], finished: Sequence[bool]) -> list[tuple[int, np.ndarray]]:
+        for i, (take, f) in enumerate(zip(self.takes, frames)):
+            if finished[i] and take.total_windows is None:
+                self._close(take, f)
+            elif take.total_windows is None:
+                take.target_samples = len(f) * SAMPLES_PER_FRAME  # grows; only the last window reads it
+                take.frames = f
+        out = []
+        for g, members in enumerate(self.groups):
+            while True:
+                w = self.next_window[g]
+                ready = [i for i in members if self._has(self.takes[i], w)]
+                waiting = [i for i in members if self.takes[i].total_windows is None and not self._has(self.takes[i], w)]
+                if waiting or not ready:
+                    break
+                out += self._decode(ready, w)
+                self.next_window[g] += 1
+        return out
+
+    def finish(self, frames: Sequence[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+        return self.feed(frames, [True] * len(frames))
+
+    def _has(self, take: _Take, w: int) -> bool:
+        """Take has window w, and it can be decoded now."""
+        if take.total_windows is not None:
+            return w < take.total_windows
+        return take.frames is not None and len(take.frames) > w * HOP_FRAMES + WINDOW_FRAMES
+
+    def _close(self, take: _Take, frames: np.ndarray) -> None:
+        codes = torch.from_numpy(np.ascontiguousarray(frames.T, dtype=np.int64))
+        take.codes = pad_codes(codes).to(self.codec.device)
+        take.target_samples = len(frames) * SAMPLES_PER_FRAME
+        take.total_windows = n_windows_for(len(frames))
+
+    def _decode(self, members: list[int], w: int) -> list[tuple[int, np.ndarray]]:
+        takes = []
+        for i in members:
+            take = self.takes[i]
+            if take.total_windows is None:  # open: its real frames up to this window's end
+                end = w * HOP_FRAMES + WINDOW_FRAMES
+                take.codes = torch.from_numpy(np.ascontiguousarray(take.frames[:end].T, dtype=np.int64)
+                                              ).to(self.codec.device)
+            while len(take.noise) <= w:
+                take.noise.append(window_noise(len(take.noise), self.codec.config.out_channels, self.generators[i]))
+            takes.append(take)
+        with torch.inference_mode():
+            chunks = self.codec._decode_window(takes, w, self.schedule, self.guidance_scale)
+        if self.on_window is not None:
+            self.on_window()
+        return [(members[j], chunk) for j, chunk in chunks if chunk.shape[1]]
 
 
 def load_codec(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> HeartCodec:
