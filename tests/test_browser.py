@@ -279,7 +279,9 @@ def test_generate_fails_then_runs(page, make_it_fail):
     make_it_fail(page)
     page.locator("#gen-generate").click()
     _assert_idle_after_failure(page, "#gen-status", "#gen-generate", "#gen-stop")
-    page.locator("#gen-seed textarea, #gen-seed input").first.fill("")  # (blank: a fresh seed)
+    seed = page.locator("#gen-seed textarea, #gen-seed input").first
+    if seed.is_visible():
+        seed.fill("")  # blank: a fresh seed
     seen = generate_song(page)
     assert "✅" in seen[-1], seen
     assert page.locator("#gen-stop").is_disabled()
@@ -292,6 +294,9 @@ def test_transcribe_fails_then_runs(page, speak, tmp_path, make_it_fail):
     make_it_fail(page, clip)
     page.locator("#tr-run").click()
     _assert_idle_after_failure(page, "#tr-speed", "#tr-run", "#tr-stop")
+    clear = page.locator("#tr-audio button[aria-label='Clear']")
+    if clear.count():  # the bad file is still loaded: take it out first
+        clear.first.click()
     page.locator("#tr-audio input[type=file]").set_input_files(str(clip))
     page.wait_for_selector("#tr-audio audio, #tr-audio [data-testid^='waveform']", state="attached")
     page.locator("#tr-run").click()
@@ -311,8 +316,7 @@ def test_compare_fails_then_runs(page, make_it_fail):
     _assert_idle_after_failure(page, "#cmp-status", "#cmp-run", "#cmp-stop")
     boxes = page.locator("#cmp-presets")
     for name in ("test-full", "speed"):
-        if not boxes.get_by_label(name, exact=True).is_checked():
-            boxes.get_by_text(name, exact=True).click()
+        boxes.get_by_role("checkbox", name=name, exact=True).check()
     page.locator("#cmp-run").click()
     seen = watch(page, "#cmp-status", ["compared 2 presets", "❌"], timeout_s=180)
     assert "compared 2 presets" in seen[-1], seen

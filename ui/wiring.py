@@ -91,7 +91,8 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     preset_targets = {"settings_preset": st.preset, "generate_preset": gen.preset,
                       "compare_presets": cmp.presets, "transcribe_preset": tr.preset}
     history_targets = {"table": hist.table, "song": hist.song, "status": hist.status}
-    hist_select_targets = {"player": hist.player, "downloads": hist.downloads, "details": hist.details}
+    hist_select_targets = {"player": hist.player, "downloads": hist.downloads, "details": hist.details,
+                           "confirm_row": hist.confirm_row}
 
     # ----- Generate ------------------------------------------------------------------------------
     gen_run = {"run_btn": gen.generate_btn, "stop_btn": gen.stop_btn, "status": gen.status}
@@ -120,10 +121,13 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # ----- History -------------------------------------------------------------------------------
     _on(hist.refresh_btn.click, partial(history_h.refresh, studio), [hist.song], history_targets, **QUICK)
     _on(hist.song.change, partial(history_h.select, studio), [hist.song], hist_select_targets, **QUICK)
-    _on(hist.delete_btn.click, partial(history_h.delete, studio), [hist.song],
-        {**history_targets, **hist_select_targets}, **QUICK)
-    _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song],
-        {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs}, **QUICK)
+    _on(hist.delete_btn.click, partial(history_h.ask_delete, studio), [hist.song],
+        {"confirm_row": hist.confirm_row, "confirm_text": hist.confirm_text}, **QUICK)
+    _on(hist.cancel_btn.click, history_h.cancel_delete, None, {"confirm_row": hist.confirm_row}, **QUICK)
+    _on(hist.confirm_btn.click, partial(history_h.delete, studio), [hist.song],
+        {**history_targets, **hist_select_targets}, **TOAST)
+    _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song, hist.reuse_seed],
+        {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs}, **TOAST)
 
     # ----- Transcribe ----------------------------------------------------------------------------
     tr_run = {"run_btn": tr.run_btn, "stop_btn": tr.stop_btn, "status": tr.speed}
