@@ -371,3 +371,17 @@ def test_phone_shows_generate_in_the_first_screen(browser, studio_app):
         assert header["height"] < 0.2 * 844, header
     finally:
         pg.close()
+
+
+def test_keyboard_generates_and_stops(page):
+    """Ctrl+Enter in the tags starts Generate; Esc presses Stop."""
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    pick(page, "gen-preset", "test-full")
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("4")
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", 14)
+    page.locator("#gen-tags textarea, #gen-tags input").first.press("Control+Enter")
+    watch(page, "#gen-status", "Generating frames", timeout_s=60)
+    page.keyboard.press("Escape")
+    seen = watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
+    assert "Stopped" in seen[-1], seen
+    expect(page.locator("#gen-generate")).to_be_enabled()
