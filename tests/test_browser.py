@@ -98,6 +98,7 @@ def generate_song(page, seconds=2):
     expect(length).to_have_value("4")  # the preset's values have arrived; now this run's length
     set_number(page, "#gen-max_audio_length_ms input[type=number]", seconds)
     page.locator("#gen-generate").click()
+    expect(page.locator("#gen-status")).not_to_contain_text("Not done")  # a failure before is gone
     seen = watch(page, "#gen-status", ["✅", "❌"])
     expect(page.locator("#gen-generate")).to_be_enabled()  # the run's last step has restored the buttons
     return seen
@@ -141,7 +142,7 @@ def test_stop_returns_to_idle_and_saves_nothing(page, studio_app):
     takes.fill("8")
     takes.press("Enter")
     page.locator("#gen-generate").click()
-    watch(page, "#gen-status", "Generating frames", timeout_s=60)
+    watch(page, "#gen-status", ["Generating frames", "Decoding audio"], timeout_s=60)  # the job runs
     page.locator("#gen-stop").click()
     seen = watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
     assert "Stopped" in seen[-1], seen
@@ -300,6 +301,7 @@ def test_transcribe_fails_then_runs(page, speak, tmp_path, make_it_fail):
     page.locator("#tr-audio input[type=file]").set_input_files(str(clip))
     page.wait_for_selector("#tr-audio audio, #tr-audio [data-testid^='waveform']", state="attached")
     page.locator("#tr-run").click()
+    expect(page.locator("#tr-speed")).not_to_contain_text("Not done")  # the failure's line is gone
     seen = watch(page, "#tr-speed", ["real-time factor", "❌"], timeout_s=180)
     assert "real-time factor" in seen[-1], seen
     expect(page.locator("#tr-run")).to_be_enabled()
@@ -318,6 +320,7 @@ def test_compare_fails_then_runs(page, make_it_fail):
     for name in ("test-full", "speed"):
         boxes.get_by_role("checkbox", name=name, exact=True).check()
     page.locator("#cmp-run").click()
+    expect(page.locator("#cmp-status")).not_to_contain_text("Not done")  # the failure's line is gone
     seen = watch(page, "#cmp-status", ["compared 2 presets", "❌"], timeout_s=180)
     assert "compared 2 presets" in seen[-1], seen
     expect(page.locator("#cmp-run")).to_be_enabled()
