@@ -98,6 +98,7 @@ def generate_song(page, seconds=2):
     expect(length).to_have_value("4")  # the preset's values have arrived; now this run's length
     set_number(page, "#gen-max_audio_length_ms input[type=number]", seconds)
     page.locator("#gen-generate").click()
+    expect(page.locator("#gen-status")).not_to_contain_text("Not done")  # a failure before is gone
     seen = watch(page, "#gen-status", ["✅", "❌"])
     expect(page.locator("#gen-generate")).to_be_enabled()  # the run's last step has restored the buttons
     return seen
@@ -141,7 +142,7 @@ def test_stop_returns_to_idle_and_saves_nothing(page, studio_app):
     takes.fill("8")
     takes.press("Enter")
     page.locator("#gen-generate").click()
-    watch(page, "#gen-status", "Generating frames", timeout_s=60)
+    watch(page, "#gen-status", ["Generating frames", "Decoding audio"], timeout_s=60)  # the job runs
     page.locator("#gen-stop").click()
     seen = watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
     assert "Stopped" in seen[-1], seen
@@ -238,3 +239,152 @@ def test_history_survives_restart(page, studio_app):
     page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('{first}')")
     assert f"{n_songs} song(s)" in page.locator("#hist-status").inner_text()
     page.screenshot(path="/tmp/studio_history_after_restart.png", full_page=True)
+
+
+# ----- a failed run leaves the page usable (issue 16) -----------------------------------------------
+# Each failure kind is one line: (id, how to make the run fail on that tab). The test then makes a
+# successful run on the same page: the buttons, the status and the session are back to idle.
+def _clear_lyrics(page):
+    page.locator("#gen-lyrics textarea").fill("")
+
+
+def _bad_seed(page):
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    page.get_by_text("Advanced").click()
+    page.locator("#gen-seed textarea, #gen-seed input").first.fill("not a seed")
+
+
+def _no_clip(page, clip):
+    pass
+
+
+def _not_audio(page, clip):
+    junk = clip.with_name("junk.wav")
+    junk.write_bytes(b"this is not audio at all" * 100)
+    page.locator("#tr-audio input[type=file]").set_input_files(str(junk))
+
+
+def _one_preset(page):
+    page.locator("#cmp-presets").get_by_text("test-full", exact=True).click()
+
+
+def _assert_idle_after_failure(page, status, run_btn, stop_btn):
+    seen = watch(page, status, "❌", timeout_s=120)
+    assert "❌" in seen[-1], seen
+    expect(page.locator(run_btn)).to_be_enabled()
+    expect(page.locator(stop_btn)).to_be_disabled()
+
+
+@pytest.mark.parametrize("make_it_fail", [_clear_lyrics, _bad_seed], ids=["empty-lyrics", "bad-seed"])
+def test_generate_fails_then_runs(page, make_it_fail):
+    make_it_fail(page)
+    page.locator("#gen-generate").click()
+    _assert_idle_after_failure(page, "#gen-status", "#gen-generate", "#gen-stop")
+    seed = page.locator("#gen-seed textarea, #gen-seed input").first
+    if seed.is_visible():
+        seed.fill("")  # blank: a fresh seed
+    seen = generate_song(page)
+    assert "✅" in seen[-1], seen
+    assert page.locator("#gen-stop").is_disabled()
+
+
+@pytest.mark.parametrize("make_it_fail", [_no_clip, _not_audio], ids=["no-clip", "not-audio"])
+def test_transcribe_fails_then_runs(page, speak, tmp_path, make_it_fail):
+    clip = speak(["the quick brown fox"], tmp_path / "fox.wav")
+    tab(page, "Transcribe")
+    make_it_fail(page, clip)
+    page.locator("#tr-run").click()
+    _assert_idle_after_failure(page, "#tr-speed", "#tr-run", "#tr-stop")
+    clear = page.locator("#tr-audio button[aria-label='Clear']")
+    if clear.count():  # the bad file is still loaded: take it out first
+        clear.first.click()
+    page.locator("#tr-audio input[type=file]").set_input_files(str(clip))
+    page.wait_for_selector("#tr-audio audio, #tr-audio [data-testid^='waveform']", state="attached")
+    page.locator("#tr-run").click()
+    expect(page.locator("#tr-speed")).not_to_contain_text("Not done")  # the failure's line is gone
+    seen = watch(page, "#tr-speed", ["real-time factor", "❌"], timeout_s=180)
+    assert "real-time factor" in seen[-1], seen
+    expect(page.locator("#tr-run")).to_be_enabled()
+    assert page.locator("#tr-stop").is_disabled()
+
+
+@pytest.mark.parametrize("make_it_fail", [_one_preset], ids=["one-preset"])
+def test_compare_fails_then_runs(page, make_it_fail):
+    tab(page, "Compare")
+    page.locator("#cmp-lyrics textarea").fill(SHORT_LYRICS)
+    set_number(page, "#cmp-duration input[type=number]", 2)
+    make_it_fail(page)
+    page.locator("#cmp-run").click()
+    _assert_idle_after_failure(page, "#cmp-status", "#cmp-run", "#cmp-stop")
+    boxes = page.locator("#cmp-presets")
+    for name in ("test-full", "speed"):
+        boxes.get_by_role("checkbox", name=name, exact=True).check()
+    page.locator("#cmp-run").click()
+    expect(page.locator("#cmp-status")).not_to_contain_text("Not done")  # the failure's line is gone
+    seen = watch(page, "#cmp-status", ["compared 2 presets", "❌"], timeout_s=180)
+    assert "compared 2 presets" in seen[-1], seen
+    expect(page.locator("#cmp-run")).to_be_enabled()
+
+
+def test_stop_with_nothing_running_does_not_stick(page):
+    """Stop is disabled while idle; after a failed run it is disabled again, and the status
+    never stays at "Stopping"."""
+    page.locator("#gen-lyrics textarea").fill("")
+    page.locator("#gen-generate").click()
+    _assert_idle_after_failure(page, "#gen-status", "#gen-generate", "#gen-stop")
+    assert "Stopping" not in page.locator("#gen-status").inner_text()
+
+
+def test_deleting_the_preset_generate_uses(page, studio_app):
+    name = "short-to-delete"
+    tab(page, "Settings")
+    set_number(page, "#set-max_audio_length_ms input[type=number]", 2)
+    page.locator("#set-new-name").get_by_role("textbox").fill(name)
+    page.locator("#set-save").click()
+    expect(page.locator("#set-preset-note")).to_contain_text("saved to")
+    tab(page, "Generate")
+    pick(page, "gen-preset", name)
+    tab(page, "Settings")
+    pick(page, "set-preset", name)
+    expect(page.locator("#set-delete")).to_be_enabled()
+    page.locator("#set-delete").click()
+    expect(page.locator("#set-preset-note")).to_contain_text("deleted")
+    assert not (studio_app.home / "presets" / f"{name}.yaml").exists()
+    tab(page, "Generate")
+    expect(page.locator("#gen-preset input")).to_have_value("balanced")
+    expect(page.locator("#gen-preset-info")).to_contain_text(name)  # the note says what happened
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("120")  # balanced's
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", 2)
+    page.locator("#gen-generate").click()
+    seen = watch(page, "#gen-status", ["✅", "❌"])
+    assert "✅" in seen[-1], seen
+    expect(page.locator("#gen-generate")).to_be_enabled()
+
+
+def test_phone_shows_generate_in_the_first_screen(browser, studio_app):
+    pg = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        pg.set_default_timeout(30_000)
+        pg.goto(studio_app.url)
+        wait_idle(pg)
+        box = pg.locator("#gen-generate").bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 844, box
+        header = pg.locator("#studio-header").bounding_box()
+        assert header["height"] < 0.2 * 844, header
+    finally:
+        pg.close()
+
+
+def test_keyboard_generates_and_stops(page):
+    """Ctrl+Enter in the tags starts Generate; Esc presses Stop."""
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    pick(page, "gen-preset", "test-full")
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("4")
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", 14)
+    page.locator("#gen-tags textarea, #gen-tags input").first.press("Control+Enter")
+    watch(page, "#gen-status", "Generating frames", timeout_s=60)
+    page.keyboard.press("Escape")
+    seen = watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
+    assert "Stopped" in seen[-1], seen
+    expect(page.locator("#gen-generate")).to_be_enabled()

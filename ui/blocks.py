@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import gradio as gr
 
 from heartmula import DEFAULT_PRESET, Engine, History, load_presets
 
-from . import wiring
+from . import page, wiring
 from .studio import Studio
 from .tabs import compare, generate, history, settings, transcribe
 
@@ -19,10 +20,11 @@ def header(studio: Studio) -> str:
     c = studio.engine.config
     text = (f"# 🎵 HeartMuLa Studio\nLyrics and style tags in, songs out · model **{c.version}** from "
             f"`{c.model_path}` on **{studio.engine.device}**")
-    if studio.demo:
-        text += (f"\n\n> ⚠️ **Demo weights: they make noise, not music.** No model was found in the model folder, "
-                 f"so the studio runs on small random demo weights to show how everything works. "
-                 f"Download the real models with `{DOWNLOAD_COMMAND}` and start again with `--model-path ./ckpt`.")
+    if studio.demo:  # one short line; the details open on a click
+        text += (f"\n\n<details><summary>⚠️ <b>Demo weights: they make noise, not music.</b></summary>\n\n"
+                 f"No model was found in the model folder, so the studio runs on small random demo weights to show "
+                 f"how everything works. Download the real models with `{DOWNLOAD_COMMAND}` and start again with "
+                 f"`--model-path ./ckpt`.\n\n</details>")
     return text
 
 
@@ -35,7 +37,12 @@ def build_ui(engine: Engine, *, output_dir: str | Path = "./outputs", demo: bool
     c = engine.config
     presets = list(load_presets()[0])
     default = DEFAULT_PRESET if DEFAULT_PRESET in presets else presets[0]
-    with gr.Blocks(title="HeartMuLa Studio") as blocks:
+    with warnings.catch_warnings():
+        # Gradio 6 would take css/head in launch(); app.py launches and stays as it is, and
+        # these still apply from here (gradio only warns that they moved).
+        warnings.filterwarnings("ignore", message="The parameters have been moved")
+        blocks = gr.Blocks(title="HeartMuLa Studio", css=page.CSS, head=page.HEAD)
+    with blocks:
         gr.Markdown(header(studio), elem_id="studio-header")
         with gr.Tabs(selected="generate") as tabs:
             with gr.Tab("Generate", id="generate"):

@@ -1,13 +1,16 @@
 """`@user_errors`: the one place where exceptions become what the user sees.
 
-- ValueError (bad input; the message is written for the user) -> gr.Error(message)
+- ValueError (bad input; the message is written for the user) -> gr.Error(message), logged as one
+  line at INFO (a user's mistake is not a fault of the server); so is a gr.Error a handler raises
 - RuntimeError (setup problems: missing weights, out of memory; user-facing messages) -> gr.Error(message),
   logged with its traceback
 - GenerationCancelled / TranscriptionCancelled -> gr.Info ("Stopped ...") and the handler ends quietly
 - OSError (disk full, permissions) -> gr.Error naming the file and the reason, logged
 - anything else -> logged with its traceback, gr.Error("Internal error: see server log")
 
-Works on plain functions and on generator functions (long jobs that yield progress).
+Works on plain functions and on generator functions (long jobs that yield progress). Gradio
+prints the traceback of every gr.Error it sees unless told not to; ours say `print_exception=False`,
+so the log holds only what is logged here.
 """
 
 from __future__ import annotations
@@ -25,24 +28,32 @@ log = logging.getLogger("heartmula.studio")
 INTERNAL = "Internal error: see server log"
 
 
+def _error(message: str) -> gr.Error:
+    return gr.Error(message, print_exception=False)  # logged here already, as much as it deserves
+
+
 def _translate(e: BaseException) -> BaseException | None:
     """The exception to raise instead (None: a stop, already reported)."""
     if isinstance(e, gr.Error):
+        log.info("refused: %s", e.message)
+        e.print_exception = False
         return e
     if isinstance(e, (GenerationCancelled, TranscriptionCancelled)):
+        log.info("stopped: %s", e)
         gr.Info(f"Stopped: {e}" if str(e) else "Stopped")
         return None
     if isinstance(e, ValueError):
-        return gr.Error(str(e))
+        log.info("refused: %s", e)
+        return _error(str(e))
     if isinstance(e, RuntimeError):
         log.error("job failed: %s", e, exc_info=e)
-        return gr.Error(str(e))
-    if isinstance(e, OSError):  # a full disk, a lost mount, a permission: say which, not a traceback
+        return _error(str(e))
+    if isinstance(e, OSError):  # a full disk, a lost mount, a permission: say which
         log.error("file error: %s", e, exc_info=e)
         name = f" ({Path(e.filename).name})" if isinstance(e.filename, str) else ""
-        return gr.Error(f"could not read or write a file{name}: {e.strerror or e}")
+        return _error(f"could not read or write a file{name}: {e.strerror or e}")
     log.error("internal error", exc_info=e)
-    return gr.Error(INTERNAL)
+    return _error(INTERNAL)
 
 
 def user_errors(fn):

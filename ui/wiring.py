@@ -25,6 +25,8 @@ from .handlers import transcribe as transcribe_h
 
 ENGINE = "engine"  # the concurrency id of every job that uses the device
 QUICK = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
+# Cheap steps that report with a toast (gr.Info / gr.Warning reach the page only from queued events).
+TOAST = dict(show_progress="hidden", api_visibility="undocumented")
 
 
 def _flatten(targets: dict) -> list:
@@ -71,11 +73,26 @@ def _on(trigger, fn, inputs, targets: dict, **kwargs):
     return trigger(_named(fn, targets), inputs=inputs, outputs=_flatten(targets), **kwargs)
 
 
+def _run_chain(button, session, job_fn, job_inputs, job_outputs: dict, run_targets: dict, **job_kwargs):
+    """Run button -> start (buttons swap) -> the job -> finish (buttons back), whatever the job
+    did. Gradio's frontend runs a `.then` only after a success, so finish also hangs off
+    `.failure` (a job error, or an input gradio itself refused before the job ran).
+    Returns the finish step of the success path, for what comes after a good run."""
+    job = _on(button.click, common.start, [session], run_targets, **QUICK).then(
+        _named(job_fn, job_outputs, job_kwargs.pop("api_names", None)), inputs=job_inputs,
+        outputs=_flatten(job_outputs), **job_kwargs)
+    finish = dict(fn=_named(common.finish, run_targets), inputs=[run_targets["status"]],
+                  outputs=_flatten(run_targets), **QUICK)
+    job.failure(**finish)
+    return job.then(**finish)
+
+
 def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     preset_targets = {"settings_preset": st.preset, "generate_preset": gen.preset,
                       "compare_presets": cmp.presets, "transcribe_preset": tr.preset}
     history_targets = {"table": hist.table, "song": hist.song, "status": hist.status}
-    hist_select_targets = {"player": hist.player, "downloads": hist.downloads, "details": hist.details}
+    hist_select_targets = {"player": hist.player, "downloads": hist.downloads, "details": hist.details,
+                           "confirm_row": hist.confirm_row}
 
     # ----- Generate ------------------------------------------------------------------------------
     gen_run = {"run_btn": gen.generate_btn, "stop_btn": gen.stop_btn, "status": gen.status}
@@ -91,15 +108,11 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
                                                          options_of(GenerateOptions).items()]
     gen_outputs = {"status": gen.status, "audios": gen.audios, "downloads": gen.downloads,
                    "metadata": gen.metadata, "check_take": gen.check_take, "check_result": gen.check_result}
-    (
-        _on(gen.generate_btn.click, common.start, [gen.session], gen_run, **QUICK)
-        .then(_named(partial(generate_h.generate, studio), gen_outputs, gen_api), inputs=gen_inputs,
-              outputs=_flatten(gen_outputs), api_name="generate", concurrency_id=ENGINE,
-              show_progress="minimal", show_progress_on=[gen.status])
-        .then(_named(common.finish, gen_run), outputs=_flatten(gen_run), **QUICK)
-        .then(_named(partial(history_h.refresh, studio), history_targets), inputs=[hist.song],
-              outputs=_flatten(history_targets), **QUICK)
-    )
+    _run_chain(gen.generate_btn, gen.session, partial(generate_h.generate, studio), gen_inputs, gen_outputs, gen_run,
+               api_names=gen_api, api_name="generate", concurrency_id=ENGINE, show_progress="minimal",
+               show_progress_on=[gen.status]).then(
+        _named(partial(history_h.refresh, studio), history_targets), inputs=[hist.song],
+        outputs=_flatten(history_targets), **QUICK)
     _on(gen.stop_btn.click, common.stop, [gen.session], gen_run, **QUICK)
     _on(gen.check_btn.click, partial(generate_h.check_take, studio),
         [gen.session, gen.check_take, gen.lyrics, *tr_option_list],
@@ -108,37 +121,30 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # ----- History -------------------------------------------------------------------------------
     _on(hist.refresh_btn.click, partial(history_h.refresh, studio), [hist.song], history_targets, **QUICK)
     _on(hist.song.change, partial(history_h.select, studio), [hist.song], hist_select_targets, **QUICK)
-    _on(hist.delete_btn.click, partial(history_h.delete, studio), [hist.song],
-        {**history_targets, **hist_select_targets}, **QUICK)
-    _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song],
-        {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs}, **QUICK)
+    _on(hist.delete_btn.click, partial(history_h.ask_delete, studio), [hist.song],
+        {"confirm_row": hist.confirm_row, "confirm_text": hist.confirm_text}, **QUICK)
+    _on(hist.cancel_btn.click, history_h.cancel_delete, None, {"confirm_row": hist.confirm_row}, **QUICK)
+    _on(hist.confirm_btn.click, partial(history_h.delete, studio), [hist.song],
+        {**history_targets, **hist_select_targets}, **TOAST)
+    _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song, hist.reuse_seed],
+        {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs}, **TOAST)
 
     # ----- Transcribe ----------------------------------------------------------------------------
     tr_run = {"run_btn": tr.run_btn, "stop_btn": tr.stop_btn, "status": tr.speed}
     tr_outputs = {"text": tr.text, "segments": tr.segments, "downloads": tr.downloads, "speed": tr.speed}
     _on(tr.preset.input, transcribe_h.preset_settings, [tr.preset], {"options": tr_option_list}, **QUICK)
     tr_api = ["session", "audio"] + [shown_name(n, o) for n, o in options_of(TranscribeOptions).items()]
-    (
-        _on(tr.run_btn.click, common.start, [tr.session], tr_run, **QUICK)
-        .then(_named(partial(transcribe_h.transcribe, studio), tr_outputs, tr_api),
-              inputs=[tr.session, tr.audio, *tr_option_list],
-              outputs=_flatten(tr_outputs), api_name="transcribe", concurrency_id=ENGINE,
-              show_progress="minimal", show_progress_on=[tr.speed])
-        .then(_named(common.finish, tr_run), outputs=_flatten(tr_run), **QUICK)
-    )
+    _run_chain(tr.run_btn, tr.session, partial(transcribe_h.transcribe, studio), [tr.session, tr.audio, *tr_option_list],
+               tr_outputs, tr_run, api_names=tr_api, api_name="transcribe", concurrency_id=ENGINE,
+               show_progress="minimal", show_progress_on=[tr.speed])
     _on(tr.stop_btn.click, common.stop, [tr.session], tr_run, **QUICK)
 
     # ----- Compare -------------------------------------------------------------------------------
     cmp_run = {"run_btn": cmp.run_btn, "stop_btn": cmp.stop_btn, "status": cmp.status}
     cmp_outputs = {"status": cmp.status, "table": cmp.table, "audios": cmp.audios}
-    (
-        _on(cmp.run_btn.click, common.start, [cmp.session], cmp_run, **QUICK)
-        .then(_named(partial(compare_h.compare, studio), cmp_outputs),
-              inputs=[cmp.session, cmp.presets, cmp.lyrics, cmp.tags, cmp.length, cmp.seed],
-              outputs=_flatten(cmp_outputs), api_name="compare", concurrency_id=ENGINE,
-              show_progress="minimal", show_progress_on=[cmp.status])
-        .then(_named(common.finish, cmp_run), outputs=_flatten(cmp_run), **QUICK)
-    )
+    _run_chain(cmp.run_btn, cmp.session, partial(compare_h.compare, studio),
+               [cmp.session, cmp.presets, cmp.lyrics, cmp.tags, cmp.length, cmp.seed], cmp_outputs, cmp_run,
+               api_name="compare", concurrency_id=ENGINE, show_progress="minimal", show_progress_on=[cmp.status])
     _on(cmp.stop_btn.click, common.stop, [cmp.session], cmp_run, **QUICK)
 
     # ----- Settings ------------------------------------------------------------------------------
@@ -163,9 +169,9 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     for name in field_names:
         st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],
-        {**preset_targets, "preset_note": st.preset_note}, **QUICK)
-    _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset],
-        {**preset_targets, "preset_note": st.preset_note}, **QUICK)
+        {**preset_targets, "preset_note": st.preset_note}, **TOAST)
+    _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset, gen.preset, tr.preset, cmp.presets],
+        {**preset_targets, "preset_note": st.preset_note, "generate_preset_info": gen.preset_info}, **TOAST)
     _on(st.timer.tick, partial(settings_h.live, studio), None, {"live": st.live}, **QUICK)
 
     # ----- first paint ---------------------------------------------------------------------------

@@ -384,13 +384,15 @@ class HeartCodec(nn.Module):
         Take i draws its noise from generators[i] (the global generator when None), in take
         order, so the result equals decoding the takes one by one with the same generators
         (up to float rounding of batched matrix products). `on_progress(done, total)` counts
-        windows over all takes."""
+        windows over all takes, from (0, total) as decoding begins."""
         self._check_decode_options(num_steps, guidance_scale)
         if generators is not None and len(generators) != len(codes_list):
             raise ValueError(f"decode_batch: {len(generators)} generators for {len(codes_list)} takes")
         if max_batch < 1:
             raise ValueError(f"decode_batch: max_batch must be >= 1, got {max_batch}")
         total = sum(n_windows_for(np.shape(c)[-1]) for c in codes_list)
+        if on_progress is not None:  # decoding has begun (the first window takes a while)
+            on_progress(0, total)
         done = 0
         outputs: list[np.ndarray] = []
         for start in range(0, len(codes_list), max_batch):

@@ -22,7 +22,7 @@ NOT_REPORTED = "not reported"
 @dataclass(frozen=True)
 class StatsSnapshot:
     job: str | None  # "generate", "compare", "transcribe" or None when idle
-    phase: str | None  # the running job's phase ("prompt", "frames", "decode", "transcribe")
+    phase: str | None  # the running job's phase ("prompt", "frames", "decode", "saving", "transcribe")
     done: int
     total: int
     elapsed_s: float
@@ -67,6 +67,12 @@ class LiveStats:
             self._elapsed, self._eta = float(p.elapsed_s), p.eta_s
             if p.phase == "frames" and p.per_s > 0:
                 self._fps = float(p.per_s)
+            self._updated = time.monotonic()
+
+    def phase(self, phase: str) -> None:
+        """A step of the running job that reports no counts (e.g. "saving")."""
+        with self._lock:
+            self._phase, self._done, self._total, self._eta = phase, 0, 0, None
             self._updated = time.monotonic()
 
     def generation_done(self, result) -> None:

@@ -92,11 +92,14 @@ def bar(done: int, total: int, width: int = 24) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+PHASES = ("prompt", "frames", "decode", "saving")  # a generation's steps, in the order they run
+
+
 def progress_text(p, started: float) -> str:
     """One readable line for a heartmula Progress (or None: just the elapsed time)."""
     elapsed = time.monotonic() - started
     if p is None:
-        return f"⏳ Working… elapsed {fmt_s(elapsed)}"
+        return f"⏳ Starting… elapsed {fmt_s(elapsed)}"
     if p.phase == "prompt":
         return f"⏳ Reading the prompt… elapsed {fmt_s(elapsed)}"
     if p.phase == "frames":
@@ -106,7 +109,42 @@ def progress_text(p, started: float) -> str:
     if p.phase == "decode":
         return (f"🔊 Decoding audio {bar(p.done, p.total)} **{p.done} / {p.total}** windows · "
                 f"elapsed {fmt_s(elapsed)} · ETA {fmt_s(p.eta_s)}")
+    if p.phase == "saving":
+        return f"💾 Saving to History… elapsed {fmt_s(elapsed)}"
     return f"⏳ {p.phase} {p.done} / {p.total} · elapsed {fmt_s(elapsed)}"
+
+
+class ProgressLine:
+    """The one status line of a running generation. It only moves forward (prompt -> frames ->
+    decoding -> saving, and never back to a smaller count); a heartbeat (None) repeats the last
+    step with a fresh elapsed time, so the line never flickers back to "Starting"."""
+
+    def __init__(self, started: float | None = None):
+        self.started = time.monotonic() if started is None else started
+        self.last = None
+
+    @staticmethod
+    def _rank(p) -> tuple:
+        return (PHASES.index(p.phase) if p.phase in PHASES else -1, p.done)
+
+    def __call__(self, p) -> str:
+        if p is not None and (self.last is None or self._rank(p) >= self._rank(self.last)):
+            self.last = p
+        return progress_text(self.last, self.started)
+
+    def saving(self) -> str:
+        self.last = _Step("saving")
+        return progress_text(self.last, self.started)
+
+
+class _Step:
+    """A step with no counts (saving), shaped like a heartmula Progress."""
+
+    def __init__(self, phase: str):
+        self.phase, self.done, self.total, self.eta_s = phase, 0, 0, None
+
+
+STOPPING = "⏹ Stopping"
 
 
 # ----- the Run / Stop pair every long job has (keys: run_btn, stop_btn, status) -----------------
@@ -120,12 +158,16 @@ def start(session) -> dict:
 def stop(session) -> dict:
     """Stop button (outside the queue): the running job sees the flag within a few frames."""
     session.cancel.set()
-    return {"status": "⏹ Stopping…", "stop_btn": _update(interactive=False)}
+    return {"status": f"{STOPPING}…", "stop_btn": _update(interactive=False)}
 
 
-def finish() -> dict:
-    """After a job, however it ended: back to idle."""
-    return {"run_btn": _update(interactive=True), "stop_btn": _update(interactive=False)}
+def finish(status: str | None = None) -> dict:
+    """After a job, however it ended (done, failed, stopped, refused): back to idle. A status
+    still saying "Stopping" (Stop pressed as the job ended) says it stopped."""
+    out = {"run_btn": _update(interactive=True), "stop_btn": _update(interactive=False)}
+    if str(status or "").startswith(STOPPING):
+        out["status"] = "⏹ Stopped."
+    return out
 
 
 def _update(**kwargs):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import gradio as gr
 
 from heartmula import GenerateOptions, from_shown_values, load_presets, write_audio
 
 from ..controls import form_values
-from .common import fmt_bytes, follow, progress_text, reports_end, run_job
+from .common import ProgressLine, fmt_bytes, follow, reports_end, run_job
 
 MAX_PRESETS = 4
 HEADERS = ["Preset", "Frames/s", "Generation (s)", "Decode (s)", "Total (s)", "Peak memory", "Audio (s)"]
@@ -32,13 +31,13 @@ def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
     rows, audios = [], [gr.update(value=None, visible=False, label="")] * MAX_PRESETS
     yield {"table": rows, "audios": audios}
     for i, name in enumerate(names):
-        started = time.monotonic()
+        line = ProgressLine()
         studio.stats.start("compare")
         try:
             job = run_job(lambda **kw: engine.generate(lyrics, tags, options[name], **kw), session.cancel,
                           on_progress=studio.stats.progress)
             result = yield from follow(
-                job, lambda p: {"status": f"**{name}** ({i + 1}/{len(names)}) · {progress_text(p, started)}"})
+                job, lambda p: {"status": f"**{name}** ({i + 1}/{len(names)}) · {line(p)}"})
             studio.stats.generation_done(result)
         finally:
             studio.stats.finish()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 import gradio as gr
 
@@ -11,7 +10,7 @@ from heartmula import (DEFAULT_PRESET, GenerateOptions, TranscribeOptions, check
                        load_presets, options_of)
 
 from ..controls import form_values, shown_value
-from .common import fmt_bytes, fmt_s, follow, progress_text, reports_end, run_job
+from .common import ProgressLine, fmt_bytes, fmt_s, follow, reports_end, run_job
 
 GEN_NAMES = list(options_of(GenerateOptions))  # the order of the Generate tab's option controls
 TR_NAMES = list(options_of(TranscribeOptions))  # and of the Transcribe tab's
@@ -107,15 +106,20 @@ def _results_text(result, songs) -> str:
 def generate(studio, session, lyrics, tags, preset, *values):
     """Generator: progress lines while the engine works, then one player per take. `values`:
     the option controls, in GEN_NAMES order."""
+    if preset not in load_presets()[0]:  # deleted (in another tab or session) since it was picked
+        gr.Warning(f"Preset {preset!r} no longer exists; this run uses {DEFAULT_PRESET!r}'s settings")
+        preset = DEFAULT_PRESET
     options = build_options(preset, *values)
     engine = studio.engine
-    started = time.monotonic()
+    line = ProgressLine()
     studio.stats.start("generate")
     try:
         job = run_job(lambda **kw: engine.generate(lyrics, tags, options, **kw), session.cancel,
                       on_progress=studio.stats.progress)
-        result = yield from follow(job, lambda p: {"status": progress_text(p, started)})
+        result = yield from follow(job, lambda p: {"status": line(p)})
         studio.stats.generation_done(result)
+        studio.stats.phase("saving")
+        yield {"status": line.saving()}
         songs = studio.history.save(result)
     finally:
         studio.stats.finish()

@@ -12,15 +12,18 @@ from ..controls import shown_value
 from .generate import GEN_NAMES
 
 HEADERS = ["Created", "Tags", "Length (s)", "Seed", "Take", "ID"]
+SAME_SEED, NEW_SEED = "same seed", "new seed"  # what "Reuse settings" does with the song's seed
+SEED_CHOICES = [SAME_SEED, NEW_SEED]
 
 
-def refresh(studio, selected: str | None = None) -> dict:
-    """The table and the song picker, newest first; skipped sidecars are reported."""
+def refresh(studio, selected: str | None = None, *, pick_first: bool = True) -> dict:
+    """The table and the song picker, newest first; skipped sidecars are reported. A selected
+    song that is gone gives way to the newest (`pick_first`) or to none."""
     songs, warnings = studio.history.scan()
     rows = [[s.created.replace("T", " ")[:19], s.tags, round(s.duration_s, 1), s.seed, s.take + 1, s.id]
             for s in songs]
     ids = [s.id for s in songs]
-    value = selected if selected in ids else (ids[0] if ids else None)
+    value = selected if selected in ids else (ids[0] if ids and pick_first else None)
     note = f"{len(songs)} song(s) in `{studio.history.folder}`"
     if warnings:
         note += "  \n⚠️ skipped: " + "; ".join(warnings)
@@ -32,27 +35,48 @@ def refresh(studio, selected: str | None = None) -> dict:
 
 
 def select(studio, song_id: str | None) -> dict:
+    hide = {"confirm_row": gr.update(visible=False)}  # a delete asked about another song is off
     if not song_id:
-        return {"player": None, "downloads": None, "details": None}
+        return {"player": None, "downloads": None, "details": None, **hide}
     song = studio.history.get(song_id)
-    return {"player": str(song.audio_path), "downloads": [str(p) for p in song.downloads], "details": song.meta}
+    return {"player": str(song.audio_path), "downloads": [str(p) for p in song.downloads], "details": song.meta,
+            **hide}
+
+
+def ask_delete(studio, song_id: str | None) -> dict:
+    """First step of a delete: say which song goes, and show the confirm / keep buttons."""
+    if not song_id:
+        raise ValueError("pick a song to delete")
+    song = studio.history.get(song_id)
+    return {"confirm_row": gr.update(visible=True),
+            "confirm_text": f"Delete **{song.label()}**? Its audio and metadata files are removed for good."}
+
+
+def cancel_delete() -> dict:
+    return {"confirm_row": gr.update(visible=False)}
 
 
 def delete(studio, song_id: str | None) -> dict:
+    """Second step (the confirm button): delete the song. Nothing is selected afterwards, so
+    another click cannot delete the next song by accident."""
     if not song_id:
         raise ValueError("pick a song to delete")
+    label = studio.history.get(song_id).label()
     studio.history.delete(song_id)
-    gr.Info("Song deleted")
-    out = refresh(studio)
+    gr.Info(f"Song deleted: {label}")
+    out = refresh(studio, pick_first=False)
     out.update(select(studio, None))
     return out
 
 
-def reuse(studio, song_id: str | None) -> dict:
-    """The song's lyrics, tags, seed and every option its sidecar records, for the Generate
-    tab's controls (an option the sidecar lacks or holds wrongly keeps its control's value)."""
+def reuse(studio, song_id: str | None, seed_choice: str = SAME_SEED) -> dict:
+    """The song's lyrics, tags, every option its sidecar records and, with "same seed", its
+    seed, for the Generate tab's controls (an option the sidecar lacks or holds wrongly keeps
+    its control's value; "new seed" blanks the seed box: a fresh seed on the next run)."""
     if not song_id:
         raise ValueError("pick a song whose settings to reuse")
+    if seed_choice not in SEED_CHOICES:
+        raise ValueError(f"seed: pick {' or '.join(map(repr, SEED_CHOICES))}")
     song = studio.history.get(song_id)
     recorded = {**song.options, "seed": song.seed}
     values = []
@@ -62,4 +86,8 @@ def reuse(studio, song_id: str | None) -> dict:
         except ValueError:
             value = None
         values.append(gr.update() if value is None else shown_value(GenerateOptions, name, value))
+    if seed_choice == NEW_SEED:
+        values[GEN_NAMES.index("seed")] = shown_value(GenerateOptions, "seed", None)
+    gr.Info(f"Settings of {song.label()} are in Generate, with "
+            + (f"its seed {song.seed}" if seed_choice == SAME_SEED else "a new seed"))
     return {"lyrics": song.lyrics, "tags": song.tags, "options": values, "tabs": gr.Tabs(selected="generate")}

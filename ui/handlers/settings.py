@@ -103,7 +103,8 @@ def preset_values(name: str | None) -> dict:
     p = presets[name]
     part = {GenerateOptions: p.generate, TranscribeOptions: p.transcribe}
     values = {k: shown_value(cls, k, getattr(part[cls], k)) for k, cls in SETTINGS_FIELDS.items()}
-    values["description"] = p.description
+    # A new preset saved from here starts with no description: the selected one's is only a hint.
+    values["description"] = gr.update(value="", placeholder=p.description or "what this preset is for")
     values["delete_btn"] = gr.update(interactive=not p.builtin)
     # Saving selects the new preset, which runs this right after save(): the note must
     # still say where the file is, or it would replace the "saved to" note at once.
@@ -135,13 +136,23 @@ def save(studio, name, description, *values) -> dict:
     return out
 
 
-def delete(studio, name) -> dict:
+def delete(studio, name, generate_preset=None, transcribe_preset=None, compare_presets=None) -> dict:
+    """Delete a custom preset; every picker that had it selected falls back (Generate to the
+    default preset, with a note; Transcribe to none; Compare drops it)."""
     if not name:
         raise ValueError("pick a preset to delete")
     delete_preset(name)
     gr.Info(f"Preset {name!r} deleted")
     out = dropdowns(None)
     out["preset_note"] = f"deleted {name!r}"
+    names = out["settings_preset"]["choices"]
+    if generate_preset not in names:
+        fallback = DEFAULT_PRESET if DEFAULT_PRESET in names else names[0]
+        out["generate_preset"] = gr.update(choices=names, value=fallback)
+        out["generate_preset_info"] = f"Preset {generate_preset!r} was deleted; using **{fallback}**."
+    if transcribe_preset is not None and transcribe_preset not in names:
+        out["transcribe_preset"] = gr.update(choices=names, value=None)
+    out["compare_presets"] = gr.update(choices=names, value=[n for n in compare_presets or [] if n in names])
     return out
 
 
@@ -169,7 +180,8 @@ def live(studio) -> dict:
     """The readouts the Settings tab's timer refreshes."""
     s = studio.stats.snapshot()
     if s.job:
-        job = f"**running: {s.job}**" + (f" · {s.phase} {s.done}/{s.total}" if s.phase else "") + \
+        job = f"**running: {s.job}**" + (f" · {s.phase}" if s.phase else "") + \
+              (f" {s.done}/{s.total}" if s.phase and s.total else "") + \
               f" · {fmt_s(s.elapsed_s)}" + (f" · ETA {fmt_s(s.eta_s)}" if s.eta_s is not None else "")
     else:
         job = f"idle · {s.jobs_done} job(s) done"

@@ -50,7 +50,7 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
                            for name, choices in TAG_CHOICES.items()]
         with gr.Column(scale=2):
             preset = gr.Dropdown(label="Preset", choices=presets, value=preset, elem_id="gen-preset")
-            preset_info = gr.Markdown()
+            preset_info = gr.Markdown(elem_id="gen-preset-info")
             specs = options_of(GenerateOptions)
             options = {name: control(GenerateOptions, name, elem_id=f"gen-{name}")
                        for name, opt in specs.items() if not opt.advanced}
@@ -65,7 +65,7 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
                     else:
                         options[name] = control(GenerateOptions, name, elem_id=f"gen-{name}")
             options = {name: options[name] for name in specs}  # declaration order
-            with gr.Row():
+            with gr.Row(elem_id="gen-actions"):
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="gen-generate")
                 stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="gen-stop")
             status = gr.Markdown("Ready.", elem_id="gen-status")

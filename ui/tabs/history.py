@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..handlers.history import HEADERS
+from ..handlers.history import HEADERS, SAME_SEED, SEED_CHOICES
 
 
 @dataclass
@@ -19,13 +19,18 @@ class HistoryComponents:
     downloads: gr.File
     details: gr.JSON
     reuse_btn: gr.Button
+    reuse_seed: gr.Radio
     delete_btn: gr.Button
+    confirm_row: gr.Row  # shown by Delete: the song's name, then confirm or keep
+    confirm_text: gr.Markdown
+    confirm_btn: gr.Button
+    cancel_btn: gr.Button
 
 
 def build() -> HistoryComponents:
     with gr.Row():
         status = gr.Markdown(elem_id="hist-status")
-        refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="hist-refresh")
+        refresh_btn = gr.Button("↻ Refresh list", size="sm", scale=0, min_width=100, elem_id="hist-refresh")
     table = gr.Dataframe(headers=HEADERS, datatype=["str", "str", "number", "number", "number", "str"],
                          interactive=False, max_height=300, wrap=True, elem_id="hist-table")
     song = gr.Dropdown(label="Song", choices=[], elem_id="hist-song")
@@ -35,8 +40,15 @@ def build() -> HistoryComponents:
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="hist-downloads")
             with gr.Row():
                 reuse_btn = gr.Button("Reuse settings in Generate", elem_id="hist-reuse")
-                delete_btn = gr.Button("Delete song", variant="stop", elem_id="hist-delete")
+                reuse_seed = gr.Radio(SEED_CHOICES, value=SAME_SEED, label="Seed when reusing", elem_id="hist-reuse-seed")
+            delete_btn = gr.Button("Delete song…", variant="stop", elem_id="hist-delete")
+            with gr.Row(visible=False, elem_id="hist-confirm") as confirm_row:
+                confirm_text = gr.Markdown(elem_id="hist-confirm-text")
+                confirm_btn = gr.Button("Yes, delete it", variant="stop", elem_id="hist-confirm-delete")
+                cancel_btn = gr.Button("Keep it", elem_id="hist-keep")
         with gr.Column():
             details = gr.JSON(label="Details", elem_id="hist-details")
     return HistoryComponents(status=status, refresh_btn=refresh_btn, table=table, song=song, player=player,
-                             downloads=downloads, details=details, reuse_btn=reuse_btn, delete_btn=delete_btn)
+                             downloads=downloads, details=details, reuse_btn=reuse_btn, reuse_seed=reuse_seed,
+                             delete_btn=delete_btn, confirm_row=confirm_row, confirm_text=confirm_text,
+                             confirm_btn=confirm_btn, cancel_btn=cancel_btn)
