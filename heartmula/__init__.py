@@ -7,7 +7,7 @@ The public surface (the UI imports only these names):
     GenerateOptions, GenerateResult, FramesResult, Progress, GenerationCancelled
 """
 
-from .engine import DeviceOutOfMemory, Engine, EngineConfig, GenerateResult, GenerationCancelled, load_engine
+from .engine import AudioChunk, DeviceOutOfMemory, Engine, EngineConfig, GenerateResult, GenerationCancelled, load_engine
 from .mula.generate import FramesResult, GenerateOptions, Progress
 
 # The studio (ui/) imports these too; none of them imports gradio.
@@ -27,6 +27,7 @@ from .asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, Transcri
 from .options import Option, from_shown_values, help_text, options_of, shown_name, shown_values
 
 __all__ = [
+    "AudioChunk",
     "DeviceOutOfMemory",
     "Engine",
     "EngineConfig",

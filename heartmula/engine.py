@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +24,8 @@ from .checkpoint import CheckpointPaths, resolve_paths
 from .mula.load import load_heartmula
 from .accel.graphs import graphs_supported
 from .mula.graphed_step import prepare_step
-from .mula.generate import FramesResult, GenerateOptions, Progress, StepBuffers, check_fits, generate_frames
+from .mula.generate import (FramesResult, FramesSoFar, GenerateOptions, Progress, StepBuffers, check_fits, generate_frames,
+                            take_seeds)
 from .mula.prompt import GenConfig, Prompt, build_prompt, load_tokenizer
 
 MAX_LYRICS_CHARS = 20_000
@@ -54,6 +55,16 @@ class EngineConfig:
     lazy_load: bool = False  # free each model right after its phase
     graphs: bool | None = None  # replay the frame step as CUDA graphs; None: on where supported
     compile: bool = False  # torch.compile the block and sampling stretches (faster; compiles on first use)
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Part of a take's audio that is final: samples [start_sample, start_sample + n)."""
+
+    take: int
+    audio: np.ndarray  # float32 [2, n] at sample_rate
+    start_sample: int
+    sample_rate: int
 
 
 @dataclass(frozen=True)
@@ -289,6 +300,7 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         kept: list[np.ndarray] | None = None,
+        on_frames: Callable[[FramesSoFar], None] | None = None,
         **overrides,
     ) -> FramesResult:
         """Lyrics + tags -> the codes of every take (no audio). A stop returns the frames so far.
@@ -304,7 +316,7 @@ class Engine:
                 buf = self._prepare(prompt, opts, 0 if kept_arr is None else kept_arr.shape[1])
                 result = generate_frames(
                     self.mula, prompt, self.gen, opts, buffers=buf, step=self._step,
-                    on_progress=on_progress, should_stop=should_stop, kept=kept_arr,
+                    on_progress=on_progress, should_stop=should_stop, kept=kept_arr, on_frames=on_frames,
                 )
             except BaseException as e:
                 self._after_failure(e)
@@ -397,6 +409,99 @@ class Engine:
                 raise
             decode_s = time.perf_counter() - t1
         return self.make_result(lyrics, tags, opts, fr, audio, decode_s, time.perf_counter() - t0)
+
+    def generate_stream(
+        self,
+        lyrics: str,
+        tags: str,
+        options: GenerateOptions | None = None,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **overrides,
+    ) -> Iterator["AudioChunk | GenerateResult"]:
+        """Like `generate`, but hears the song while it is made: yields `AudioChunk`s of each
+        take as soon as they are final (a codec window once the song has run past it), the
+        codec decoding window k while the language model makes the frames of window k+1, and
+        at last the `GenerateResult` (its audio is the chunks joined: the same as `generate`'s).
+
+        A stop ends the frames and the decoding; the chunks already yielded stay yours, and
+        GenerationCancelled is raised."""
+        import queue
+
+        from .codec.decoder import HOP_FRAMES, WINDOW_FRAMES, StreamDecoder
+
+        opts = replace(options or GenerateOptions(), **overrides)
+        if opts.seed is None:  # the codec's noise needs the seeds before the frames exist
+            opts = replace(opts, seed=take_seeds(opts)[0])
+        seeds = take_seeds(opts)
+        abandoned = threading.Event()  # the caller stopped listening: end the frames too
+
+        def stop() -> bool:
+            return abandoned.is_set() or (should_stop is not None and should_stop())
+
+        t0 = time.perf_counter()
+        with self._codec_lock:
+            codec = self._ensure_codec()
+        size = codec.config.codebook_size
+        decoder = StreamDecoder(codec, opts.takes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale,
+                                generators=[torch.Generator().manual_seed(s) for s in seeds])
+        events: queue.Queue = queue.Queue()
+        state = {"next": WINDOW_FRAMES + 1, "ended": 0}
+
+        def on_frames(so_far) -> None:
+            # Copy out (a device wait) only when a window may have become final: every hop, or a take ended.
+            n_ended = int(so_far.ended.sum())
+            if so_far.n < state["next"] and n_ended == state["ended"]:
+                return
+            state["ended"] = n_ended
+            while state["next"] <= so_far.n:
+                state["next"] += HOP_FRAMES
+            lengths = so_far.lengths.tolist()
+            ended = so_far.ended.tolist()
+            frames = so_far.frames[:, : so_far.n].cpu().numpy()
+            events.put(("frames", [frames[i, : min(so_far.n, lengths[i])] for i in range(len(lengths))], ended))
+
+        def make_frames() -> None:
+            try:
+                fr = self.generate_frames(lyrics, tags, opts, on_progress=on_progress, should_stop=stop,
+                                          on_frames=on_frames)
+                events.put(("done", fr, None))
+            except BaseException as e:  # handed to the caller's thread
+                events.put(("error", e, None))
+
+        worker = threading.Thread(target=make_frames, name="heartmula-frames", daemon=True)
+        worker.start()
+        pieces: list[list[np.ndarray]] = [[] for _ in range(opts.takes)]
+        emitted = [0] * opts.takes
+        try:
+            while True:
+                kind, payload, ended = events.get()
+                if kind == "error":
+                    raise payload
+                if kind == "done":
+                    fr = payload
+                    if fr.stopped:
+                        raise GenerationCancelled("stopped while generating frames", partial=fr)
+                    with self._codec_lock:
+                        chunks = decoder.finish([np.clip(f, 0, size - 1) for f in fr.frames])
+                else:
+                    if stop():
+                        continue  # the frame loop sees the stop too and ends; decode nothing more
+                    with self._codec_lock:
+                        chunks = decoder.feed([np.clip(f, 0, size - 1) for f in payload], ended)
+                for take, chunk in chunks:
+                    pieces[take].append(chunk)
+                    yield AudioChunk(take=take, audio=chunk, start_sample=emitted[take], sample_rate=SAMPLE_RATE)
+                    emitted[take] += chunk.shape[1]
+                if kind == "done":
+                    break
+        finally:
+            abandoned.set()  # a no-op once the frames are done
+            worker.join()
+        audio = [np.concatenate(p, axis=1) if p else np.zeros((2, 0), np.float32) for p in pieces]
+        total_s = time.perf_counter() - t0
+        yield self.make_result(lyrics, tags, opts, fr, audio, max(0.0, total_s - fr.prompt_s - fr.frames_s), total_s)
 
     def make_result(self, lyrics: str, tags: str, opts: GenerateOptions, fr: FramesResult,
                     audio: list[np.ndarray], decode_s: float, total_s: float) -> GenerateResult:

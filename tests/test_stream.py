@@ -37,3 +37,51 @@ def test_stream_decoder_chunks_equal_decode_batch(codec):
         np.testing.assert_array_equal(np.concatenate(chunks[i], axis=1), whole[i])
     assert sum(c.shape[1] for c in chunks[0]) == 900 * 3840 and len(chunks[0]) == 3
     assert HOP_FRAMES == 320
+
+
+@pytest.fixture(scope="module")
+def demo_engine(heartmula_cache):
+    from heartmula import load_engine
+    from heartmula.demo import DEMO_VERSION, ensure_demo_bundle
+
+    return load_engine(str(ensure_demo_bundle()), version=DEMO_VERSION, device="cpu")
+
+
+def test_generate_stream_plays_before_the_frames_end_and_equals_generate(demo_engine):
+    """800 frames (three codec windows), two takes: the first chunk comes while frames are still
+    being made, and each take's chunks joined are `generate`'s audio for the same seed."""
+    from heartmula import AudioChunk, GenerateOptions, GenerateResult
+
+    opts = GenerateOptions(max_audio_length_ms=800 * 80, takes=2, seed=21, ignore_eos=True, codec_steps=2)
+    frames_done = []
+    seen = []
+    for item in demo_engine.generate_stream("la la la", "pop", opts,
+                                            on_progress=lambda p: frames_done.append(p.done) if p.phase == "frames" else None):
+        seen.append((item, frames_done[-1] if frames_done else 0))
+    chunks = [(c, at) for c, at in seen if isinstance(c, AudioChunk)]
+    result = seen[-1][0]
+    assert isinstance(result, GenerateResult)
+    assert chunks[0][1] < 800  # heard before the last frame was made
+    one_shot = demo_engine.generate("la la la", "pop", opts)
+    for take in range(2):
+        mine = [c for c, _ in chunks if c.take == take]
+        assert [c.start_sample for c in mine] == list(np.cumsum([0] + [c.audio.shape[1] for c in mine[:-1]]))
+        joined = np.concatenate([c.audio for c in mine], axis=1)
+        np.testing.assert_array_equal(joined, one_shot.audio[take])
+        np.testing.assert_array_equal(result.audio[take], joined)
+    assert result.seeds == one_shot.seeds == [21, 22]
+
+
+def test_a_stop_ends_frames_and_decoding_and_keeps_what_was_heard(demo_engine):
+    from heartmula import AudioChunk, GenerateOptions, GenerationCancelled
+
+    opts = GenerateOptions(max_audio_length_ms=1500 * 80, seed=3, ignore_eos=True, codec_steps=2)
+    heard = []
+    stop = []
+    with pytest.raises(GenerationCancelled):
+        for item in demo_engine.generate_stream("la", "pop", opts, should_stop=lambda: bool(stop)):
+            if isinstance(item, AudioChunk):
+                heard.append(item)
+                stop.append(True)  # stop once the first chunk is heard
+    assert len(heard) == 1 and heard[0].start_sample == 0
+    assert demo_engine.generate("la", "pop", opts.__class__(max_audio_length_ms=160, seed=1)).audio  # free again

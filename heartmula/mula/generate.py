@@ -83,6 +83,17 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class FramesSoFar:
+    """What the frame loop has made, handed to `on_frames` at its sync points (device tensors:
+    copy what you need; reading them waits for the device)."""
+
+    frames: torch.Tensor  # [takes, total, K]; frames[:, :n] are made
+    n: int
+    lengths: torch.Tensor  # [takes]: a take that ended keeps its frames before the end code
+    ended: torch.Tensor  # [takes] bool
+
+
+@dataclass(frozen=True)
 class FramesResult:
     frames: list[np.ndarray]  # per take: [n_frames, n_codebooks] int64; frame 0 is the prompt step's
     seeds: list[int]  # take i's seed
@@ -262,6 +273,7 @@ def generate_frames(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     kept: np.ndarray | None = None,
+    on_frames: Callable[[FramesSoFar], None] | None = None,
 ) -> FramesResult:
     """Run the prompt step and the frame loop for every take of `opts`.
 
@@ -327,6 +339,8 @@ def generate_frames(
                 last_report = now
                 rate = steps / (now - t1) if now > t1 else 0.0
                 on_progress(Progress("frames", t + 1, total, now - t0, rate, (total - t - 1) / rate if rate else None))
+            if on_frames is not None:
+                on_frames(FramesSoFar(frames, t + 1, lengths, ended))
             if all_ended:
                 break
     if stopped:  # keep what exists: frames 0..t of every take not already ended
