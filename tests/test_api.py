@@ -21,7 +21,7 @@ def test_named_endpoints(client):
     assert {"/generate", "/transcribe", "/compare"} <= set(api["named_endpoints"])
     params = {ep: [p["parameter_name"] for p in api["named_endpoints"][ep]["parameters"]]
               for ep in ("/generate", "/transcribe", "/compare")}
-    assert params["/generate"] == ["lyrics", "tags", "preset", "max_audio_length_s", "cfg_scale", "temperature", "topk",
+    assert params["/generate"] == ["lyrics", "tags", "max_audio_length_s", "cfg_scale", "temperature", "topk",
                                    "seed", "takes", "ignore_eos", "codec_steps", "codec_guidance_scale"]
     assert params["/transcribe"] == ["audio", "batch_size", "chunk_length_s", "language"]
     assert params["/compare"] == ["names", "lyrics", "tags", "max_audio_length_s", "seed"]
@@ -30,7 +30,7 @@ def test_named_endpoints(client):
 
 def test_generate_endpoint(client, studio_app):
     before = len(studio_app.sidecars())
-    out = client.predict(lyrics=LYRICS, tags="rock, guitar", preset="test-full", max_audio_length_s=2, seed="77",
+    out = client.predict(lyrics=LYRICS, tags="rock, guitar", max_audio_length_s=2, seed="77",
                          takes=2, ignore_eos=True, codec_steps=2, api_name="/generate")
     status, audios = out[0], out[1:9]
     assert "2 take(s)" in status and "seed 77" in status
@@ -48,9 +48,16 @@ def test_generate_endpoint_bad_input(client, studio_app):
     from gradio_client.exceptions import AppError
 
     before = len(studio_app.sidecars())
-    short = dict(preset="test-full", max_audio_length_s=2, seed="1", codec_steps=2, api_name="/generate")
-    with pytest.raises(AppError, match="maximum value 5.0"):  # the slider's own range check
-        client.predict(lyrics=LYRICS, tags="rock", **{**short, "temperature": 99.0})
+    short = dict(max_audio_length_s=2, seed="1", codec_steps=2, ignore_eos=True, api_name="/generate")
+    # Wrong values and types answer in the studio's words (the option's own check), never {"error": null}
+    for bad, message in (({"temperature": 99.0}, "temperature=99.0 is out of range; allowed: 0.05 to 5.0"),
+                         ({"topk": "abc"}, "topk must be a number, got 'abc'"),
+                         ({"cfg_scale": None}, "cfg_scale is empty"),
+                         ({"seed": "nan"}, "seed must be a finite number"),
+                         ({"seed": "-1"}, "seed=-1 is out of range"),
+                         ({"takes": 2.5}, "takes must be a whole number, got 2.5")):
+        with pytest.raises(AppError, match=message.replace("(", r"\(")):
+            client.predict(lyrics=LYRICS, tags="rock", **{**short, **bad})
     with pytest.raises(AppError, match="shorten the lyrics or the length"):  # the tiny model holds ~15 s
         client.predict(lyrics=LYRICS, tags="rock", **{**short, "max_audio_length_s": 60})
     with pytest.raises(AppError, match="lyrics are empty"):

@@ -56,7 +56,7 @@ def gen_args(studio, session, *, lyrics="la la la", tags="pop", duration_s=1, cf
     """The Generate tab's inputs (no preset), its controls as they show values: seconds, a seed as text."""
     shown = dict(max_audio_length_ms=duration_s, cfg_scale=cfg, temperature=temperature, topk=topk,
                  seed=str(seed), takes=takes, ignore_eos=False, codec_steps=10, codec_guidance_scale=1.25)
-    return (studio, session, lyrics, tags, None, *[shown[n] for n in generate_h.GEN_NAMES])
+    return (studio, session, lyrics, tags, *[shown[n] for n in generate_h.GEN_NAMES])
 
 
 def run(fn, *args):

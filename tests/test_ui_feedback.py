@@ -32,9 +32,9 @@ def studio(engine, tmp_path, monkeypatch):
     return Studio(engine=engine, history=History(tmp_path / "outputs"), temp_dir=tmp_path / "tmp")
 
 
-def gen_args(studio, session, *, lyrics=LYRICS, seed="7", preset="test-full"):
+def gen_args(studio, session, *, lyrics=LYRICS, seed="7"):
     shown = {**SHOWN, "seed": seed}
-    return (studio, session, lyrics, "pop", preset, *[shown[n] for n in generate.GEN_NAMES])
+    return (studio, session, lyrics, "pop", *[shown[n] for n in generate.GEN_NAMES])
 
 
 def run(fn, *args):
@@ -153,8 +153,9 @@ def test_deleting_a_preset_in_use_falls_back(studio):
     assert out["transcribe_preset"]["value"] is None and out["compare_presets"]["value"] == ["speed"]
     kept = run(settings.delete, studio, "test-full", "speed", None, [])[0]
     assert "generate_preset_info" not in kept and "value" not in kept["generate_preset"]  # Generate keeps its pick
-    # A run that still names a deleted preset (another tab deleted it) uses the default's settings.
-    outs = run(generate.generate, *gen_args(studio, Session(), preset="short"))
+    # A run takes its options from the tab's controls, never from the picked preset's name: a
+    # preset deleted in another tab cannot break it.
+    outs = run(generate.generate, *gen_args(studio, Session()))
     assert "✅" in outs[-1]["status"]
 
 

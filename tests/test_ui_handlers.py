@@ -53,12 +53,12 @@ def run(fn, *args):
     return list(out) if not isinstance(out, dict) else [out]
 
 
-def gen_args(studio, session, *, duration_s=1.6, preset="test-full", seed=11, takes=1, lyrics=LYRICS, cfg=1.5):
+def gen_args(studio, session, *, duration_s=1.6, seed=11, takes=1, lyrics=LYRICS, cfg=1.5):
     """The Generate tab's inputs: its option controls as they show values (length in seconds)."""
     shown = dict(max_audio_length_ms=duration_s, cfg_scale=cfg, temperature=1.0, topk=50,
                  seed="" if seed is None else str(seed), takes=takes, ignore_eos=True, codec_steps=2,
                  codec_guidance_scale=1.25)
-    return (studio, session, lyrics, "pop, piano", preset, *[shown[n] for n in generate.GEN_NAMES])
+    return (studio, session, lyrics, "pop, piano", *[shown[n] for n in generate.GEN_NAMES])
 
 
 def gen_values(out: dict) -> dict:

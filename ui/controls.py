@@ -32,8 +32,13 @@ def control(cls, name: str, value=None, *, elem_id: str, **kw):
                           info=info, elem_id=elem_id, **kw)
     if opt.kind is str:
         return gr.Textbox(label=opt.label, value=shown or "", info=info, elem_id=elem_id, **kw)
-    return gr.Slider(opt.to_shown(opt.lo), opt.to_shown(opt.hi), value=shown, step=opt.step, label=label_of(opt),
-                     info=info, elem_id=elem_id, **kw)
+    slider = gr.Slider(opt.to_shown(opt.lo), opt.to_shown(opt.hi), value=shown, step=opt.step, label=label_of(opt),
+                       info=info, elem_id=elem_id, **kw)
+    # The value goes to the handler as sent: the option's own check (heartmula/options.py) then
+    # answers a string, a None or an out-of-range number in the studio's words, where Gradio's
+    # range check would answer an API client with an unnamed error or a TypeError.
+    slider.preprocess = lambda payload: payload
+    return slider
 
 
 def shown_value(cls, name: str, value):

@@ -103,8 +103,8 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     for picker in gen.pickers:
         _on(picker.input, generate_h.add_tag, [gen.tags, picker], {"tags": gen.tags, "picker": picker}, **QUICK)
     gen.dice.click(generate_h.random_seed, outputs=[gen.options["seed"]], **QUICK)
-    gen_inputs = [gen.session, gen.lyrics, gen.tags, gen.preset, *gen_option_list]
-    gen_api = ["session", "lyrics", "tags", "preset"] + [shown_name(n, o) for n, o in
+    gen_inputs = [gen.session, gen.lyrics, gen.tags, *gen_option_list]
+    gen_api = ["session", "lyrics", "tags"] + [shown_name(n, o) for n, o in
                                                          options_of(GenerateOptions).items()]
     gen_outputs = {"status": gen.status, "audios": gen.audios, "downloads": gen.downloads,
                    "metadata": gen.metadata, "check_take": gen.check_take, "check_result": gen.check_result}

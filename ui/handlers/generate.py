@@ -103,13 +103,11 @@ def _results_text(result, songs) -> str:
 
 
 @reports_end("status")
-def generate(studio, session, lyrics, tags, preset, *values):
+def generate(studio, session, lyrics, tags, *values):
     """Generator: progress lines while the engine works, then one player per take. `values`:
-    the option controls, in GEN_NAMES order."""
-    if preset not in load_presets()[0]:  # deleted (in another tab or session) since it was picked
-        gr.Warning(f"Preset {preset!r} no longer exists; this run uses {DEFAULT_PRESET!r}'s settings")
-        preset = DEFAULT_PRESET
-    options = build_options(preset, *values)
+    the option controls, in GEN_NAMES order. A run takes every option from them (a preset only
+    fills them in when picked), so a preset deleted since, or one the API names, cannot matter."""
+    options = build_options(None, *values)
     engine = studio.engine
     line = ProgressLine()
     studio.stats.start("generate")
