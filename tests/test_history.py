@@ -28,11 +28,12 @@ def test_save_writes_audio_formats_and_sidecar(tmp_path):
     h = History(tmp_path)
     (song,) = h.save(_result(seconds=0.5))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(f"{song.id}.{ext}" for ext in ("wav", "mp3", "flac", "json"))
+    assert names == sorted(f"{song.id}.{ext}" for ext in ("wav", "mp3", "flac", "npy", "json"))
     audio, rate = sf.read(str(song.audio_path))
     assert rate == 48_000 and audio.shape[1] == 2 and abs(audio.shape[0] - 24_000) < 10
     meta = json.loads(song.sidecar_path.read_text())
     assert meta["seed"] == 7 and meta["tags"] == "pop, piano" and meta["audio_file"] == f"{song.id}.wav"
+    assert meta["codes_file"] == f"{song.id}.npy" and song.frames().shape == (6, 8)  # the codes, to extend it
     assert [p.suffix for p in song.downloads] == [".wav", ".mp3", ".flac", ".json"]
     assert not list(tmp_path.glob("*.part"))  # atomic writes leave no temporaries
 
@@ -79,8 +80,8 @@ def test_delete_removes_audio_and_sidecar(tmp_path):
     keep = h.save(_result(tags="keep"))[0]
     gone = h.save(_result(tags="gone"))[0]
     removed = h.delete(gone.id)
-    assert {p.suffix for p in removed} == {".json", ".wav", ".mp3", ".flac"}
-    assert sorted(p.stem for p in tmp_path.iterdir()) == [keep.id] * 4
+    assert {p.suffix for p in removed} == {".json", ".wav", ".mp3", ".flac", ".npy"}
+    assert sorted(p.stem for p in tmp_path.iterdir()) == [keep.id] * 5
     assert [s.id for s in h.list()] == [keep.id]
     with pytest.raises(ValueError, match="no song"):
         h.delete(gone.id)
