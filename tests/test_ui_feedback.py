@@ -126,7 +126,7 @@ def test_history_delete_asks_first_and_selects_nothing_after(studio):
     assert len(studio.history.list()) == 2  # asking deletes nothing
     assert history.cancel_delete()["confirm_row"]["visible"] is False
     after = run(history.delete, studio, newest)[0]
-    assert after["song"]["value"] is None and [r[3] for r in after["table"]] == [5]
+    assert after["song"]["value"] is None and [r[3] for r in after["table"]] == ["5"]
     assert after["confirm_row"]["visible"] is False
     with pytest.raises(gr.Error, match="pick a song"):  # a second click has nothing to delete
         run(history.delete, studio, after["song"]["value"])

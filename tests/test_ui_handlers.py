@@ -6,6 +6,8 @@ tab's component names; here they run exactly as the UI runs them, through `user_
 
 from __future__ import annotations
 
+import json
+
 import ast
 import subprocess
 import sys
@@ -178,7 +180,7 @@ def test_history_refresh_select_reuse_delete(studio):
     run(generate.generate, *gen_args(studio, session, seed=5))
     run(generate.generate, *gen_args(studio, session, seed=6, cfg=2.5))
     listed = history.refresh(studio)
-    assert [row[3] for row in listed["table"]] == [6, 5]  # newest first
+    assert [row[3] for row in listed["table"]] == ["6", "5"]  # newest first; seeds as text, exact in a browser
     newest = listed["song"]["value"]
     picked = history.select(studio, newest)
     assert Path(picked["player"]).suffix == ".wav" and picked["details"]["seed"] == 6
@@ -187,7 +189,7 @@ def test_history_refresh_select_reuse_delete(studio):
     assert values["seed"] == "6" and values["cfg_scale"] == 2.5 and reuse["lyrics"] == LYRICS
     assert values["max_audio_length_ms"] == pytest.approx(1.6) and values["codec_steps"] == 2
     after = user_errors(history.delete)(studio, newest)
-    assert [row[3] for row in after["table"]] == [5] and after["player"] is None
+    assert [row[3] for row in after["table"]] == ["5"] and after["player"] is None
     assert History(studio.history.folder).list()[0].seed == 5  # a fresh History agrees
     with pytest.raises(gr.Error, match="pick a song"):
         user_errors(history.delete)(studio, None)
@@ -300,3 +302,17 @@ def test_settings_places_the_codec_on_its_own_device(studio, tiny_ckpt, monkeypa
         user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, "cuda:7")
     same = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, settings.SAME)
     assert studio.engine.config.codec_device is None and "codec on" not in same["engine_status"]
+
+
+def test_huge_seeds_stay_exact_on_the_page(studio):
+    """Seeds go up to 2**63 - 1; a browser reads JSON numbers as float64, so the page gets them as text."""
+    session = Session()
+    big = 123456789012345678
+    final = run(generate.generate, *gen_args(studio, session, seed=big, takes=2))[-1]
+    assert [m["seed"] for m in final["metadata"]] == [str(big), str(big + 1)]
+    assert [m["options"]["seed"] for m in final["metadata"]] == [str(big), str(big + 1)]
+    rows = history.refresh(studio)["table"]
+    assert sorted(r[3] for r in rows) == [str(big), str(big + 1)]
+    details = history.select(studio, rows[0][5])["details"]
+    assert details["seed"] in (str(big), str(big + 1)) and details["take"] in (0, 1)
+    assert json.loads(studio.history.get(rows[0][5]).sidecar_path.read_text())["seed"] in (big, big + 1)  # disk: ints

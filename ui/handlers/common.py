@@ -201,3 +201,20 @@ def reports_end(key: str):
         return wrapper
 
     return deco
+
+
+JS_SAFE_INT = 2**53  # integers past this lose digits in the browser's JSON (a float64)
+
+
+def exact_for_browser(value):
+    """A JSON value the browser shows exactly: integers past 2**53 (seeds go up to 2**63 - 1)
+    become their decimal text; everything else is unchanged."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) >= JS_SAFE_INT:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: exact_for_browser(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [exact_for_browser(v) for v in value]
+    return value

@@ -10,7 +10,7 @@ from heartmula import (DEFAULT_PRESET, GenerateOptions, TranscribeOptions, check
                        load_presets, options_of)
 
 from ..controls import form_values, shown_value
-from .common import ProgressLine, fmt_bytes, fmt_s, follow, reports_end, run_job
+from .common import exact_for_browser, ProgressLine, fmt_bytes, fmt_s, follow, reports_end, run_job
 
 GEN_NAMES = list(options_of(GenerateOptions))  # the order of the Generate tab's option controls
 TR_NAMES = list(options_of(TranscribeOptions))  # and of the Transcribe tab's
@@ -130,7 +130,7 @@ def generate(studio, session, lyrics, tags, *values):
         "status": _results_text(result, songs),
         "audios": audios,
         "downloads": [str(p) for s in songs for p in s.downloads],
-        "metadata": songs[0].meta if len(songs) == 1 else [s.meta for s in songs],
+        "metadata": exact_for_browser(songs[0].meta if len(songs) == 1 else [s.meta for s in songs]),
         "check_take": gr.update(choices=[f"Take {i + 1}" for i in range(len(songs))], value="Take 1"),
         "check_result": "",
     }

@@ -9,6 +9,7 @@ import gradio as gr
 from heartmula import GenerateOptions
 
 from ..controls import shown_value
+from .common import exact_for_browser
 from .generate import GEN_NAMES
 
 HEADERS = ["Created", "Tags", "Length (s)", "Seed", "Take", "ID"]
@@ -20,7 +21,7 @@ def refresh(studio, selected: str | None = None, *, pick_first: bool = True) -> 
     """The table and the song picker, newest first; skipped sidecars are reported. A selected
     song that is gone gives way to the newest (`pick_first`) or to none."""
     songs, warnings = studio.history.scan()
-    rows = [[s.created.replace("T", " ")[:19], s.tags, round(s.duration_s, 1), s.seed, s.take + 1, s.id]
+    rows = [[s.created.replace("T", " ")[:19], s.tags, round(s.duration_s, 1), str(s.seed), s.take + 1, s.id]
             for s in songs]
     ids = [s.id for s in songs]
     value = selected if selected in ids else (ids[0] if ids and pick_first else None)
@@ -39,7 +40,7 @@ def select(studio, song_id: str | None) -> dict:
     if not song_id:
         return {"player": None, "downloads": None, "details": None, **hide}
     song = studio.history.get(song_id)
-    return {"player": str(song.audio_path), "downloads": [str(p) for p in song.downloads], "details": song.meta,
+    return {"player": str(song.audio_path), "downloads": [str(p) for p in song.downloads], "details": exact_for_browser(song.meta),
             **hide}
 
 
