@@ -316,3 +316,14 @@ def test_huge_seeds_stay_exact_on_the_page(studio):
     details = history.select(studio, rows[0][5])["details"]
     assert details["seed"] in (str(big), str(big + 1)) and details["take"] in (0, 1)
     assert json.loads(studio.history.get(rows[0][5]).sidecar_path.read_text())["seed"] in (big, big + 1)  # disk: ints
+
+
+def test_bad_preset_files_are_named_on_the_settings_tab(home):
+    (home / "presets" / "typo.yaml").write_text("cfg_scael: 2.0\n")
+    (home / "presets" / "range.yaml").write_text("topk: 0\n")
+    text = settings.dropdowns(None)["preset_problems"]
+    assert "2 preset file(s) skipped" in text
+    assert "typo.yaml: unknown key(s) cfg_scael" in text and "range.yaml: topk=0 is out of range" in text
+    (home / "presets" / "typo.yaml").unlink()
+    (home / "presets" / "range.yaml").unlink()
+    assert settings.dropdowns(None)["preset_problems"] == ""

@@ -89,7 +89,8 @@ def _run_chain(button, session, job_fn, job_inputs, job_outputs: dict, run_targe
 
 def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     preset_targets = {"settings_preset": st.preset, "generate_preset": gen.preset,
-                      "compare_presets": cmp.presets, "transcribe_preset": tr.preset}
+                      "compare_presets": cmp.presets, "transcribe_preset": tr.preset,
+                      "preset_problems": st.preset_problems}
     history_targets = {"table": hist.table, "song": hist.song, "status": hist.status}
     hist_select_targets = {"player": hist.player, "downloads": hist.downloads, "details": hist.details,
                            "confirm_row": hist.confirm_row}

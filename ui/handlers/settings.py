@@ -168,7 +168,16 @@ def dropdowns(selected: str | None) -> dict:
         "generate_preset": gr.update(choices=names),
         "compare_presets": gr.update(choices=names),
         "transcribe_preset": gr.update(choices=names),
+        "preset_problems": preset_problems(warnings),
     }
+
+
+def preset_problems(warnings: list[str]) -> str:
+    """The preset files that did not load, each with its file, key and reason, for the page."""
+    if not warnings:
+        return ""
+    lines = "\n".join(f"- `{w}`" for w in warnings)
+    return f"**{len(warnings)} preset file(s) skipped** (fix or delete them):\n{lines}"
 
 
 # ----- live throughput --------------------------------------------------------------------------

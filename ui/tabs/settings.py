@@ -28,6 +28,7 @@ class SettingsComponents:
     timer: gr.Timer
     preset: gr.Dropdown
     preset_note: gr.Markdown
+    preset_problems: gr.Markdown  # preset files that did not load: file, key, reason
     fields: dict  # option name -> its control (SETTINGS_FIELDS: GenerateOptions, then TranscribeOptions)
     new_name: gr.Textbox
     description: gr.Textbox
@@ -72,6 +73,7 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
             gr.Markdown("### Presets")
             preset = gr.Dropdown(label="Preset", choices=presets, value=preset, elem_id="set-preset")
             preset_note = gr.Markdown(elem_id="set-preset-note")
+            preset_problems = gr.Markdown(elem_id="set-preset-problems")
             gr.Markdown("These are the defaults: a change applies to the next run on the Generate and Transcribe "
                         "tabs (whose controls it sets), and **Save preset** keeps them.", elem_id="set-defaults-note")
             fields = {name: control(cls, name, elem_id=f"set-{name}") for name, cls in SETTINGS_FIELDS.items()}
@@ -83,6 +85,6 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
     return SettingsComponents(
         engine_status=engine_status, model_path=model_path_box, scan_btn=scan_btn, found=found, version=version_dd,
         device=device_dd, codec_device=codec_dd, dtype=dtype_dd, lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
-        timer=timer, preset=preset, preset_note=preset_note, fields=fields, new_name=new_name,
+        timer=timer, preset=preset, preset_note=preset_note, preset_problems=preset_problems, fields=fields, new_name=new_name,
         description=description, save_btn=save_btn, delete_btn=delete_btn, doctor_btn=doctor_btn, doctor=doctor,
     )
