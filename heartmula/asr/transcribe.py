@@ -348,8 +348,8 @@ class Transcriber:
             pieces, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
         gen = copy.deepcopy(self._model.generation_config)
         gen.max_length = None  # max_new_tokens below is the limit (both set makes transformers warn)
-        gen.max_new_tokens = min(int(MAX_TOKENS_PER_S * options.chunk_length_s) + 16,
-                                 self._model.config.max_target_positions - 4)
+        gen.max_new_tokens = decoding_budget([p.shape[0] / WHISPER_SAMPLE_RATE for p in pieces],
+                                             self._model.config.max_target_positions)
         gen.num_beams = num_beams
         kwargs: dict = {"generation_config": gen, "return_timestamps": True,
                         "attention_mask": inputs.attention_mask.to(self.device)}
@@ -388,6 +388,14 @@ class Transcriber:
         if text_ids:
             out.append((start, None, tokenizer.decode(text_ids, skip_special_tokens=True).strip()))
         return [seg for seg in out if seg[2]]
+
+
+def decoding_budget(windows_s: list[float], max_target_positions: int) -> int:
+    """Tokens one batch may generate: MAX_TOKENS_PER_S for each second of its longest real window
+    (not of chunk_length_s, which a short clip or a last window never fills: a 3 s clip that
+    loops would otherwise decode 376 tokens at chunk 30 s), plus 16 for the timestamp and control
+    tokens, and never past the decoder's positions (4 are the prompt)."""
+    return min(int(MAX_TOKENS_PER_S * max(windows_s)) + 16, max_target_positions - 4)
 
 
 def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None) -> np.ndarray:
