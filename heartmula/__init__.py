@@ -17,6 +17,7 @@ from .accel.device import available_devices, device_choices
 from .doctor import run as run_doctor
 from .mula.generate import MAX_SEED, MAX_TAKES
 from .library.history import History, Song
+from .library.sweep import prune_tree, sweep_outputs
 from .asr.lyrics import LyricCheck, check_lyrics
 from .library.presets import Preset, TranscribeSettings, delete_preset, load_preset, save_preset
 from .library.presets import load_all as load_presets
@@ -36,7 +37,7 @@ __all__ = [
     "load_engine",
     # studio helpers
     "FRAME_MS", "SAMPLE_RATE", "write_audio", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices", "device_choices",
-    "run_doctor", "History", "Song", "LyricCheck", "check_lyrics", "Preset", "TranscribeSettings",
+    "run_doctor", "History", "Song", "prune_tree", "sweep_outputs", "LyricCheck", "check_lyrics", "Preset", "TranscribeSettings",
     "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
     "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",
     "format_transcript",
