@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..audio import AudioFileError, atomic_write_bytes, read_mono, resample, to_mono
+from ..audio import MAX_SAMPLE_RATE, AudioFileError, atomic_write_bytes, read_mono, resample, to_mono
 from .lyrics import (FORMATS, LyricCheck, Segment, check_lyrics, format_json, format_lrc, one_line,
                               format_srt, format_text, join_segments)
 from .whisper_convert import DEMO_MODEL_NAME, demo_model_dir
@@ -401,7 +401,9 @@ def decoding_budget(windows_s: list[float], max_target_positions: int) -> int:
 def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None) -> np.ndarray:
     """File or array -> float32 mono [samples] at 16 kHz."""
     if isinstance(audio, (str, os.PathLike)):
-        data, sample_rate = read_mono(audio, MAX_AUDIO_S)  # refuses over-long files from the header
+        # Refuses over-long files, absurd rates and channel counts from the header, then decodes,
+        # mixes down and resamples block by block: never the whole file at its own rate.
+        data, sample_rate = read_mono(audio, MAX_AUDIO_S, sample_rate=WHISPER_SAMPLE_RATE)
         where = str(audio)
     else:
         if sample_rate is None:
@@ -409,8 +411,9 @@ def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | Non
         data, where = np.asarray(audio, dtype=np.float32), "audio array"
         if data.ndim not in (1, 2) or data.ndim == 2 and data.shape[0] > 16:
             raise ValueError(f"{where}: expected [samples] or [channels, samples], got shape {tuple(data.shape)}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
+            or not 0 < sample_rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), at most {MAX_SAMPLE_RATE}, got {sample_rate!r}")
     mono = np.nan_to_num(to_mono(data).astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
     if mono.size == 0:
         raise AudioFileError(f"{where}: holds no audio samples")
