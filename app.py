@@ -105,14 +105,19 @@ def main(argv=None) -> int:
     except (RuntimeError, ValueError) as e:
         sys.exit(f"could not load the model: {e}")
 
-    from ui.blocks import build_ui
+    from heartmula import prune_tree, sweep_outputs
 
     output_dir = Path(args.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
+    sweep_outputs(output_dir)  # what a crash left: .part files, audio whose sidecar is gone
+
+    from ui.blocks import build_ui
+    from ui.studio import TEMP_MAX_AGE_S
     roots = args.allowed_model_root or [Path(args.model_path).expanduser().resolve().parent]
     if demo:
         roots = [*roots, Path(model_path).parent]
     demo_ui = build_ui(engine, output_dir=output_dir, demo=demo, model_roots=roots)
+    prune_tree(demo_ui.studio.temp_dir, TEMP_MAX_AGE_S)
     if not args.lazy_load and not args.no_warmup:
         # Compile and capture the frame step in the background: the page is up at once, and
         # a first request simply waits for the engine lock instead of paying it itself.

@@ -29,36 +29,20 @@ class AudioFileError(ValueError):
     """A file could not be read or written as audio; the message says which and why."""
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read any file soundfile understands -> (float32 [channels, samples], sample_rate)."""
+# Limits checked from a file's header before anything is decoded. A few MB of FLAC silence can
+# declare 15 minutes of 8 channels at 655 kHz (gigabytes decoded); no real recording goes past
+# 384 kHz (the highest rate of studio converters) or 32 channels (a 7.1.4 mix has 12).
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 32
+# Frames decoded per block: at most 262144 x 32 x 4 bytes = 32 MB at the limits above. Smaller
+# blocks cost soxr time per call (192 kHz stereo, 14.5 min: 6.7 s at 2**18, 9.8 s at 2**16).
+READ_BLOCK_FRAMES = 1 << 18
+
+
+def _checked_info(path: Path, max_duration_s: float | None):
+    """soundfile's header of `path`, refused (AudioFileError) if it cannot be one we decode."""
     import soundfile as sf
 
-    path = Path(path)
-    if not path.is_file():
-        raise AudioFileError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise AudioFileError(f"{path}: the file is empty (0 bytes)")
-    try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise AudioFileError(
-            f"{path}: not a readable audio file ({e}). Use WAV, FLAC, MP3 or OGG."
-        ) from e
-    if data.shape[0] == 0:
-        raise AudioFileError(f"{path}: the file holds no audio samples")
-    return np.ascontiguousarray(data.T), int(sample_rate)
-
-
-def read_mono(path: str | os.PathLike, max_duration_s: float | None = None,
-              block_s: float = 10.0) -> tuple[np.ndarray, int]:
-    """Read a file as float32 mono [samples] (the channel mean) -> (audio, sample_rate).
-
-    The header is checked first: a file longer than `max_duration_s` is refused before
-    anything is decoded, and the audio is read in blocks of `block_s` and mixed down as it
-    goes, so a 96 kHz 6-channel file costs no more memory than its mono mix."""
-    import soundfile as sf
-
-    path = Path(path)
     if path.is_dir():
         raise AudioFileError(f"{path}: is a folder, not an audio file; give a WAV, FLAC, MP3 or OGG file")
     if not path.is_file():
@@ -71,24 +55,80 @@ def read_mono(path: str | os.PathLike, max_duration_s: float | None = None,
         raise AudioFileError(f"{path}: not a readable audio file ({e}). Use WAV, FLAC, MP3 or OGG.") from e
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioFileError(f"{path}: the file's header is broken ({info.samplerate} Hz, {info.channels} channels)")
+    if info.samplerate > MAX_SAMPLE_RATE:
+        raise AudioFileError(f"{path}: the file declares a sample rate of {info.samplerate} Hz; at most "
+                             f"{MAX_SAMPLE_RATE} Hz is accepted. Convert it to 48000 Hz first.")
+    if info.channels > MAX_CHANNELS:
+        raise AudioFileError(f"{path}: the file declares {info.channels} channels; at most {MAX_CHANNELS} are "
+                             "accepted. Mix it down to stereo first.")
     if max_duration_s is not None and info.frames / info.samplerate > max_duration_s:
         raise AudioFileError(
             f"{path}: the audio is {info.frames / info.samplerate / 60:.1f} minutes long; "
             f"the limit is {max_duration_s / 60:g} minutes. Cut it into shorter parts."
         )
-    parts = []
+    return info
+
+
+def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Read any file soundfile understands -> (float32 [channels, samples], sample_rate).
+
+    The whole file at its own rate: for files of bounded size (our own songs). The header is
+    checked first (rate, channels, `max_duration_s`); read_mono streams anything else."""
+    import soundfile as sf
+
+    path = Path(path)
+    _checked_info(path, max_duration_s)
     try:
-        blocksize = max(1, int(block_s * info.samplerate))
-        for block in sf.blocks(str(path), blocksize=blocksize, dtype="float32", always_2d=True):
-            parts.append(block.mean(axis=1, dtype=np.float32))
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        raise AudioFileError(
+            f"{path}: not a readable audio file ({e}). Use WAV, FLAC, MP3 or OGG."
+        ) from e
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{path}: the file holds no audio samples")
+    return np.ascontiguousarray(data.T), int(sample_rate)
+
+
+def read_mono(path: str | os.PathLike, max_duration_s: float | None = None, *, sample_rate: int | None = None,
+              block_frames: int = READ_BLOCK_FRAMES) -> tuple[np.ndarray, int]:
+    """Read a file as float32 mono [samples] (the channel mean) -> (audio, rate), resampled to
+    `sample_rate` when one is given (else the file's rate).
+
+    The header is checked first: a file longer than `max_duration_s`, faster than
+    MAX_SAMPLE_RATE or wider than MAX_CHANNELS is refused before anything is decoded. Then the
+    audio is decoded `block_frames` at a time, and each block is mixed down (NaN/inf -> 0) and
+    resampled before the next is read, so memory follows the mono result at `sample_rate`,
+    never the whole file at its own rate. A header that understated the length is caught as the
+    blocks arrive, not after."""
+    import soundfile as sf
+
+    path = Path(path)
+    info = _checked_info(path, max_duration_s)
+    rate = int(info.samplerate)
+    stream = None
+    if sample_rate is not None and sample_rate != rate:
+        import soxr
+
+        stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
+    max_frames = None if max_duration_s is None else int(max_duration_s * rate)
+    parts, frames = [], 0
+    try:
+        for block in sf.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True):
+            frames += block.shape[0]
+            if max_frames is not None and frames > max_frames:  # a header that lied
+                raise AudioFileError(f"{path}: the audio is longer than the limit of {max_duration_s / 60:g} minutes")
+            mono = np.nan_to_num(block.mean(axis=1, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            parts.append(stream.resample_chunk(mono) if stream is not None else mono)
+        if stream is not None:
+            parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    except AudioFileError:
+        raise
     except Exception as e:  # a file cut off mid-stream fails here, not at the header
         raise AudioFileError(f"{path}: the audio could not be decoded ({e}); the file may be cut off or damaged") from e
-    mono = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    if mono.size == 0:
+    if frames == 0:
         raise AudioFileError(f"{path}: the file holds no audio samples")
-    if max_duration_s is not None and mono.size / info.samplerate > max_duration_s:  # a header that lied
-        raise AudioFileError(f"{path}: the audio is longer than the limit of {max_duration_s / 60:g} minutes")
-    return np.ascontiguousarray(mono), int(info.samplerate)
+    mono = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return np.ascontiguousarray(mono, dtype=np.float32), int(sample_rate or rate)
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ Weights are only ever read from safetensors; pickled files are refused, never un
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,22 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 class CheckpointError(RuntimeError):
     """A checkpoint piece is missing or unusable; the message names the path and the fix."""
+
+
+def permission_denied(path: str | Path) -> CheckpointError:
+    """The error for a checkpoint piece that exists but this user may not read. Kept apart from
+    "missing", because downloading again does not help (safetensors reports EACCES as "No such file")."""
+    return CheckpointError(
+        f"permission denied: {path} (the user running HeartMuLa, uid {os.getuid()}, cannot read it; "
+        "make it readable, e.g. chmod -R a+rX on the model folder, or run as its owner)")
+
+
+def _check_readable(file: Path) -> None:
+    try:
+        with open(file, "rb"):
+            pass
+    except PermissionError as e:
+        raise permission_denied(file) from e
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,8 @@ def read_json(path: str | Path) -> dict:
             data = json.load(f)
     except FileNotFoundError as e:
         raise CheckpointError(f"expected {path}, but it is missing") from e
+    except PermissionError as e:
+        raise permission_denied(path) from e
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} is not valid JSON ({e}); download it again") from e
     if not isinstance(data, dict):
@@ -92,6 +111,12 @@ def read_json(path: str | Path) -> dict:
 def weight_files(folder: str | Path) -> list[Path]:
     """The safetensors files of a model folder: one file, or the shards an index names."""
     folder = Path(folder)
+    try:
+        os.listdir(folder)  # an unreadable folder would otherwise look empty ("no weights")
+    except PermissionError as e:
+        raise permission_denied(folder) from e
+    except OSError:
+        pass  # missing: the messages below say so
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         weight_map = read_json(index).get("weight_map", {})
@@ -131,10 +156,13 @@ def load_state_dict(
 
         try:
             return load_files(files, device, dtype)
+        except PermissionError as e:
+            raise permission_denied(e.filename or folder) from e
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{folder}: {e}; download it again") from e
     state: dict[str, torch.Tensor] = {}
     for file in files:
+        _check_readable(file)
         try:
             # safetensors names the CPU "cpu" only; torch also accepts "cpu:0" (a second device by name)
             where = "cpu" if torch.device(device).type == "cpu" else str(device)

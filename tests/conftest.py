@@ -19,6 +19,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "browser: drives a real Chromium through Playwright")
     config.addinivalue_line("markers", "soak: long-running repetition (50 generations; about a minute on 2 cores)")
     config.addinivalue_line("markers", "many_users: several gradio_client clients against a running app.py")
+    config.addinivalue_line("markers", "slow_attack: an attacker's input that takes a while to build (CI runs it)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -91,3 +91,74 @@ def test_delete_removes_audio_and_sidecar(tmp_path):
 
 def test_missing_folder_lists_nothing(tmp_path):
     assert History(tmp_path / "not-yet").scan() == ([], [])
+
+
+# ----- one bad sidecar never hides the rest (issue 17) ------------------------------------------
+# Each entry: (name, how the sidecar is spoilt). A new kind of bad input is one line here.
+def _with(**fields):
+    return lambda meta: json.dumps({**meta, **fields}).encode()
+
+
+def _literal(field, text):
+    """The field set to a JSON literal that json.dumps never writes (1e999, -Infinity, NaN)."""
+    def spoil(meta):
+        return json.dumps({**meta, field: "@@"}).replace('"@@"', text).encode()
+    return spoil
+
+
+BAD_SIDECARS = [
+    ("takes-str", _with(takes="x")),
+    ("take-huge", _literal("take", "1e999")),
+    ("take-minus-inf", _literal("take", "-Infinity")),
+    ("take-nan", _literal("take", "NaN")),
+    ("take-negative", _with(take=-3)),
+    ("take-float", _with(take=1.5)),
+    ("take-bool", _with(take=True)),
+    ("take-list", _with(take=[1])),
+    ("takes-zero", _with(takes=0)),
+    ("takes-dict", _with(takes={"a": 1})),
+    ("duration-inf", _literal("duration_s", "Infinity")),
+    ("duration-str", _with(duration_s="long")),
+    ("duration-negative", _with(duration_s=-1)),
+    ("seed-str", _with(seed="seven")),
+    ("seed-float", _with(seed=7.5)),
+    ("tags-list", _with(tags=["a"])),
+    ("lyrics-dict", _with(lyrics={"a": 1})),
+    ("created-int", _with(created=5)),
+    ("options-list", _with(options=[1, 2])),
+    ("audio-file-int", _with(audio_file=5)),
+    ("audio-file-null", _with(audio_file=None)),
+    ("exports-str", _with(exports="x")),
+    ("json-list", lambda meta: b"[1, 2, 3]"),
+    ("json-string", lambda meta: b'"hello"'),
+    ("json-null", lambda meta: b"null"),
+    ("json-number", lambda meta: b"1e999"),
+    ("empty", lambda meta: b""),
+    ("binary-junk", lambda meta: bytes(range(256)) * 4),
+    ("latin-1", lambda meta: json.dumps({**meta, "tags": "café"}, ensure_ascii=False).encode("latin-1")),
+    ("utf-16", lambda meta: json.dumps(meta).encode("utf-16")),
+    ("deep-nesting", lambda meta: b"[" * 100_000 + b"]" * 100_000),
+    ("truncated", lambda meta: json.dumps(meta).encode()[:-10]),
+    ("huge", lambda meta: json.dumps({**meta, "lyrics": "la " * 3_000_000}).encode()),
+]
+
+
+@pytest.mark.parametrize("name,spoil", BAD_SIDECARS, ids=[b[0] for b in BAD_SIDECARS])
+def test_one_bad_sidecar_is_skipped_and_the_rest_lists(tmp_path, caplog, name, spoil):
+    h = History(tmp_path)
+    good = h.save(_result(tags="good"))[0]
+    bad = h.save(_result(tags="bad"))[0]
+    bad.sidecar_path.write_bytes(spoil(json.loads(bad.sidecar_path.read_text())))
+    songs = h.list()
+    assert [s.id for s in songs] == [good.id]
+    assert [s.label() for s in songs]  # labels of what lists never fail either
+    assert [p for p, _ in h.skipped] == [bad.sidecar_path] and h.skipped[0][1]
+    assert bad.sidecar_path.name in caplog.text
+    with pytest.raises(ValueError, match="cannot be read"):
+        h.get(bad.id)
+
+
+def test_skipped_is_empty_when_every_sidecar_is_good(tmp_path):
+    h = History(tmp_path)
+    h.save(_result(takes=2))
+    assert len(h.list()) == 2 and h.skipped == []

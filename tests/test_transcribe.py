@@ -25,8 +25,8 @@ from heartmula.audio import AudioFileError
 from heartmula.asr.lyrics import check_lyrics
 from heartmula.audio import resample
 from heartmula.__main__ import main as cli_main
-from heartmula.asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionCancelled,
-                                  format_transcript, plan_windows)
+from heartmula.asr.transcribe import (MAX_TOKENS_PER_S, RTF_LABEL, TranscribeOptions, Transcriber,
+                                      TranscriptionCancelled, decoding_budget, format_transcript, plan_windows)
 
 SHORT_WER_BOUND = 0.25
 LONG_WER_BOUND = 0.30
@@ -292,3 +292,36 @@ def test_looping_text_is_detected():
     assert not _is_looping("The rain is falling on the silver town, I walk alone and never turn around.")
     # A sung refrain repeats, but not 2.4x-compressibly over one window.
     assert not _is_looping("Oh la la, la la la. Hold me now, hold me now, hold my hand until the light.")
+
+
+# ----- the decoding budget follows the audio, not the window setting (issue 17) -------------------
+def test_decoding_budget_follows_the_longest_real_window():
+    assert decoding_budget([3.0], 448) == int(MAX_TOKENS_PER_S * 3.0) + 16
+    assert decoding_budget([3.0, 11.5, 0.2], 448) == int(MAX_TOKENS_PER_S * 11.5) + 16  # the longest one decides
+    assert decoding_budget([30.0], 448) == int(MAX_TOKENS_PER_S * 30.0) + 16
+    assert decoding_budget([30.0], 200) == 196  # never past the decoder's positions
+    budgets = [decoding_budget([s / 10], 448) for s in range(1, 301)]
+    assert budgets == sorted(budgets) and budgets[0] >= 16
+
+
+def test_a_short_clip_costs_the_same_at_any_chunk_length(demo_transcriber, speak, tmp_path):
+    import time
+
+    # "la la la": the demo model loops on it and never ends a window by itself, so each decode
+    # runs to its budget; with a budget of chunk_length_s instead of the clip's 3 s, the chunk-30
+    # run took 752 steps (greedy, then the beam retry) and minutes of CPU, for an empty transcript.
+    clip = speak(["la la la la la la la la la la"], tmp_path / "la.wav", gap_s=0.5)
+    duration_s = sf.info(str(clip)).duration
+    assert 2.5 < duration_s < 3.6, duration_s
+    runs = {}
+    for chunk_length_s in (5.0, 30.0):
+        steps = []  # should_stop is asked once before starting, then after every decoding step
+        start = time.perf_counter()
+        result = demo_transcriber.transcribe(clip, TranscribeOptions(chunk_length_s=chunk_length_s),
+                                             should_stop=lambda: steps.append(1) and False)
+        runs[chunk_length_s] = (time.perf_counter() - start, len(steps) - 1, result.text)
+    (t5, steps5, text5), (t30, steps30, text30) = runs[5.0], runs[30.0]
+    # Beam-search retries (a looping window) may decode the window twice, each within the budget.
+    assert steps30 <= 2 * decoding_budget([duration_s], 448), runs
+    assert t30 < 2 * t5 + 0.5, runs
+    assert text30 == text5, runs

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 import tempfile
 
-from heartmula import Engine, History, LiveStats, Transcriber
+from heartmula import Engine, History, LiveStats, Transcriber, prune_tree
 
 TEMP_MAX_AGE_S = 24 * 3600  # transcripts, compare renders and other previews are removed after a day
 
@@ -77,15 +76,10 @@ class Studio:
             old.unload()
 
     def temp_path(self, name: str) -> Path:
-        """A fresh path for a temporary file named `name`; old temporaries are pruned."""
+        """A fresh path for a temporary file named `name`; old temporaries are pruned at every
+        depth (each file lives in a folder of its own, so pruning only the top level kept them all)."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        for p in self.temp_dir.iterdir():
-            try:
-                if p.is_file() and now - p.stat().st_mtime > TEMP_MAX_AGE_S:
-                    p.unlink()
-            except OSError:
-                pass
+        prune_tree(self.temp_dir, TEMP_MAX_AGE_S)
         folder = self.temp_dir / secrets.token_hex(6)
         folder.mkdir()
         return folder / name

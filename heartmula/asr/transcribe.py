@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..audio import AudioFileError, read_mono, resample, to_mono
+from ..audio import MAX_SAMPLE_RATE, AudioFileError, read_mono, resample, to_mono
 from ..options import check_options, option
 from .lyrics import FORMATS, Segment, format_json, format_lrc, format_srt, format_text, join_segments, one_line
 from .whisper_convert import DEMO_MODEL_NAME, demo_model_dir
@@ -342,8 +342,8 @@ class Transcriber:
             pieces, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
         gen = copy.deepcopy(self._model.generation_config)
         gen.max_length = None  # max_new_tokens below is the limit (both set makes transformers warn)
-        gen.max_new_tokens = min(int(MAX_TOKENS_PER_S * options.chunk_length_s) + 16,
-                                 self._model.config.max_target_positions - 4)
+        gen.max_new_tokens = decoding_budget([p.shape[0] / WHISPER_SAMPLE_RATE for p in pieces],
+                                             self._model.config.max_target_positions)
         gen.num_beams = num_beams
         kwargs: dict = {"generation_config": gen, "return_timestamps": True,
                         "attention_mask": inputs.attention_mask.to(self.device)}
@@ -384,10 +384,20 @@ class Transcriber:
         return [seg for seg in out if seg[2]]
 
 
+def decoding_budget(windows_s: list[float], max_target_positions: int) -> int:
+    """Tokens one batch may generate: MAX_TOKENS_PER_S for each second of its longest real window
+    (not of chunk_length_s, which a short clip or a last window never fills: a 3 s clip that
+    loops would otherwise decode 376 tokens at chunk 30 s), plus 16 for the timestamp and control
+    tokens, and never past the decoder's positions (4 are the prompt)."""
+    return min(int(MAX_TOKENS_PER_S * max(windows_s)) + 16, max_target_positions - 4)
+
+
 def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None) -> np.ndarray:
     """File or array -> float32 mono [samples] at 16 kHz."""
     if isinstance(audio, (str, os.PathLike)):
-        data, sample_rate = read_mono(audio, MAX_AUDIO_S)  # refuses over-long files from the header
+        # Refuses over-long files, absurd rates and channel counts from the header, then decodes,
+        # mixes down and resamples block by block: never the whole file at its own rate.
+        data, sample_rate = read_mono(audio, MAX_AUDIO_S, sample_rate=WHISPER_SAMPLE_RATE)
         where = str(audio)
     else:
         if sample_rate is None:
@@ -395,8 +405,9 @@ def _load_mono_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | Non
         data, where = np.asarray(audio, dtype=np.float32), "audio array"
         if data.ndim not in (1, 2) or data.ndim == 2 and data.shape[0] > 16:
             raise ValueError(f"{where}: expected [samples] or [channels, samples], got shape {tuple(data.shape)}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
+            or not 0 < sample_rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), at most {MAX_SAMPLE_RATE}, got {sample_rate!r}")
     mono = np.nan_to_num(to_mono(data).astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
     if mono.size == 0:
         raise AudioFileError(f"{where}: holds no audio samples")

@@ -4,14 +4,16 @@ The folder (the studio's `--output-dir`, default ./outputs) is the database: eac
 `<stem>.wav` (plus `<stem>.mp3` and `<stem>.flac` for download) and `<stem>.json`, the
 sidecar of `heartmula.library.songs.song_metadata`. Audio is written first and the sidecar last,
 each atomically, so a listed sidecar always has its audio and a crash (or a stopped job,
-which never reaches saving) leaves nothing that lists. A sidecar that does not parse is
-skipped with a warning, never fatal. Nothing here knows about the UI.
+which never reaches saving) leaves nothing that lists. A sidecar that does not parse, or
+holds a field of the wrong type or range, is skipped with a warning naming the file (and kept
+in `History.skipped`), never fatal: listing is total. Nothing here knows about the UI.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +25,9 @@ from .songs import CODES_SUFFIX, codes_bytes, load_codes, sidecar_path, song_met
 log = logging.getLogger(__name__)
 
 FORMATS = ("wav", "mp3", "flac")  # the first is the one played; all are offered for download
+# A sidecar is a few KiB (lyrics are bounded by the model's context); anything far larger is not ours
+# and is refused before it is parsed, so one planted file cannot make every listing slow.
+MAX_SIDECAR_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,25 @@ class Song:
     def label(self) -> str:
         when = self.created.replace("T", " ")[:19]
         tags = self.tags if len(self.tags) <= 40 else self.tags[:39] + "…"
-        take = f" take {self.take + 1}" if self.meta.get("takes", 1) > 1 else ""
+        take = f" take {self.take + 1}" if self.meta.get("takes", 1) > 1 else ""  # takes checked by _song
         return f"{when} · {tags} · {self.duration_s:.1f} s · seed {self.seed}{take}"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short_text(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(value) -> str:
+    """A sidecar value for an error message, cut short (it may be megabytes)."""
+    return _short_text(repr(value), 60)
 
 
 def _remove_quietly(path: Path) -> None:
@@ -89,6 +111,7 @@ class History:
             if f".{fmt}" not in WRITE_FORMATS:
                 raise ValueError(f"format {fmt!r} is not supported; use one of {', '.join(FORMATS)}")
         self.formats = tuple(formats)
+        self.skipped: list[tuple[Path, str]] = []  # (sidecar, reason) of the last scan
 
     # ----- writing ------------------------------------------------------------------------
     def save(self, result, *, stem: str | None = None) -> list[Song]:
@@ -134,42 +157,82 @@ class History:
 
     # ----- reading ------------------------------------------------------------------------
     def _song(self, side: Path, meta: dict) -> Song:
+        # Every field is checked here, so a Song that exists can be labelled, sorted and shown
+        # without another check: a sidecar is user-editable data, never trusted.
         if not isinstance(meta, dict) or "audio_file" not in meta or "sidecar_version" not in meta:
             raise ValueError("not a song sidecar (no audio_file / sidecar_version)")
-        audio = side.parent / Path(str(meta["audio_file"])).name
+        audio_file = meta["audio_file"]
+        if not isinstance(audio_file, str) or not audio_file:
+            raise ValueError(f"audio_file is {audio_file!r}; it must be a file name")
+        audio = side.parent / Path(audio_file).name
         if not audio.is_file():
             raise ValueError(f"its audio file {audio.name} is missing")
         options = meta.get("options") or {}
         if not isinstance(options, dict):
             raise ValueError("options is not a mapping")
+        exports = meta.get("exports") or []
+        if not isinstance(exports, list) or not all(isinstance(e, str) for e in exports):
+            raise ValueError(f"exports is {_short(exports)}; it must be a list of file names")
+        for key in ("created", "lyrics", "tags"):
+            if not isinstance(meta.get(key, ""), str):
+                raise ValueError(f"{key} is {_short(meta[key])}; it must be text")
+        seed = meta.get("seed")
+        if seed is not None and not _is_int(seed):
+            raise ValueError(f"seed is {_short(seed)}; it must be a whole number or null")
+        take, takes = meta.get("take", 0), meta.get("takes", 1)
+        if not _is_int(takes) or takes < 1:
+            raise ValueError(f"takes is {_short(takes)}; it must be a whole number >= 1")
+        if not _is_int(take) or not 0 <= take < takes:
+            raise ValueError(f"take is {_short(take)}; it must be a whole number from 0 to takes - 1 ({takes - 1})")
+        duration_s = meta.get("duration_s", 0.0)
+        if not _is_number(duration_s) or not 0 <= duration_s < 1e9:
+            raise ValueError(f"duration_s is {_short(duration_s)}; it must be a finite number of seconds >= 0")
         return Song(
             id=side.stem,
             audio_path=audio,
             sidecar_path=side,
-            created=str(meta.get("created", "")),
-            lyrics=str(meta.get("lyrics", "")),
-            tags=str(meta.get("tags", "")),
-            seed=meta.get("seed"),
-            take=int(meta.get("take", 0)),
-            duration_s=float(meta.get("duration_s", 0.0)),
+            created=meta.get("created", ""),
+            lyrics=meta.get("lyrics", ""),
+            tags=meta.get("tags", ""),
+            seed=seed,
+            take=take,
+            duration_s=float(duration_s),
             options=options,
             meta=meta,
         )
 
+    def _read(self, side: Path) -> Song:
+        """The Song of one sidecar, or ValueError saying why it cannot be one (never another error)."""
+        try:
+            with open(side, "rb") as f:
+                raw = f.read(MAX_SIDECAR_BYTES + 1)
+            if len(raw) > MAX_SIDECAR_BYTES:
+                raise ValueError(f"larger than {MAX_SIDECAR_BYTES // 1024} KiB; a song sidecar is a few KiB")
+            return self._song(side, json.loads(raw.decode("utf-8")))
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError included
+            raise
+        except OSError as e:
+            raise ValueError(e.strerror or str(e)) from e
+        except RecursionError as e:
+            raise ValueError("JSON nested too deeply") from e
+        except Exception as e:  # total: whatever the file holds, History still lists the others
+            raise ValueError(f"{type(e).__name__}: {e}") from e
+
     def scan(self) -> tuple[list[Song], list[str]]:
-        """(songs newest first, one warning per sidecar skipped)."""
-        songs, warnings = [], []
-        if not self.folder.is_dir():
-            return songs, warnings
-        for side in self.folder.glob("*.json"):
-            try:
-                meta = json.loads(side.read_text(encoding="utf-8"))
-                songs.append(self._song(side, meta))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
-                msg = f"{side.name}: skipped ({e})"
-                log.warning("history: %s", msg)
-                warnings.append(msg)
+        """(songs newest first, one warning per sidecar skipped). The skipped files are also
+        kept in `self.skipped` as (path, reason), for a count in the UI."""
+        songs, warnings, skipped = [], [], []
+        if self.folder.is_dir():
+            for side in self.folder.glob("*.json"):
+                try:
+                    songs.append(self._read(side))
+                except ValueError as e:
+                    msg = f"{side.name}: skipped ({_short_text(str(e))})"
+                    log.warning("history: %s in %s", msg, self.folder)
+                    warnings.append(msg)
+                    skipped.append((side, str(e)))
         songs.sort(key=lambda s: (s.created, s.id), reverse=True)
+        self.skipped = sorted(skipped)
         return songs, warnings
 
     def list(self) -> list[Song]:
@@ -178,9 +241,9 @@ class History:
     def get(self, song_id: str) -> Song:
         side = self._sidecar_of(song_id)
         try:
-            return self._song(side, json.loads(side.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, ValueError, TypeError) as e:
-            raise ValueError(f"song {song_id!r} cannot be read: {e}") from e
+            return self._read(side)
+        except ValueError as e:
+            raise ValueError(f"song {song_id!r} cannot be read: {_short_text(str(e))}") from e
 
     def _sidecar_of(self, song_id: str) -> Path:
         if not isinstance(song_id, str) or not song_id or Path(song_id).name != song_id or song_id.startswith("."):
