@@ -50,8 +50,8 @@ def test_queue_cli_places_models_and_writes_every_song(demo_dir, tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["song_01.json", "song_01.wav", "song_02_take1.json", "song_02_take1.wav",
-                     "song_02_take2.json", "song_02_take2.wav"]
+    assert names == ["song_01.json", "song_01.npy", "song_01.wav", "song_02_take1.json", "song_02_take1.npy",
+                     "song_02_take1.wav", "song_02_take2.json", "song_02_take2.npy", "song_02_take2.wav"]
     assert "overlapped" in r.stdout
 
 

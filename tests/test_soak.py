@@ -70,10 +70,15 @@ def test_five_clients_at_once_all_finish_in_order_one_at_a_time(studio_app):
     before = set(studio_app.sidecars())
     clients = [gradio_client.Client(studio_app.url, verbose=False) for _ in range(5)]
     jobs = []
-    for i, client in enumerate(clients):  # submitted 0.2 s apart: the queue's order is the submit order
-        jobs.append(client.submit("[verse]\nhello world\n", f"user {i}", 1, "test-full", 1.5, 1.0, 50, 1000 + i, 1,
-                                  api_name="/generate"))
-        time.sleep(0.2)
+    from gradio_client.utils import Status
+
+    for i, client in enumerate(clients):  # each joins the queue before the next is sent: queue order = submit order
+        job = client.submit(lyrics="[verse]\nhello world\n", tags=f"user {i}", max_audio_length_s=1,
+                            seed=str(1000 + i), ignore_eos=True, codec_steps=2, api_name="/generate")
+        deadline = time.monotonic() + 60
+        while job.status().code in (Status.STARTING, Status.JOINING_QUEUE) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the poll's interval while waiting for the job's state to change
+        jobs.append(job)
     results = [job.result(timeout=300) for job in jobs]
     for i, out in enumerate(results):
         assert "1 take(s)" in out[0] and f"seed {1000 + i}" in out[0], out[0]
