@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -110,14 +111,24 @@ def main(argv=None) -> int:
     output_dir = Path(args.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     sweep_outputs(output_dir)  # what a crash left: .part files, audio whose sidecar is gone
+    # This instance's own temporary tree (uploads, transcripts, renders), private to its user:
+    # with gradio's shared default (/tmp/gradio) a file uploaded to one studio was served by
+    # every other one. Set before gradio is imported: some of its modules read it at import.
+    temp_dir = output_dir / ".studio-tmp"
+    temp_dir.mkdir(mode=0o700, exist_ok=True)
+    temp_dir.chmod(0o700)
+    os.environ["GRADIO_TEMP_DIR"] = str(temp_dir / "gradio")
+
+    from starlette.middleware import Middleware
 
     from ui.blocks import build_ui
+    from ui.guard import Guard, parse_size
     from ui.studio import TEMP_MAX_AGE_S
     roots = args.allowed_model_root or [Path(args.model_path).expanduser().resolve().parent]
     if demo:
         roots = [*roots, Path(model_path).parent]
-    demo_ui = build_ui(engine, output_dir=output_dir, demo=demo, model_roots=roots)
-    prune_tree(demo_ui.studio.temp_dir, TEMP_MAX_AGE_S)
+    demo_ui = build_ui(engine, output_dir=output_dir, demo=demo, model_roots=roots, temp_dir=temp_dir / "studio")
+    prune_tree(temp_dir, TEMP_MAX_AGE_S)
     if not args.lazy_load and not args.no_warmup:
         # Compile and capture the frame step in the background: the page is up at once, and
         # a first request simply waits for the engine lock instead of paying it itself.
@@ -132,8 +143,12 @@ def main(argv=None) -> int:
         threading.Thread(target=warm, name="heartmula-warmup", daemon=True).start()
     demo_ui.queue(default_concurrency_limit=1)
     # Served files: the outputs folder and gradio's own upload/cache folder, nothing else.
+    # Guard: body size caps on every route, login back-off, and no route but the login page's
+    # without a login (ui/guard.py says what gradio leaves open).
+    guard = Middleware(Guard, auth=auth is not None, max_file_size=parse_size(args.max_file_size))
     demo_ui.launch(server_name=args.host, server_port=args.port, auth=auth, allowed_paths=[str(output_dir)],
-                   max_file_size=args.max_file_size, footer_links=["api", "settings"])
+                   max_file_size=args.max_file_size, footer_links=["api", "settings"],
+                   app_kwargs={"middleware": [guard]})
     return 0
 
 

@@ -29,11 +29,13 @@ def header(studio: Studio) -> str:
 
 
 def build_ui(engine: Engine, *, output_dir: str | Path = "./outputs", demo: bool = False,
-             studio: Studio | None = None, model_roots=()) -> gr.Blocks:
+             studio: Studio | None = None, model_roots=(), temp_dir: str | Path | None = None) -> gr.Blocks:
     """The whole studio for one engine (passed in, shared by every session). `model_roots`:
-    the folders the Settings tab may load models from (default: the one holding the model)."""
+    the folders the Settings tab may load models from (default: the one holding the model).
+    `temp_dir`: this instance's temporary files (default: Studio's)."""
+    extra = {"temp_dir": Path(temp_dir)} if temp_dir is not None else {}
     studio = studio or Studio(engine=engine, history=History(output_dir), demo=demo,
-                              model_roots=tuple(Path(r) for r in model_roots))
+                              model_roots=tuple(Path(r) for r in model_roots), **extra)
     c = engine.config
     presets = list(load_presets()[0])
     default = DEFAULT_PRESET if DEFAULT_PRESET in presets else presets[0]
