@@ -218,8 +218,9 @@ def test_path_traversal_through_files_and_the_api(studio_app, tmp_path):
     event, _ = _call(studio_app.url, "transcribe", [{"path": str(secret), "meta": {"_type": "gradio.FileData"}},
                                                     8, 30, ""])
     assert event == "error"
-    cache = Path(os.environ.get("GRADIO_TEMP_DIR", "/tmp/gradio"))
-    assert not list(cache.rglob("secret.txt"))
+    for cache in (studio_app.output_dir / ".studio-tmp", Path("/tmp/gradio")):  # the app's own, and Gradio's default
+        assert not list(cache.rglob("secret.txt")), cache
+    assert (studio_app.output_dir / ".studio-tmp").is_dir()  # the app keeps its uploads there
     # the Settings tab's model folder box, called through the API
     config = httpx.get(studio_app.url + "config").json()
     path_box = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "set-path")
