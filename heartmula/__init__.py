@@ -17,6 +17,7 @@ from .accel.device import DEVICE_SYNTAX, available_devices, device_choices, pars
 from .doctor import run as run_doctor
 from .mula.generate import MAX_SEED, MAX_TAKES
 from .library.history import History, Song
+from .library.songs import clock, parse_clock, plan_continuation
 from .library.sweep import prune_tree, sweep_outputs
 from .asr.lyrics import LyricCheck, check_lyrics
 from .library.presets import DEFAULT_PRESET, Preset, delete_preset, load_preset, save_preset
@@ -28,7 +29,7 @@ from .asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, Transcri
 from .options import Option, from_shown_values, help_text, options_of, shown_name, shown_values
 
 __all__ = [
-    "AudioChunk",
+    "AudioChunk", "clock", "parse_clock", "plan_continuation",
     "DeviceOutOfMemory",
     "Engine",
     "EngineConfig",

@@ -210,11 +210,9 @@ def _continue(args) -> int:
     import json
     from dataclasses import replace
 
-    from .audio import FRAME_MS, WRITE_FORMATS
+    from .audio import WRITE_FORMATS
     from .engine import GenerationCancelled, load_engine
-    from .library.songs import clock, load_codes, parse_clock, save_take, take_paths
-    from .mula.generate import GenerateOptions
-    from .options import options_of
+    from .library.songs import clock, load_codes, plan_continuation, save_take, take_paths
 
     source = Path(args.source).expanduser()
     try:
@@ -227,32 +225,18 @@ def _continue(args) -> int:
         raise ValueError(f"--from {source}: this song was saved without its codes (before they were kept), "
                          "so it can be played but not extended or regenerated")
     frames = load_codes(source.parent / Path(str(meta["codes_file"])).name)
-    n, length_s = len(frames), len(frames) * FRAME_MS / 1000
     if Path(args.save_path).suffix.lower() not in WRITE_FORMATS:
         raise ValueError(f"--save-path {args.save_path}: use a .mp3, .wav or .flac file name")
-    names = options_of(GenerateOptions)
     try:
-        opts = GenerateOptions(**{k: v for k, v in (meta.get("options") or {}).items() if k in names})
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"--from {source}: its options cannot be used ({e})") from e
-    seed = meta.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"--from {source}: it has no seed to continue from")
-    if args.mode == "extend":
-        if not args.seconds > 0:
-            raise ValueError(f"--seconds {args.seconds:g}: give how many seconds to add (more than 0)")
-        at = n
-        opts = replace(opts, max_audio_length_ms=n * FRAME_MS + int(round(args.seconds * 1000)), takes=1, seed=seed,
-                       ignore_eos=opts.ignore_eos or args.ignore_eos)
-    else:
-        at = int(round(parse_clock(args.at) * 1000 / FRAME_MS))
-        if not 1 <= at < n:
-            raise ValueError(f"--at {args.at}: the song is {clock(length_s)} long; give a time from "
-                             f"{clock(FRAME_MS / 1000)} to {clock((n - 1) * FRAME_MS / 1000)}")
-        opts = replace(opts, max_audio_length_ms=max(opts.max_audio_length_ms, n * FRAME_MS), takes=args.takes,
-                       seed=args.seed)
-    lyrics = read_text_arg(args.lyrics, "--lyrics") if args.lyrics is not None else str(meta.get("lyrics", ""))
-    tags = read_text_arg(args.tags, "--tags") if args.tags is not None else str(meta.get("tags", ""))
+        plan = plan_continuation(
+            meta, frames, args.mode, parent_id=source.stem, seconds=getattr(args, "seconds", None),
+            at=getattr(args, "at", None), takes=getattr(args, "takes", 1), seed=getattr(args, "seed", None),
+            lyrics=read_text_arg(args.lyrics, "--lyrics") if args.lyrics is not None else None,
+            tags=read_text_arg(args.tags, "--tags") if args.tags is not None else None,
+            ignore_eos=getattr(args, "ignore_eos", False))
+    except ValueError as e:
+        flag = "--at" if args.mode == "regenerate" and str(e).startswith("time") else f"--from {source}"
+        raise ValueError(f"{flag}: {e}") from e
     model = _model(args)
     made_with = (meta.get("model") or {}).get("heartmula_version")
     if made_with and made_with != model.version:
@@ -263,18 +247,17 @@ def _continue(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        result = engine.generate(lyrics, tags, opts, kept=[frames[:at]], codec_seeds=[seed] * opts.takes,
+        result = engine.generate(plan.lyrics, plan.tags, plan.options, kept=[plan.kept], codec_seeds=plan.codec_seeds,
                                  on_progress=ProgressBar(), should_stop=stop.is_set)
     except GenerationCancelled:
         print("\nstopped: nothing was written", file=sys.stderr)
         return 130
     sys.stderr.write("\n")
-    result = replace(result, parent={"sidecar": source.name, "id": source.stem, "mode": args.mode,
-                                     "from_frame": at, "at_s": round(at * FRAME_MS / 1000, 3)})
-    for i, path in enumerate(take_paths(args.save_path, opts.takes)):
+    result = replace(result, parent={**plan.parent, "sidecar": source.name})
+    for i, path in enumerate(take_paths(args.save_path, plan.options.takes)):
         audio_path, side = save_take(result, i, path)
         print(f"song: {audio_path} ({result.durations_s[i]:.2f} s, {args.mode} of {source.name} at "
-              f"{clock(at * FRAME_MS / 1000)}, seed {result.seeds[i]}), sidecar: {side}")
+              f"{clock(plan.parent['at_s'])}, seed {result.seeds[i]}), sidecar: {side}")
     return 0
 
 

@@ -91,3 +91,25 @@ def test_the_readme_api_example_runs(studio_app, capsys):
     assert "✅" in namespace["status"] and "seed 42" in namespace["status"]
     audio, rate = sf.read(namespace["take_1"]["value"])
     assert rate == 48_000 and audio.shape[0] > 0
+
+
+def test_extend_and_regenerate_endpoints(client, studio_app):
+    import json
+
+    before = set(studio_app.sidecars())
+    client.predict(lyrics=LYRICS, tags="folk", max_audio_length_s=2, seed="5", ignore_eos=True, codec_steps=2,
+                   api_name="/generate")
+    (song,) = set(studio_app.sidecars()) - before
+    before = set(studio_app.sidecars())
+    client.predict(song_id=song.stem, seconds=1, lyrics="", api_name="/extend")
+    (longer,) = set(studio_app.sidecars()) - before
+    assert json.loads(longer.read_text())["parent"]["id"] == song.stem
+    before = set(studio_app.sidecars())
+    client.predict(song_id=longer.stem, at="0:01", takes=2, lyrics="", api_name="/regenerate")
+    assert len(set(studio_app.sidecars()) - before) == 2
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="give a time from"):
+        client.predict(song_id=song.stem, at="9:00", takes=1, lyrics="", api_name="/regenerate")
+    with pytest.raises(AppError, match="no song"):
+        client.predict(song_id="../../etc/passwd", seconds=1, lyrics="", api_name="/extend")

@@ -388,3 +388,32 @@ def test_keyboard_generates_and_stops(page):
     seen = watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
     assert "Stopped" in seen[-1], seen
     expect(page.locator("#gen-generate")).to_be_enabled()
+
+
+def test_extend_then_regenerate_a_song_from_history(page, studio_app):
+    """Issue 20 in the page: a song extended from History, then that one regenerated from 0:02;
+    both new entries name their parents in their sidecars and in the list."""
+    import json
+
+    generate_song(page, seconds=3)  # ignore_eos via the test-full preset: exactly 3 s
+    tab(page, "History")
+    page.locator("#hist-refresh").click()
+    newest = max(studio_app.sidecars(), key=lambda p: p.stat().st_mtime)  # the list picks the newest song
+    page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('{newest.stem}')")
+    set_number(page, "#hist-extend-s input[type=number]", 1)
+    before = set(studio_app.sidecars())
+    page.locator("#hist-extend").click()
+    watch(page, "#hist-continue-status", ["✅ extended"], timeout_s=120)
+    (extended,) = set(studio_app.sidecars()) - before
+    meta = json.loads(extended.read_text())
+    assert meta["parent"]["mode"] == "extend" and meta["frames"] == 37 + 12  # 3 s is 37 frames; + 1 s: 3.96 s
+    page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('extend of')")
+    page.locator("#hist-regen-at textarea, #hist-regen-at input").first.fill("0:02")
+    before = set(studio_app.sidecars())
+    page.locator("#hist-regen").click()
+    watch(page, "#hist-continue-status", ["✅ regenerated from 0:02"], timeout_s=120)
+    (redo,) = set(studio_app.sidecars()) - before
+    meta = json.loads(redo.read_text())
+    assert meta["parent"] == {"sidecar": extended.name, "id": extended.stem, "mode": "regenerate", "from_frame": 25,
+                              "at_s": 2.0}
+    expect(page.locator("#gen-generate")).to_be_enabled()  # the page stays usable

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -327,3 +328,34 @@ def test_bad_preset_files_are_named_on_the_settings_tab(home):
     (home / "presets" / "typo.yaml").unlink()
     (home / "presets" / "range.yaml").unlink()
     assert settings.dropdowns(None)["preset_problems"] == ""
+
+
+def test_extend_and_regenerate_from_history(studio):
+    session = Session()
+    run(generate.generate, *gen_args(studio, session, seed=31))  # 1.6 s = 20 frames, ignore_eos on
+    parent = studio.history.list()[0]
+    out = user_errors(history.extend)(studio, parent.id, 0.96, "")
+    longer = studio.history.get(out["song"]["value"])
+    assert longer.meta["parent"] == {"sidecar": f"{parent.id}.json", "id": parent.id, "mode": "extend",
+                                     "from_frame": 20, "at_s": 1.6}
+    assert longer.frames().shape == (32, 8) and longer.seed == 31
+    np.testing.assert_array_equal(longer.frames()[:20], parent.frames())
+    assert "✅ extended" in out["continue_status"]
+    out = user_errors(history.regenerate)(studio, longer.id, "0:01", 2, "")
+    redo = [s for s in studio.history.list() if s.meta.get("parent", {}).get("mode") == "regenerate"]
+    assert len(redo) == 2 and all(s.meta["parent"]["id"] == longer.id and s.meta["parent"]["from_frame"] == 12
+                                  for s in redo)
+    for s in redo:
+        np.testing.assert_array_equal(s.frames()[:12], longer.frames()[:12])
+    rows = {r[5]: r[6] for r in history.refresh(studio)["table"]}
+    assert rows[longer.id] == f"extend of {parent.id} at 0:01.60" and rows[parent.id] == ""
+    for bad, message in ((lambda: history.regenerate(studio, parent.id, "0:09", 1, ""), "give a time from 0:00.08"),
+                         (lambda: history.regenerate(studio, parent.id, "1:75", 1, ""), "write it as m:ss"),
+                         (lambda: history.extend(studio, parent.id, "abc", ""), "seconds to add must be a number"),
+                         (lambda: history.extend(studio, None, 1, ""), "pick a song"),
+                         (lambda: history.extend(studio, parent.id, 60, ""), "plus at most")):
+        with pytest.raises(gr.Error, match=message):
+            user_errors(bad)()
+    parent.codes_path.unlink()  # a song saved before codes were kept
+    with pytest.raises(gr.Error, match="saved without its codes"):
+        user_errors(history.extend)(studio, parent.id, 1, "")

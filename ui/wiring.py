@@ -127,6 +127,14 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(hist.cancel_btn.click, history_h.cancel_delete, None, {"confirm_row": hist.confirm_row}, **QUICK)
     _on(hist.confirm_btn.click, partial(history_h.delete, studio), [hist.song],
         {**history_targets, **hist_select_targets}, **TOAST)
+    continue_targets = {**history_targets, "continue_status": hist.continue_status}
+    _on(hist.extend_btn.click, partial(history_h.extend, studio), [hist.song, hist.extend_s, hist.continue_lyrics],
+        continue_targets, api_name="extend", api_visibility="public", concurrency_id=ENGINE,
+        show_progress="minimal", show_progress_on=[hist.continue_status])
+    _on(hist.regen_btn.click, partial(history_h.regenerate, studio),
+        [hist.song, hist.regen_at, hist.regen_takes, hist.continue_lyrics], continue_targets, api_name="regenerate",
+        api_visibility="public", concurrency_id=ENGINE, show_progress="minimal",
+        show_progress_on=[hist.continue_status])
     _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song, hist.reuse_seed],
         {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs}, **TOAST)
 

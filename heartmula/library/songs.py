@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -148,3 +148,59 @@ def parse_clock(text: str) -> float:
 def clock(seconds: float) -> str:
     """Seconds -> m:ss.ss, as parse_clock reads it."""
     return f"{int(seconds // 60)}:{seconds % 60:05.2f}"
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What `Engine.generate` needs to extend a saved take or regenerate it from a point."""
+
+    lyrics: str
+    tags: str
+    options: object  # GenerateOptions
+    kept: np.ndarray  # [F, 8]: the frames kept
+    codec_seeds: list  # the parent's codec noise for every take, so its kept windows sound the same
+    parent: dict  # named in the new sidecar: the parent's sidecar and id, the mode, the branch point
+
+
+def plan_continuation(meta: dict, frames: np.ndarray, mode: str, *, parent_id: str, seconds: float | None = None,
+                      at: str | float | None = None, takes: int = 1, seed: int | None = None,
+                      lyrics: str | None = None, tags: str | None = None, ignore_eos: bool = False) -> Continuation:
+    """A saved take (its sidecar `meta` and its codes) -> how to extend it by `seconds`
+    ("extend", same seed) or redo it from `at` (m:ss or seconds; "regenerate", `takes` new
+    takes from `seed`, None for a fresh one). ValueError gives the allowed range."""
+    from dataclasses import replace
+
+    from ..audio import FRAME_MS
+    from ..mula.generate import GenerateOptions
+    from ..options import options_of
+
+    n = len(frames)
+    names = options_of(GenerateOptions)
+    try:
+        opts = GenerateOptions(**{k: v for k, v in (meta.get("options") or {}).items() if k in names})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the song's options cannot be used ({e})") from e
+    parent_seed = meta.get("seed")
+    if not isinstance(parent_seed, int) or isinstance(parent_seed, bool):
+        raise ValueError("the song has no seed to continue from")
+    if mode == "extend":
+        if seconds is None or not seconds > 0:
+            raise ValueError(f"seconds to add: give more than 0, got {seconds!r}")
+        cut = n
+        opts = replace(opts, max_audio_length_ms=n * FRAME_MS + int(round(seconds * 1000)), takes=1,
+                       seed=parent_seed, ignore_eos=opts.ignore_eos or ignore_eos)
+    elif mode == "regenerate":
+        at_s = parse_clock(at) if isinstance(at, str) else float(at if at is not None else -1)
+        cut = int(round(at_s * 1000 / FRAME_MS))
+        if not 1 <= cut < n:
+            raise ValueError(f"time {at}: the song is {clock(n * FRAME_MS / 1000)} long; give a time from "
+                             f"{clock(FRAME_MS / 1000)} to {clock((n - 1) * FRAME_MS / 1000)}")
+        opts = replace(opts, max_audio_length_ms=max(opts.max_audio_length_ms, n * FRAME_MS), takes=takes, seed=seed)
+    else:
+        raise ValueError(f"mode must be extend or regenerate, got {mode!r}")
+    return Continuation(
+        lyrics=str(meta.get("lyrics", "")) if lyrics is None else lyrics,
+        tags=str(meta.get("tags", "")) if tags is None else tags,
+        options=opts, kept=frames[:cut], codec_seeds=[parent_seed] * opts.takes,
+        parent={"sidecar": f"{parent_id}.json", "id": parent_id, "mode": mode, "from_frame": cut,
+                "at_s": round(cut * FRAME_MS / 1000, 3)})

@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import gradio as gr
 
-from heartmula import GenerateOptions
+from heartmula import GenerateOptions, clock, plan_continuation
 
 from ..controls import shown_value
 from .common import exact_for_browser
 from .generate import GEN_NAMES
 
-HEADERS = ["Created", "Tags", "Length (s)", "Seed", "Take", "ID"]
+HEADERS = ["Created", "Tags", "Length (s)", "Seed", "Take", "ID", "Made from"]
 SAME_SEED, NEW_SEED = "same seed", "new seed"  # what "Reuse settings" does with the song's seed
 SEED_CHOICES = [SAME_SEED, NEW_SEED]
 
@@ -21,8 +21,8 @@ def refresh(studio, selected: str | None = None, *, pick_first: bool = True) -> 
     """The table and the song picker, newest first; skipped sidecars are reported. A selected
     song that is gone gives way to the newest (`pick_first`) or to none."""
     songs, warnings = studio.history.scan()
-    rows = [[s.created.replace("T", " ")[:19], s.tags, round(s.duration_s, 1), str(s.seed), s.take + 1, s.id]
-            for s in songs]
+    rows = [[s.created.replace("T", " ")[:19], s.tags, round(s.duration_s, 1), str(s.seed), s.take + 1, s.id,
+             lineage(s)] for s in songs]
     ids = [s.id for s in songs]
     value = selected if selected in ids else (ids[0] if ids and pick_first else None)
     note = f"{len(songs)} song(s) in `{studio.history.folder}`"
@@ -33,6 +33,62 @@ def refresh(studio, selected: str | None = None, *, pick_first: bool = True) -> 
         "song": gr.update(choices=[(s.label(), s.id) for s in songs], value=value),
         "status": note,
     }
+
+
+def lineage(song) -> str:
+    """What the row says of where a song came from, or that it cannot be continued."""
+    parent = song.meta.get("parent")
+    if isinstance(parent, dict) and parent.get("id"):
+        return f"{parent.get('mode', 'made')} of {parent['id']} at {clock(float(parent.get('at_s') or 0))}"
+    if song.codes_path is None:
+        return "saved without codes: plays, can't be extended"
+    return ""
+
+
+def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
+    """Extend a song, or regenerate it from a point: new History entries that name it."""
+    if not song_id:
+        raise ValueError("pick a song in the list first")
+    song = studio.history.get(song_id)
+    plan = plan_continuation(song.meta, song.frames(), mode, parent_id=song.id, **how)
+    studio.stats.start(mode)
+    try:
+        result = studio.engine.generate(plan.lyrics, plan.tags, plan.options, kept=[plan.kept],
+                                        codec_seeds=plan.codec_seeds, on_progress=studio.stats.progress)
+        songs = studio.history.save(replace(result, parent=plan.parent))
+    finally:
+        studio.stats.finish()
+    what = f"{'extended' if mode == 'extend' else 'regenerated from ' + clock(plan.parent['at_s'])}"
+    gr.Info(f"{len(songs)} new song(s): {song.id} {what}")
+    out = refresh(studio, songs[0].id)
+    out["continue_status"] = (f"✅ {what}: {', '.join(s.id for s in songs)} "
+                              f"({songs[0].duration_s:.1f} s, seed {songs[0].seed})")
+    return out
+
+
+def extend(studio, song_id: str | None, seconds, lyrics: str = "") -> dict:
+    """The picked song, `seconds` longer: its frames kept, the same seed drawing on."""
+    seconds = parse_seconds(seconds)
+    return _continue(studio, song_id, "extend", seconds=seconds, lyrics=(lyrics or "").strip() or None,
+                     ignore_eos=True)
+
+
+def regenerate(studio, song_id: str | None, at: str, takes=1, lyrics: str = "") -> dict:
+    """The picked song kept up to `at` (m:ss), the rest drawn again as `takes` new takes."""
+    if isinstance(takes, bool) or not isinstance(takes, (int, float)) or takes != int(takes) or not 1 <= takes <= 8:
+        raise ValueError(f"takes must be a whole number from 1 to 8, got {takes!r}")
+    return _continue(studio, song_id, "regenerate", at=str(at or "").strip(), takes=int(takes),
+                     lyrics=(lyrics or "").strip() or None)
+
+
+def parse_seconds(value) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"seconds to add must be a number, got {value!r}") from None
+    if not 0 < seconds < 10_000:
+        raise ValueError(f"seconds to add must be more than 0, got {value!r}")
+    return seconds
 
 
 def select(studio, song_id: str | None) -> dict:
