@@ -52,7 +52,7 @@ def _checked_info(path: Path, max_duration_s: float | None):
     try:
         info = sf.info(str(path))
     except Exception as e:  # LibsndfileError, RuntimeError, TypeError...
-        raise AudioFileError(f"{path}: not a readable audio file ({e}). Use WAV, FLAC, MP3 or OGG.") from e
+        raise AudioFileError(f"{path}: not a readable audio file ({_reason(e)}). Use WAV, FLAC, MP3 or OGG.") from e
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioFileError(f"{path}: the file's header is broken ({info.samplerate} Hz, {info.channels} channels)")
     if info.samplerate > MAX_SAMPLE_RATE:
@@ -69,6 +69,15 @@ def _checked_info(path: Path, max_duration_s: float | None):
     return info
 
 
+def _reason(error: Exception) -> str:
+    """libsndfile's reason, in words that fit a file that exists: for contents it cannot parse
+    (text named .mp3, say) it answers "File does not exist or is not a regular file"."""
+    text = str(error)
+    if "does not exist or is not a regular file" in text:
+        return "its contents are not audio in a format this build reads"
+    return text
+
+
 def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
     """Read any file soundfile understands -> (float32 [channels, samples], sample_rate).
 
@@ -82,7 +91,7 @@ def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> 
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise AudioFileError(
-            f"{path}: not a readable audio file ({e}). Use WAV, FLAC, MP3 or OGG."
+            f"{path}: not a readable audio file ({_reason(e)}). Use WAV, FLAC, MP3 or OGG."
         ) from e
     if data.shape[0] == 0:
         raise AudioFileError(f"{path}: the file holds no audio samples")

@@ -359,3 +359,14 @@ def test_extend_and_regenerate_from_history(studio):
     parent.codes_path.unlink()  # a song saved before codes were kept
     with pytest.raises(gr.Error, match="saved without its codes"):
         user_errors(history.extend)(studio, parent.id, 1, "")
+
+
+def test_a_non_audio_upload_is_named_by_its_file_name_only(studio, tmp_path):
+    upload = tmp_path / "gradio-cache-abc123" / "notes.mp3"  # as an upload lands on the server
+    upload.parent.mkdir()
+    upload.write_text("these are words, not sound\n")
+    with pytest.raises(gr.Error) as e:
+        run(transcribe.transcribe, studio, Session(), str(upload), 8, 30, "")
+    text = str(e.value)
+    assert "notes.mp3: not a readable audio file (its contents are not audio" in text, text
+    assert str(upload.parent) not in text and "does not exist" not in text

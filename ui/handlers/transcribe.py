@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from heartmula import RTF_LABEL, TranscribeOptions, format_transcript, load_presets, options_of
+from heartmula import RTF_LABEL, AudioFileError, TranscribeOptions, format_transcript, load_presets, options_of
 
 from ..controls import shown_value
 from .common import fmt_s, follow, reports_end, run_job
@@ -21,14 +21,18 @@ def transcribe(studio, session, audio_path, *values):
     if not audio_path:
         raise ValueError("upload or record a clip first")
     options = transcribe_options(*values)
+    name = Path(str(audio_path)).name
     transcriber = studio.transcriber()
     started = time.monotonic()
     studio.stats.start("transcribe")
     try:
         job = run_job(lambda on_progress, should_stop: transcriber.transcribe(
             str(audio_path), options, should_stop=should_stop), session.cancel)
-        result = yield from follow(job, lambda _: {
-            "speed": f"⏳ Transcribing with {transcriber.model_name}… {fmt_s(time.monotonic() - started)}"})
+        try:
+            result = yield from follow(job, lambda _: {
+                "speed": f"⏳ Transcribing with {transcriber.model_name}… {fmt_s(time.monotonic() - started)}"})
+        except AudioFileError as e:  # the upload's server-side path means nothing to the musician
+            raise AudioFileError(str(e).replace(str(audio_path), name)) from e
         studio.stats.transcription_done(result)
     finally:
         studio.stats.finish()
