@@ -146,6 +146,10 @@ def main(argv=None) -> int:
     # Guard: body size caps on every route, login back-off, and no route but the login page's
     # without a login (ui/guard.py says what gradio leaves open).
     guard = Middleware(Guard, auth=auth is not None, max_file_size=parse_size(args.max_file_size))
+    # uvicorn takes a client's address from X-Forwarded-For when the connection comes from
+    # 127.0.0.1: anyone on this machine could then forge a fresh address per login and slip past
+    # the back-off. Trust no proxy unless the user names one (FORWARDED_ALLOW_IPS).
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
     demo_ui.launch(server_name=args.host, server_port=args.port, auth=auth, allowed_paths=[str(output_dir)],
                    max_file_size=args.max_file_size, footer_links=["api", "settings"],
                    app_kwargs={"middleware": [guard]})

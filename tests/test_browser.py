@@ -423,3 +423,17 @@ def test_extend_then_regenerate_a_song_from_history(page, studio_app):
     assert meta["parent"] == {"sidecar": extended.name, "id": extended.stem, "mode": "regenerate", "from_frame": 25,
                               "at_s": 2.0}
     expect(page.locator("#gen-generate")).to_be_enabled()  # the page stays usable
+
+
+def test_settings_defaults_set_the_next_runs_controls(page):
+    """Settings holds the defaults: a preset picked there, or a value moved, is what the next
+    run on Generate starts from."""
+    tab(page, "Settings")
+    pick(page, "set-preset", "speed")
+    tab(page, "Generate")
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("60")
+    tab(page, "Settings")
+    set_number(page, "#set-topk input[type=number]", 77)
+    tab(page, "Generate")
+    page.get_by_text("Advanced").click()
+    expect(page.locator("#gen-topk input[type=number]")).to_have_value("77")

@@ -322,11 +322,15 @@ def test_huge_seeds_stay_exact_on_the_page(studio):
 def test_bad_preset_files_are_named_on_the_settings_tab(home):
     (home / "presets" / "typo.yaml").write_text("cfg_scael: 2.0\n")
     (home / "presets" / "range.yaml").write_text("topk: 0\n")
+    (home / "presets" / "broken.yaml").write_text("cfg_scale: [1, 2\ntopk: `x`\n")  # a multi-line YAML error
     text = settings.dropdowns(None)["preset_problems"]
-    assert "2 preset file(s) skipped" in text
-    assert "typo.yaml: unknown key(s) cfg_scael" in text and "range.yaml: topk=0 is out of range" in text
-    (home / "presets" / "typo.yaml").unlink()
-    (home / "presets" / "range.yaml").unlink()
+    lines = text.splitlines()
+    assert lines[0] == "**3 preset file(s) skipped** (fix or delete them):" and len(lines) == 4  # one line a file
+    shown = text.replace("\\", "")  # as Markdown renders the escapes
+    assert "typo.yaml: unknown key(s) cfg_scael" in shown and "range.yaml: topk=0 is out of range" in shown
+    assert "broken.yaml: not valid YAML" in shown and "`" not in text.replace("\\`", "")
+    for name in ("typo", "range", "broken"):
+        (home / "presets" / f"{name}.yaml").unlink()
     assert settings.dropdowns(None)["preset_problems"] == ""
 
 
@@ -370,3 +374,23 @@ def test_a_non_audio_upload_is_named_by_its_file_name_only(studio, tmp_path):
     text = str(e.value)
     assert "notes.mp3: not a readable audio file (its contents are not audio" in text, text
     assert str(upload.parent) not in text and "does not exist" not in text
+
+
+def test_deleting_a_song_removes_the_copies_gradio_serves(studio, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
+    run(generate.generate, *gen_args(studio, Session(), seed=41))
+    song = studio.history.list()[0]
+    copy = tmp_path / "gradio-cache" / "3f2a" / song.audio_path.name  # as gradio caches a file it served
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(song.audio_path.read_bytes())
+    other = copy.parent / "someone-else.wav"
+    other.write_bytes(b"x")
+    user_errors(history.delete)(studio, song.id)
+    assert not copy.exists() and other.exists()
+
+
+def test_a_preset_gone_from_the_list_leaves_the_transcribe_controls_as_they_are():
+    from ui.handlers import transcribe as transcribe_h
+
+    out = transcribe_h.preset_settings("no-such-preset")
+    assert len(out["options"]) == len(generate.TR_NAMES)  # one update per control: no 'not enough outputs'

@@ -173,7 +173,11 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # Settings holds the defaults: a preset picked there, or one control moved, sets the
     # Generate and Transcribe tabs' controls too, so it applies to the next run.
     run_controls = {**gen.options, **tr.options}
-    _on(st.preset.change, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK).then(
+    # A preset set by the page itself (first paint, save, delete) fills Settings only: the run
+    # controls already hold those values, and a late push would overwrite what the musician
+    # typed meanwhile. One the musician picks also sets the run controls.
+    _on(st.preset.change, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK)
+    _on(st.preset.input, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK).then(
         lambda *values: values, inputs=preset_fields, outputs=[run_controls[n] for n in field_names], **QUICK)
     for name in field_names:
         st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import gradio as gr
 
@@ -119,11 +120,22 @@ def delete(studio, song_id: str | None) -> dict:
     if not song_id:
         raise ValueError("pick a song to delete")
     label = studio.history.get(song_id).label()
-    studio.history.delete(song_id)
+    removed = studio.history.delete(song_id)
+    forget_served_copies({p.name for p in removed})
     gr.Info(f"Song deleted: {label}")
     out = refresh(studio, pick_first=False)
     out.update(select(studio, None))
     return out
+
+
+def forget_served_copies(names: set[str]) -> None:
+    """Gradio serves a song's files from copies in its upload folder; a deleted song's copies
+    go too, or its links keep playing it."""
+    from gradio.utils import get_upload_folder
+
+    for path in Path(get_upload_folder()).rglob("*"):
+        if path.name in names and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def reuse(studio, song_id: str | None, seed_choice: str = SAME_SEED) -> dict:

@@ -172,11 +172,17 @@ def dropdowns(selected: str | None) -> dict:
     }
 
 
+def _plain(text: str) -> str:
+    """One line of text that Markdown shows as written (YAML errors span lines and hold quotes)."""
+    text = " ".join(str(text).split())
+    return "".join("\\" + c if c in "\\`*_[]<>#|" else c for c in text)
+
+
 def preset_problems(warnings: list[str]) -> str:
     """The preset files that did not load, each with its file, key and reason, for the page."""
     if not warnings:
         return ""
-    lines = "\n".join(f"- `{w}`" for w in warnings)
+    lines = "\n".join(f"- {_plain(w)}" for w in warnings)
     return f"**{len(warnings)} preset file(s) skipped** (fix or delete them):\n{lines}"
 
 

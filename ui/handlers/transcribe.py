@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import gradio as gr
+
 from heartmula import RTF_LABEL, AudioFileError, TranscribeOptions, format_transcript, load_presets, options_of
 
 from ..controls import shown_value
@@ -54,11 +56,9 @@ def transcribe(studio, session, audio_path, *values):
 
 def preset_settings(name: str | None) -> dict:
     """The transcription options a preset sets, for the tab's controls (the language is the clip's)."""
-    import gradio as gr
-
     presets, _ = load_presets()
-    if name not in presets:
-        return {}
+    if name not in presets:  # deleted since it was listed, or cleared: the controls keep their values
+        return {"options": [gr.update() for _ in TR_NAMES]}
     t = presets[name].transcribe
     keys = {n for n, o in options_of(TranscribeOptions).items() if o.in_presets}
     return {"options": [shown_value(TranscribeOptions, n, getattr(t, n)) if n in keys else gr.update()
