@@ -189,8 +189,11 @@ def test_compare_two_presets(page):
     tab(page, "Compare")
     page.locator("#cmp-lyrics textarea").fill(SHORT_LYRICS)
     set_number(page, "#cmp-duration input[type=number]", 2)
-    page.locator("#cmp-presets").get_by_text("test-full", exact=True).click()
-    page.locator("#cmp-presets").get_by_text("speed", exact=True).click()
+    # by label, and checked: the list may still be growing (presets other tests saved)
+    for name in ("test-full", "speed"):
+        box = page.locator("#cmp-presets").get_by_label(name, exact=True)
+        box.check()
+        expect(box).to_be_checked()
     page.locator("#cmp-run").click()
     seen = watch(page, "#cmp-status", ["compared 2 presets", "❌"], timeout_s=180)
     assert "compared 2 presets" in seen[-1], seen
@@ -267,7 +270,9 @@ def _not_audio(page, clip):
 
 
 def _one_preset(page):
-    page.locator("#cmp-presets").get_by_text("test-full", exact=True).click()
+    box = page.locator("#cmp-presets").get_by_label("test-full", exact=True)
+    box.check()
+    expect(box).to_be_checked()
 
 
 def _assert_idle_after_failure(page, status, run_btn, stop_btn):
