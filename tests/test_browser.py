@@ -68,6 +68,21 @@ def pick(page, elem_id, option):
     expect(page.locator(f"#{elem_id} input")).to_have_value(option)
 
 
+def check(box):
+    """Tick a checkbox until the page keeps it ticked: a tab's content may still be taking its
+    first values from the server while the test clicks."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for _ in range(5):
+        box.check()
+        try:
+            expect(box).to_be_checked(timeout=3_000)
+            return
+        except (AssertionError, PlaywrightError):
+            continue
+    expect(box).to_be_checked()
+
+
 def set_number(page, selector, value):
     box = page.locator(selector)
     box.fill(str(value))
@@ -191,9 +206,7 @@ def test_compare_two_presets(page):
     set_number(page, "#cmp-duration input[type=number]", 2)
     # by label, and checked: the list may still be growing (presets other tests saved)
     for name in ("test-full", "speed"):
-        box = page.locator("#cmp-presets").get_by_label(name, exact=True)
-        box.check()
-        expect(box).to_be_checked()
+        check(page.locator("#cmp-presets").get_by_label(name, exact=True))
     page.locator("#cmp-run").click()
     seen = watch(page, "#cmp-status", ["compared 2 presets", "❌"], timeout_s=180)
     assert "compared 2 presets" in seen[-1], seen
@@ -270,9 +283,7 @@ def _not_audio(page, clip):
 
 
 def _one_preset(page):
-    box = page.locator("#cmp-presets").get_by_label("test-full", exact=True)
-    box.check()
-    expect(box).to_be_checked()
+    check(page.locator("#cmp-presets").get_by_label("test-full", exact=True))
 
 
 def _assert_idle_after_failure(page, status, run_btn, stop_btn):

@@ -184,7 +184,8 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],
         {**preset_targets, "preset_note": st.preset_note}, **TOAST)
     _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset, gen.preset, tr.preset, cmp.presets],
-        {**preset_targets, "preset_note": st.preset_note, "generate_preset_info": gen.preset_info}, **TOAST)
+        {**preset_targets, "preset_note": st.preset_note, "generate_preset_info": gen.preset_info,
+         "generate_options": gen_option_list}, **TOAST)
     _on(st.timer.tick, partial(settings_h.live, studio), None, {"live": st.live}, **QUICK)
 
     # ----- first paint ---------------------------------------------------------------------------

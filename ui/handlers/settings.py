@@ -12,6 +12,7 @@ from heartmula import (DEFAULT_PRESET, GenerateOptions, Preset, TranscribeOption
 
 from ..controls import shown_value
 from .common import fmt_bytes, fmt_s
+from .generate import GEN_NAMES, apply_preset
 
 SAME = "same as the language model"
 PRECISIONS = ["auto", "bfloat16", "float16", "float32"]
@@ -146,10 +147,12 @@ def delete(studio, name, generate_preset=None, transcribe_preset=None, compare_p
     out = dropdowns(None)
     out["preset_note"] = f"deleted {name!r}"
     names = out["settings_preset"]["choices"]
+    out["generate_options"] = [gr.update() for _ in GEN_NAMES]
     if generate_preset not in names:
         fallback = DEFAULT_PRESET if DEFAULT_PRESET in names else names[0]
         out["generate_preset"] = gr.update(choices=names, value=fallback)
         out["generate_preset_info"] = f"Preset {generate_preset!r} was deleted; using **{fallback}**."
+        out["generate_options"] = apply_preset(fallback)["options"]  # the picker and the controls agree
     if transcribe_preset is not None and transcribe_preset not in names:
         out["transcribe_preset"] = gr.update(choices=names, value=None)
     out["compare_presets"] = gr.update(choices=names, value=[n for n in compare_presets or [] if n in names])
