@@ -100,7 +100,9 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     gen_option_list = [gen.options[n] for n in generate_h.GEN_NAMES]
     tr_option_list = [tr.options[n] for n in generate_h.TR_NAMES]
     gen_controls = {"options": gen_option_list, "preset_info": gen.preset_info}
-    _on(gen.preset.input, generate_h.apply_preset, [gen.preset], gen_controls, **QUICK)
+    # .select: once per pick (a dropdown's .input fires again when it loses focus, and a late
+    # second answer would undo what was typed in between)
+    _on(gen.preset.select, generate_h.apply_preset, [gen.preset], gen_controls, **QUICK)
     for picker in gen.pickers:
         _on(picker.input, generate_h.add_tag, [gen.tags, picker], {"tags": gen.tags, "picker": picker}, **QUICK)
     gen.dice.click(generate_h.random_seed, outputs=[gen.options["seed"]], **QUICK)
@@ -141,7 +143,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # ----- Transcribe ----------------------------------------------------------------------------
     tr_run = {"run_btn": tr.run_btn, "stop_btn": tr.stop_btn, "status": tr.speed}
     tr_outputs = {"text": tr.text, "segments": tr.segments, "downloads": tr.downloads, "speed": tr.speed}
-    _on(tr.preset.input, transcribe_h.preset_settings, [tr.preset], {"options": tr_option_list}, **QUICK)
+    _on(tr.preset.select, transcribe_h.preset_settings, [tr.preset], {"options": tr_option_list}, **QUICK)
     tr_api = ["session", "audio"] + [shown_name(n, o) for n, o in options_of(TranscribeOptions).items()]
     _run_chain(tr.run_btn, tr.session, partial(transcribe_h.transcribe, studio), [tr.session, tr.audio, *tr_option_list],
                tr_outputs, tr_run, api_names=tr_api, api_name="transcribe", concurrency_id=ENGINE,
@@ -177,7 +179,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # controls already hold those values, and a late push would overwrite what the musician
     # typed meanwhile. One the musician picks also sets the run controls.
     _on(st.preset.change, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK)
-    _on(st.preset.input, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK).then(
+    _on(st.preset.select, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK).then(
         lambda *values: values, inputs=preset_fields, outputs=[run_controls[n] for n in field_names], **QUICK)
     for name in field_names:
         st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)
