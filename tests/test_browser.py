@@ -52,8 +52,10 @@ def expect(locator):
 
 
 def wait_idle(page):
-    """The first paint is done (presets filled in) and no job runs: Generate is enabled."""
-    expect(page.locator("#gen-preset input")).not_to_have_value("", timeout=30_000)
+    """The first paint is done and no job runs: Generate is enabled. The preset picker holds its
+    value from the page's start; the preset's description arrives with the first paint, after
+    which nothing the page does by itself overwrites what a test types."""
+    expect(page.locator("#gen-preset-info")).to_contain_text("official defaults", timeout=60_000)
     expect(page.locator("#gen-generate")).to_be_enabled(timeout=120_000)
 
 
