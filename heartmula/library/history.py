@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..audio import WRITE_FORMATS, atomic_write_bytes, write_audio
+from .index import Entry, SongIndex, clean_title
 from .songs import CODES_SUFFIX, codes_bytes, load_codes, sidecar_path, song_metadata
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,14 @@ class Song:
         return f"{when} · {tags} · {self.duration_s:.1f} s · seed {self.seed}{take}"
 
 
+class MissingAudio(ValueError):
+    """A sidecar whose audio file is not there (the index reads it again when the file appears)."""
+
+    def __init__(self, audio_file: str):
+        super().__init__(f"its audio file {audio_file} is missing")
+        self.audio_file = audio_file
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -112,6 +121,7 @@ class History:
                 raise ValueError(f"format {fmt!r} is not supported; use one of {', '.join(FORMATS)}")
         self.formats = tuple(formats)
         self.skipped: list[tuple[Path, str]] = []  # (sidecar, reason) of the last scan
+        self.index = SongIndex(self.folder, self._read)  # listing and search; built from the sidecars
 
     # ----- writing ------------------------------------------------------------------------
     def save(self, result, *, stem: str | None = None) -> list[Song]:
@@ -166,7 +176,7 @@ class History:
             raise ValueError(f"audio_file is {audio_file!r}; it must be a file name")
         audio = side.parent / Path(audio_file).name
         if not audio.is_file():
-            raise ValueError(f"its audio file {audio.name} is missing")
+            raise MissingAudio(audio.name)
         options = meta.get("options") or {}
         if not isinstance(options, dict):
             raise ValueError("options is not a mapping")
@@ -237,6 +247,58 @@ class History:
 
     def list(self) -> list[Song]:
         return self.scan()[0]
+
+    # ----- the library: titles, favourites, search (through the index) ------------------------
+    def find(self, query: str = "", *, favourites: bool = False, limit: int | None = None,
+             ids: list[str] | None = None) -> tuple[list[Entry], int]:
+        """(entries newest first, how many match) for a search over title, tags and lyrics;
+        the index is first brought in step with the folder (new, changed, deleted sidecars).
+        Sidecars that cannot be listed are kept in `self.skipped`."""
+        skipped = self.index.sync()
+        self.skipped = [(self.folder / name, reason) for name, reason in skipped]
+        return self.index.find(query, favourites=favourites, limit=limit, ids=ids)
+
+    def set_title(self, song_id: str, title: str) -> Song:
+        """Give a song a title (blank: back to its first lyric line)."""
+        title = clean_title(title)
+        return self._update(song_id, title=title or None)
+
+    def set_favourite(self, song_id: str, favourite: bool) -> Song:
+        return self._update(song_id, favourite=True if favourite else None)
+
+    def _update(self, song_id: str, **fields) -> Song:
+        """Rewrite a song's sidecar (atomically) with `fields` set, or removed where None: the
+        sidecar is the library's source of truth, the index follows it."""
+        song = self.get(song_id)
+        meta = dict(song.meta)
+        for key, value in fields.items():
+            if value is None:
+                meta.pop(key, None)
+            else:
+                meta[key] = value
+        try:
+            atomic_write_bytes(song.sidecar_path, json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
+        except OSError as e:
+            raise RuntimeError(f"could not update {song.sidecar_path}: {e.strerror or e} (check the folder's "
+                               "permissions and free space)") from e
+        return self._song(song.sidecar_path, meta)
+
+    def family(self, song_id: str) -> list[str]:
+        """The song, the songs it was made from and every song made from any of them, oldest
+        first: a song and its variants (extensions, regenerations)."""
+        self.find(limit=0)  # in step with the folder
+        root, seen = song_id, {song_id}
+        while (parent := self.index.parent_of(root)) and parent not in seen:
+            seen.add(parent)
+            root = parent
+        out, todo = [], [root]
+        while todo:
+            node = todo.pop(0)
+            if node in out:
+                continue
+            out.append(node)
+            todo += self.index.children(node)
+        return out
 
     def get(self, song_id: str) -> Song:
         side = self._sidecar_of(song_id)
