@@ -622,6 +622,61 @@ def _targets_apply() -> bool:
     return DEVICE_TYPE == TARGET_DEVICE_TYPE and SIZE == "3B"
 
 
+def bench_library(results: dict, songs: int = 5_000) -> list[Row]:
+    """The History library with `songs` songs (sidecars made here, one shared audio file):
+    building the index from nothing, then what the studio does on every visit and keystroke
+    (listing the newest 200, searching), each the median of several runs. Host-only work."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .audio import write_audio
+    from .library.history import History
+
+    words = ("light rain morning city river night fire heart road dream gold summer winter wind ocean "
+             "stars dance shadow silver echo").split()
+    rng = np.random.default_rng(0)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_audio(folder / "shared.wav", np.zeros((2, 4800), np.float32), 48_000)
+        for i in range(songs):
+            lyric_lines = [" ".join(rng.choice(words, 6)) for _ in range(16)]
+            meta = {"sidecar_version": 1, "created": f"2026-01-01T00:00:{i:07d}", "audio_file": "shared.wav",
+                    "lyrics": "[verse]\n" + "\n".join(lyric_lines), "tags": ", ".join(rng.choice(words, 4)),
+                    "seed": int(i), "take": 0, "takes": 1, "duration_s": 180.0, "options": {"seed": int(i)},
+                    **({"favourite": True} if i % 50 == 0 else {})}
+            (folder / f"song-{i:05d}.json").write_text(json.dumps(meta))
+        history = History(folder)
+        t = time.perf_counter()
+        _, total = history.find(limit=200)
+        build = time.perf_counter() - t
+        assert total == songs, (total, songs)
+        rows.append(Row(f"library: index built from {songs:,} sidecars (once)", build * 1000, "ms"))
+        label = "fts5" if history.index.fts else "LIKE (no FTS5 in this sqlite)"
+
+        def median_ms(fn, reps: int = 9) -> float:
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return sorted(times)[reps // 2] * 1000
+
+        for what, fn in (
+            (f"library: list the newest 200 of {songs:,}", lambda: history.find(limit=200)),
+            (f"library: search one word ({label})", lambda: history.find("river", limit=200)),
+            (f"library: search two words, prefix ({label})", lambda: history.find("gold sil", limit=200)),
+            ("library: favourites only", lambda: history.find(favourites=True, limit=200)),
+        ):
+            ms = median_ms(fn)
+            rows.append(Row(what, ms, "ms", "< 100", ok=_ok(ms < 100)))
+        history.index.close()
+    results["library_songs"] = songs
+    return rows
+
+
 def _target(text: str) -> str:
     """A speed target's text where TARGETS apply, else "—"."""
     return text if _targets_apply() else "—"
@@ -664,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", type=devices.parse_device_arg,
                    help=f"where to run: {devices.DEVICE_SYNTAX}")
     p.add_argument("--what", default="generate,codec,song,load",
-                   help="comma-separated figures: generate,greedy,codec,song,load,transcribe,pipeline,heads,products")
+                   help="comma-separated figures: generate,greedy,codec,song,load,transcribe,pipeline,heads,products,library (the History index, host only)")
     p.add_argument("--frames", type=int, default=512,
                    help="frames per timed generation (the eager baseline runs at most 256)")
     p.add_argument("--takes", type=int, default=4, help="takes of the several-takes figure (1: not run)")
@@ -721,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         measured(bench_products(dev, dtype, results))
     if "transcribe" in what:
         measured(bench_transcribe(dev, results))
+    if "library" in what:
+        measured(bench_library(results))
     print_table(rows, dev, results)
     if args.json:
         with open(args.json, "w") as f:

@@ -120,23 +120,23 @@ def test_history_delete_asks_first_and_selects_nothing_after(studio):
     session = Session()
     for seed in ("5", "6"):
         run(generate.generate, *gen_args(studio, session, seed=seed))
-    newest = history.refresh(studio)["song"]["value"]
+    newest = history.refresh(studio)["song"]
     ask = history.ask_delete(studio, newest)
     assert ask["confirm_row"]["visible"] is True and "seed 6" in ask["confirm_text"]
     assert len(studio.history.list()) == 2  # asking deletes nothing
     assert history.cancel_delete()["confirm_row"]["visible"] is False
     after = run(history.delete, studio, newest)[0]
-    assert after["song"]["value"] is None and [r[3] for r in after["table"]] == ["5"]
+    assert after["song"] is None and [r[history.COL["Seed"]] for r in after["table"]] == ["5"]
     assert after["confirm_row"]["visible"] is False
     with pytest.raises(gr.Error, match="pick a song"):  # a second click has nothing to delete
-        run(history.delete, studio, after["song"]["value"])
+        run(history.delete, studio, after["song"])
     assert len(studio.history.list()) == 1
 
 
 @pytest.mark.parametrize("choice,seed", [(history.SAME_SEED, "9"), (history.NEW_SEED, "")])
 def test_reuse_restores_every_option_and_the_seed_when_asked(studio, choice, seed):
     run(generate.generate, *gen_args(studio, Session(), seed="9"))
-    song = history.refresh(studio)["song"]["value"]
+    song = history.refresh(studio)["song"]
     out = history.reuse(studio, song, choice)
     values = dict(zip(generate.GEN_NAMES, out["options"]))
     assert values["seed"] == seed

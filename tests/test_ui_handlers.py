@@ -181,8 +181,9 @@ def test_history_refresh_select_reuse_delete(studio):
     run(generate.generate, *gen_args(studio, session, seed=5))
     run(generate.generate, *gen_args(studio, session, seed=6, cfg=2.5))
     listed = history.refresh(studio)
-    assert [row[3] for row in listed["table"]] == ["6", "5"]  # newest first; seeds as text, exact in a browser
-    newest = listed["song"]["value"]
+    seed_col = history.COL["Seed"]
+    assert [row[seed_col] for row in listed["table"]] == ["6", "5"]  # newest first; seeds as text, exact in a browser
+    newest = listed["song"]
     picked = history.select(studio, newest)
     assert Path(picked["player"]).suffix == ".wav" and picked["details"]["seed"] == 6
     reuse = history.reuse(studio, newest)
@@ -190,7 +191,7 @@ def test_history_refresh_select_reuse_delete(studio):
     assert values["seed"] == "6" and values["cfg_scale"] == 2.5 and reuse["lyrics"] == LYRICS
     assert values["max_audio_length_ms"] == pytest.approx(1.6) and values["codec_steps"] == 2
     after = user_errors(history.delete)(studio, newest)
-    assert [row[3] for row in after["table"]] == ["5"] and after["player"] is None
+    assert [row[seed_col] for row in after["table"]] == ["5"] and after["player"] is None
     assert History(studio.history.folder).list()[0].seed == 5  # a fresh History agrees
     with pytest.raises(gr.Error, match="pick a song"):
         user_errors(history.delete)(studio, None)
@@ -313,10 +314,11 @@ def test_huge_seeds_stay_exact_on_the_page(studio):
     assert [m["seed"] for m in final["metadata"]] == [str(big), str(big + 1)]
     assert [m["options"]["seed"] for m in final["metadata"]] == [str(big), str(big + 1)]
     rows = history.refresh(studio)["table"]
-    assert sorted(r[3] for r in rows) == [str(big), str(big + 1)]
-    details = history.select(studio, rows[0][5])["details"]
+    seed, song_id = history.COL["Seed"], history.COL["ID"]
+    assert sorted(r[seed] for r in rows) == [str(big), str(big + 1)]
+    details = history.select(studio, rows[0][song_id])["details"]
     assert details["seed"] in (str(big), str(big + 1)) and details["take"] in (0, 1)
-    assert json.loads(studio.history.get(rows[0][5]).sidecar_path.read_text())["seed"] in (big, big + 1)  # disk: ints
+    assert json.loads(studio.history.get(rows[0][song_id]).sidecar_path.read_text())["seed"] in (big, big + 1)
 
 
 def test_bad_preset_files_are_named_on_the_settings_tab(home):
@@ -339,7 +341,7 @@ def test_extend_and_regenerate_from_history(studio):
     run(generate.generate, *gen_args(studio, session, seed=31))  # 1.6 s = 20 frames, ignore_eos on
     parent = studio.history.list()[0]
     out = user_errors(history.extend)(studio, parent.id, 0.96, "")
-    longer = studio.history.get(out["song"]["value"])
+    longer = studio.history.get(out["song"])
     assert longer.meta["parent"] == {"sidecar": f"{parent.id}.json", "id": parent.id, "mode": "extend",
                                      "from_frame": 20, "at_s": 1.6}
     assert longer.frames().shape == (32, 8) and longer.seed == 31
@@ -351,7 +353,7 @@ def test_extend_and_regenerate_from_history(studio):
                                   for s in redo)
     for s in redo:
         np.testing.assert_array_equal(s.frames()[:12], longer.frames()[:12])
-    rows = {r[5]: r[6] for r in history.refresh(studio)["table"]}
+    rows = {r[history.COL["ID"]]: r[history.COL["Made from"]] for r in history.refresh(studio)["table"]}
     assert rows[longer.id] == f"extend of {parent.id} at 0:01.60" and rows[parent.id] == ""
     for bad, message in ((lambda: history.regenerate(studio, parent.id, "0:09", 1, ""), "give a time from 0:00.08"),
                          (lambda: history.regenerate(studio, parent.id, "1:75", 1, ""), "write it as m:ss"),
@@ -394,3 +396,54 @@ def test_a_preset_gone_from_the_list_leaves_the_transcribe_controls_as_they_are(
 
     out = transcribe_h.preset_settings("no-such-preset")
     assert len(out["options"]) == len(generate.TR_NAMES)  # one update per control: no 'not enough outputs'
+
+
+# ----- the History library (issue 16) and a song's variants (issue 20) --------------------------------
+def test_library_titles_favourites_search_and_clicks(studio):
+    session = Session()
+    run(generate.generate, *gen_args(studio, session, seed=41))
+    first = history.refresh(studio)["song"]
+    run(generate.generate, *gen_args(studio, session, seed=42))
+    listed = history.refresh(studio)
+    second = listed["song"]
+    assert second != first and [r[history.COL["Title"]] for r in listed["table"]] [:2] == ["hello world, this is a test"] * 2
+    row = next(r for r in listed["table"] if r[history.COL["ID"]] == first)
+    assert history.clicked(row, [0, 1]) == {"song": first}  # a click anywhere on a row picks its song
+    assert history.clicked(None, None) == {} and history.clicked(["x"], [0, 0]) == {}
+    picked = history.select(studio, first)
+    assert picked["title"] == "hello world, this is a test" and "hello world" in picked["now"]
+    assert picked["favourite"]["value"] == history.NOT_FAVOURITE and picked["favourite"]["interactive"]
+    out = run(history.save_title, studio, first, "Night *drive* [demo](http://x)", "", False)[0]
+    assert out["title"] == "Night *drive* [demo](http://x)" and "\\*drive\\*" in out["now"]  # shown as written
+    out = run(history.toggle_favourite, studio, first, "", False)[0]
+    assert out["favourite"]["value"] == history.FAVOURITE
+    assert [r[history.COL["ID"]] for r in history.refresh(studio, None, "", True)["table"]] == [first]
+    found = history.refresh(studio, None, "night dri", False)
+    assert [r[history.COL["ID"]] for r in found["table"]] == [first] and "1 song(s) match" in found["status"]
+    assert history.refresh(studio, None, "nothing-like-this", False)["table"] == []
+    assert history.refresh(studio, second, "night", False)["song"] == second  # the pick stays while searching
+    out = run(history.toggle_favourite, studio, first, "", True)[0]  # off again, in the favourites view
+    assert out["table"] == [] and out["favourite"]["value"] == history.NOT_FAVOURITE
+    for bad in (history.save_title, history.toggle_favourite):
+        with pytest.raises(gr.Error, match="pick a song"):
+            run(bad, studio, None, "x") if bad is history.save_title else run(bad, studio, None)
+
+
+def test_generate_result_opens_a_take_in_history_and_variants_compare(studio):
+    session = Session()
+    run(generate.generate, *gen_args(studio, session, seed=51, takes=2))
+    out = generate.open_in_history(session, "Take 2")
+    assert out["song"] == session.last_song_ids[1]
+    with pytest.raises(gr.Error, match="pick a take"):
+        user_errors(generate.open_in_history)(session, "Take 9")
+    with pytest.raises(gr.Error, match="generate a song first"):
+        user_errors(generate.open_in_history)(Session(), "Take 1")
+    lonely = history.variants(studio, out["song"])
+    assert "no variants yet" in lonely["family_note"] and len(lonely["family_table"]) == 1
+    longer = studio.history.get(user_errors(history.extend)(studio, out["song"], 0.48, "")["song"])
+    family = history.variants(studio, out["song"])
+    assert [r[-1] for r in family["family_table"]] == [out["song"], longer.id]
+    assert family["family_table"][1][1].startswith("extend of ")
+    shown = [a for a in family["family_audios"] if a.get("visible")]
+    assert [Path(a["value"]).name for a in shown] == [f"{out['song']}.wav", f"{longer.id}.wav"]
+    assert history.variants(studio, longer.id)["family_table"][0][-1] == longer.id  # the picked one first

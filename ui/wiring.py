@@ -92,8 +92,10 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
                       "compare_presets": cmp.presets, "transcribe_preset": tr.preset,
                       "preset_problems": st.preset_problems}
     history_targets = {"table": hist.table, "song": hist.song, "status": hist.status}
+    hist_list_inputs = [hist.song, hist.search, hist.favourites_only]  # what refresh lists around
     hist_select_targets = {"player": hist.player, "downloads": hist.downloads, "details": hist.details,
-                           "confirm_row": hist.confirm_row}
+                           "confirm_row": hist.confirm_row, "now": hist.now, "title": hist.title,
+                           "favourite": hist.favourite_btn}
 
     # ----- Generate ------------------------------------------------------------------------------
     gen_run = {"run_btn": gen.generate_btn, "stop_btn": gen.stop_btn, "status": gen.status}
@@ -114,22 +116,45 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _run_chain(gen.generate_btn, gen.session, partial(generate_h.generate, studio), gen_inputs, gen_outputs, gen_run,
                api_names=gen_api, api_name="generate", concurrency_id=ENGINE, show_progress="minimal",
                show_progress_on=[gen.status]).then(
-        _named(partial(history_h.refresh, studio), history_targets), inputs=[hist.song],
+        _named(partial(history_h.refresh, studio), history_targets), inputs=hist_list_inputs,
         outputs=_flatten(history_targets), **QUICK)
     _on(gen.stop_btn.click, common.stop, [gen.session], gen_run, **QUICK)
     _on(gen.check_btn.click, partial(generate_h.check_take, studio),
         [gen.session, gen.check_take, gen.lyrics, *tr_option_list],
         {"check_result": gen.check_result}, concurrency_id=ENGINE, show_progress="minimal")
+    for button in (gen.extend_btn, gen.regen_btn):  # both are done in History, on the picked take
+        _on(button.click, generate_h.open_in_history, [gen.session, gen.check_take],
+            {"song": hist.song, "tabs": tabs}, **TOAST)
 
     # ----- History -------------------------------------------------------------------------------
-    _on(hist.refresh_btn.click, partial(history_h.refresh, studio), [hist.song], history_targets, **QUICK)
+    list_history = partial(history_h.refresh, studio)
+    _on(hist.refresh_btn.click, list_history, hist_list_inputs, history_targets, **QUICK)
+    # every keystroke lists again (milliseconds, even for thousands of songs); the last one wins
+    _on(hist.search.input, list_history, hist_list_inputs, history_targets, trigger_mode="always_last", **QUICK)
+    _on(hist.search.submit, list_history, hist_list_inputs, history_targets, **QUICK)
+    _on(hist.favourites_only.input, list_history, hist_list_inputs, history_targets, **QUICK)
+
+    def row_clicked(evt: gr.SelectData):  # gradio fills `evt` from the annotation
+        return _convert({"song": hist.song}, user_errors(history_h.clicked)(evt.row_value, evt.index))
+
+    hist.table.select(row_clicked, None, [hist.song], **QUICK)
     _on(hist.song.change, partial(history_h.select, studio), [hist.song], hist_select_targets, **QUICK)
+    picked_targets = {**history_targets, **hist_select_targets}
+    _on(hist.save_title_btn.click, partial(history_h.save_title, studio), [hist.song, hist.title, hist.search,
+        hist.favourites_only], picked_targets, **TOAST)
+    _on(hist.title.submit, partial(history_h.save_title, studio), [hist.song, hist.title, hist.search,
+        hist.favourites_only], picked_targets, **TOAST)
+    _on(hist.favourite_btn.click, partial(history_h.toggle_favourite, studio), hist_list_inputs, picked_targets,
+        **TOAST)
+    _on(hist.variants_btn.click, partial(history_h.variants, studio), [hist.song],
+        {"family_note": cmp.family_note, "family_table": cmp.family_table, "family_audios": cmp.family_audios,
+         "tabs": tabs}, **TOAST)
     _on(hist.delete_btn.click, partial(history_h.ask_delete, studio), [hist.song],
         {"confirm_row": hist.confirm_row, "confirm_text": hist.confirm_text}, **QUICK)
     _on(hist.cancel_btn.click, history_h.cancel_delete, None, {"confirm_row": hist.confirm_row}, **QUICK)
-    _on(hist.confirm_btn.click, partial(history_h.delete, studio), [hist.song],
-        {**history_targets, **hist_select_targets}, **TOAST)
-    continue_targets = {**history_targets, "continue_status": hist.continue_status}
+    _on(hist.confirm_btn.click, partial(history_h.delete, studio), hist_list_inputs, picked_targets, **TOAST)
+    continue_targets = {**history_targets, "continue_status": hist.continue_status, "search": hist.search,
+                        "favourites_only": hist.favourites_only}
     _on(hist.extend_btn.click, partial(history_h.extend, studio), [hist.song, hist.extend_s, hist.continue_lyrics],
         continue_targets, api_name="extend", api_visibility="public", concurrency_id=ENGINE,
         show_progress="minimal", show_progress_on=[hist.continue_status])

@@ -136,6 +136,18 @@ def generate(studio, session, lyrics, tags, *values):
     }
 
 
+def open_in_history(session, take_label: str) -> dict:
+    """Extend… / Regenerate from… on a result: the take, picked in History, where both are done."""
+    if not session.last_song_ids:
+        raise ValueError("generate a song first")
+    try:
+        index = int(str(take_label).split()[-1]) - 1
+        song_id = session.last_song_ids[index]
+    except (ValueError, IndexError):
+        raise ValueError(f"pick a take (1 to {len(session.last_song_ids)})") from None
+    return {"song": song_id, "tabs": gr.Tabs(selected="history")}
+
+
 def check_take(studio, session, take_label: str, lyrics: str, *tr_values):
     """Transcribe one take of the last generation and compare it with the lyrics (word error
     rate), with the Transcribe tab's options (`tr_values`, in TR_NAMES order)."""

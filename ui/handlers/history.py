@@ -8,42 +8,90 @@ from pathlib import Path
 import gradio as gr
 
 from heartmula import GenerateOptions, clock, plan_continuation
+from heartmula.library.index import default_title
 
 from ..controls import shown_value
 from .common import exact_for_browser
 from .generate import GEN_NAMES
 
-HEADERS = ["Created", "Tags", "Length (s)", "Seed", "Take", "ID", "Made from"]
+HEADERS = ["★", "Title", "Tags", "Length (s)", "Seed", "Created", "Made from", "ID"]
+COL = {name: i for i, name in enumerate(HEADERS)}
 SAME_SEED, NEW_SEED = "same seed", "new seed"  # what "Reuse settings" does with the song's seed
 SEED_CHOICES = [SAME_SEED, NEW_SEED]
+SHOWN = 200  # rows in the table; a search narrows a larger library
+FAVOURITE, NOT_FAVOURITE = "★ Favourite (click to remove)", "☆ Add to favourites"
 
 
-def refresh(studio, selected: str | None = None, *, pick_first: bool = True) -> dict:
-    """The table and the song picker, newest first; skipped sidecars are reported. A selected
-    song that is gone gives way to the newest (`pick_first`) or to none."""
-    songs, warnings = studio.history.scan()
-    rows = [[s.created.replace("T", " ")[:19], s.tags, round(s.duration_s, 1), str(s.seed), s.take + 1, s.id,
-             lineage(s)] for s in songs]
-    ids = [s.id for s in songs]
-    value = selected if selected in ids else (ids[0] if ids and pick_first else None)
-    note = f"{len(songs)} song(s) in `{studio.history.folder}`"
-    if warnings:
-        note += "  \n⚠️ skipped: " + "; ".join(warnings)
-    return {
-        "table": rows,
-        "song": gr.update(choices=[(s.label(), s.id) for s in songs], value=value),
-        "status": note,
-    }
+def refresh(studio, selected: str | None = None, query: str = "", favourites: bool = False, *,
+            pick_first: bool = True) -> dict:
+    """The table (newest first, the newest SHOWN matching the search) and the picked song; a
+    picked song that is gone gives way to the newest (`pick_first`) or to none. Sidecars that
+    cannot be listed are reported by name."""
+    entries, total = studio.history.find(query or "", favourites=bool(favourites), limit=SHOWN)
+    rows = [["★" if e.favourite else "", e.title, e.tags, round(e.duration_s, 1), str(e.seed),
+             e.created.replace("T", " ")[:19], lineage(e), e.id] for e in entries]
+    ids = [e.id for e in entries]
+    value = selected if selected and (selected in ids or _exists(studio, selected)) else (
+        ids[0] if ids and pick_first else None)
+    searched = bool((query or "").strip()) or favourites
+    what = "favourite " if favourites else ""
+    if searched:
+        note = f"{total} {what}song(s) match" + (f" “{query.strip()}”" if (query or "").strip() else "")
+    else:
+        note = f"{total} song(s) in `{studio.history.folder}`"
+    if total > len(rows):
+        note += f" · showing the newest {len(rows)}; search to find the rest"
+    if studio.history.skipped:
+        note += "  \n⚠️ skipped: " + "; ".join(f"{p.name}: {reason[:120]}" for p, reason in studio.history.skipped[:5])
+        if len(studio.history.skipped) > 5:
+            note += f"; and {len(studio.history.skipped) - 5} more"
+    return {"table": rows, "song": value, "status": note}
 
 
-def lineage(song) -> str:
+def _exists(studio, song_id: str) -> bool:
+    try:
+        studio.history.get(song_id)
+    except ValueError:
+        return False
+    return True
+
+
+def lineage(entry) -> str:
     """What the row says of where a song came from, or that it cannot be continued."""
-    parent = song.meta.get("parent")
-    if isinstance(parent, dict) and parent.get("id"):
-        return f"{parent.get('mode', 'made')} of {parent['id']} at {clock(float(parent.get('at_s') or 0))}"
-    if song.codes_path is None:
+    if entry.parent_id:
+        return f"{entry.parent_mode or 'made'} of {entry.parent_id} at {clock(float(entry.parent_at_s or 0))}"
+    if not entry.has_codes:
         return "saved without codes: plays, can't be extended"
     return ""
+
+
+def clicked(row: list | None, column: int | None) -> dict:
+    """A click on a table row picks its song (the ID is the row's last cell)."""
+    if not row or len(row) != len(HEADERS) or not row[COL["ID"]]:
+        return {}
+    return {"song": str(row[COL["ID"]])}
+
+
+def save_title(studio, song_id: str | None, title: str, query: str = "", favourites: bool = False) -> dict:
+    """Give the picked song a title (blank: its first lyric line again)."""
+    if not song_id:
+        raise ValueError("pick a song in the list first")
+    song = studio.history.set_title(song_id, title or "")
+    out = refresh(studio, song.id, query, favourites)
+    out.update(select(studio, song.id))
+    gr.Info(f"Title saved: {out['title']}")
+    return out
+
+
+def toggle_favourite(studio, song_id: str | None, query: str = "", favourites: bool = False) -> dict:
+    if not song_id:
+        raise ValueError("pick a song in the list first")
+    now = studio.history.get(song_id).meta.get("favourite") is not True
+    studio.history.set_favourite(song_id, now)
+    out = refresh(studio, song_id, query, favourites)
+    out.update(select(studio, song_id))
+    gr.Info(("Added to favourites: " if now else "Removed from favourites: ") + out["title"])
+    return out
 
 
 def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
@@ -62,6 +110,7 @@ def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
     what = f"{'extended' if mode == 'extend' else 'regenerated from ' + clock(plan.parent['at_s'])}"
     gr.Info(f"{len(songs)} new song(s): {song.id} {what}")
     out = refresh(studio, songs[0].id)
+    out.update(search="", favourites_only=False)  # so the new songs are in the list
     out["continue_status"] = (f"✅ {what}: {', '.join(s.id for s in songs)} "
                               f"({songs[0].duration_s:.1f} s, seed {songs[0].seed})")
     return out
@@ -82,6 +131,39 @@ def regenerate(studio, song_id: str | None, at: str, takes=1, lyrics: str = "") 
                      lyrics=(lyrics or "").strip() or None)
 
 
+FAMILY_HEADERS = ["Title", "Made from", "Length (s)", "Seed", "Created", "ID"]
+FAMILY_PLAYERS = 4
+
+
+def variants(studio, song_id: str | None) -> dict:
+    """The Compare tab's song section: the picked song, the song it was made from and every song
+    made from either (extensions, regenerations), in a table and side by side in players."""
+    if not song_id:
+        raise ValueError("pick a song in the list first")
+    song = studio.history.get(song_id)
+    family = studio.history.family(song.id)
+    entries = {e.id: e for e in studio.history.find(ids=family)[0]}
+    ordered = [song.id] + [i for i in family if i != song.id and i in entries]  # the picked one first
+    rows = [[entries[i].title, lineage(entries[i]) or "the original", round(entries[i].duration_s, 1),
+             str(entries[i].seed), entries[i].created.replace("T", " ")[:19], i] for i in ordered if i in entries]
+    players = []
+    for k in range(FAMILY_PLAYERS):
+        if k < len(ordered) and ordered[k] in entries:
+            e = entries[ordered[k]]
+            label = ("picked: " if k == 0 else "") + f"{e.title[:40]} · {lineage(e) or 'the original'}"
+            players.append(gr.update(value=str(studio.history.get(e.id).audio_path), visible=True, label=label))
+        else:
+            players.append(gr.update(value=None, visible=False))
+    if len(ordered) == 1:
+        note = (f"**{_md(entries[song.id].title if song.id in entries else song.id)}** has no variants yet: "
+                "extend it or regenerate it from a point in History, then compare again.")
+    else:
+        note = f"**{len(ordered)} songs** in this song's family (the picked one first)"
+        if len(ordered) > FAMILY_PLAYERS:
+            note += f"; the first {FAMILY_PLAYERS} have players, the table lists all"
+    return {"family_note": note, "family_table": rows, "family_audios": players, "tabs": gr.Tabs(selected="compare")}
+
+
 def parse_seconds(value) -> float:
     try:
         seconds = float(value)
@@ -95,10 +177,24 @@ def parse_seconds(value) -> float:
 def select(studio, song_id: str | None) -> dict:
     hide = {"confirm_row": gr.update(visible=False)}  # a delete asked about another song is off
     if not song_id:
-        return {"player": None, "downloads": None, "details": None, **hide}
+        return {"player": None, "downloads": None, "details": None, "now": "*Click a song in the list to play it.*",
+                "title": "", "favourite": gr.update(value=NOT_FAVOURITE, interactive=False), **hide}
     song = studio.history.get(song_id)
-    return {"player": str(song.audio_path), "downloads": [str(p) for p in song.downloads], "details": exact_for_browser(song.meta),
-            **hide}
+    entries, _ = studio.history.find(ids=[song.id])
+    entry = entries[0] if entries else None
+    title = entry.title if entry else default_title(song.lyrics, song.tags)
+    made = f" · {lineage(entry)}" if entry and lineage(entry) else ""
+    return {"player": str(song.audio_path), "downloads": [str(p) for p in song.downloads],
+            "details": exact_for_browser(song.meta),
+            "now": f"**{_md(title)}**  \n{_md(song.tags)} · {song.duration_s:.1f} s · seed {song.seed}{_md(made)}  \n"
+                   f"<small>{song.id}</small>",
+            "title": title, "favourite": gr.update(value=FAVOURITE if song.meta.get("favourite") is True
+                                                   else NOT_FAVOURITE, interactive=True), **hide}
+
+
+def _md(text: str) -> str:
+    """User text shown in Markdown as written (no links, emphasis or HTML from a title)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~" else c for c in str(text))
 
 
 def ask_delete(studio, song_id: str | None) -> dict:
@@ -114,7 +210,7 @@ def cancel_delete() -> dict:
     return {"confirm_row": gr.update(visible=False)}
 
 
-def delete(studio, song_id: str | None) -> dict:
+def delete(studio, song_id: str | None, query: str = "", favourites: bool = False) -> dict:
     """Second step (the confirm button): delete the song. Nothing is selected afterwards, so
     another click cannot delete the next song by accident."""
     if not song_id:
@@ -123,7 +219,7 @@ def delete(studio, song_id: str | None) -> dict:
     removed = studio.history.delete(song_id)
     forget_served_copies({p.name for p in removed})
     gr.Info(f"Song deleted: {label}")
-    out = refresh(studio, pick_first=False)
+    out = refresh(studio, None, query, favourites, pick_first=False)
     out.update(select(studio, None))
     return out
 

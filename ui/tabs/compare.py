@@ -1,4 +1,5 @@
-"""Compare tab layout: one prompt and seed, 2-4 presets, a speed table and a player per preset."""
+"""Compare tab layout: one prompt and seed under 2-4 presets (a speed table, a player per preset), and a
+song beside its variants (sent from History)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from heartmula import GenerateOptions
 
 from ..controls import control
 from ..handlers.compare import HEADERS, MAX_PRESETS
+from ..handlers.history import FAMILY_HEADERS, FAMILY_PLAYERS
 from ..handlers.generate import EXAMPLE_LYRICS, EXAMPLE_TAGS
 from ..session import Session
 
@@ -27,6 +29,9 @@ class CompareComponents:
     status: gr.Markdown
     table: gr.Dataframe
     audios: list
+    family_note: gr.Markdown  # a song and its variants, from History's "Compare with its variants"
+    family_table: gr.Dataframe
+    family_audios: list
 
 
 def build(presets: list[str]) -> CompareComponents:
@@ -48,5 +53,13 @@ def build(presets: list[str]) -> CompareComponents:
     with gr.Row():
         audios = [gr.Audio(label=f"Preset {i + 1}", type="filepath", interactive=False, visible=False,
                            elem_id=f"cmp-audio-{i + 1}") for i in range(MAX_PRESETS)]
+    with gr.Accordion("A song and its variants", open=True, elem_id="cmp-family"):
+        family_note = gr.Markdown("In History, pick a song and press **Compare with its variants** to hear it beside "
+                                  "its extensions and regenerations.", elem_id="cmp-family-note")
+        family_table = gr.Dataframe(headers=FAMILY_HEADERS, interactive=False, elem_id="cmp-family-table")
+        with gr.Row():
+            family_audios = [gr.Audio(type="filepath", interactive=False, visible=False,
+                                      elem_id=f"cmp-family-{i + 1}") for i in range(FAMILY_PLAYERS)]
     return CompareComponents(session=session, presets=presets, lyrics=lyrics, tags=tags, length=length,
-                             seed=seed, run_btn=run_btn, stop_btn=stop_btn, status=status, table=table, audios=audios)
+                             seed=seed, run_btn=run_btn, stop_btn=stop_btn, status=status, table=table, audios=audios,
+                             family_note=family_note, family_table=family_table, family_audios=family_audios)

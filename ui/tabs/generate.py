@@ -31,8 +31,10 @@ class GenerateComponents:
     audios: list  # gr.Audio per take, unused ones hidden
     downloads: gr.File
     metadata: gr.JSON
-    check_take: gr.Dropdown
+    check_take: gr.Dropdown  # the take that Check lyrics, Extend… and Regenerate from… act on
     check_btn: gr.Button
+    extend_btn: gr.Button
+    regen_btn: gr.Button
     check_result: gr.Markdown
 
 
@@ -78,8 +80,10 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
             downloads = gr.File(label="Downloads (WAV, MP3, FLAC, metadata JSON)", file_count="multiple",
                                 interactive=False, elem_id="gen-downloads")
             with gr.Row():
-                check_take = gr.Dropdown(label="Take to check", choices=[], scale=2)
+                check_take = gr.Dropdown(label="Take", choices=[], scale=2, elem_id="gen-take")
                 check_btn = gr.Button("Check lyrics", scale=1, elem_id="gen-check")
+                extend_btn = gr.Button("Extend…", scale=1, elem_id="gen-extend")
+                regen_btn = gr.Button("Regenerate from…", scale=1, elem_id="gen-regen")
             check_result = gr.Markdown(elem_id="gen-check-result")
         with gr.Column():
             metadata = gr.JSON(label="Metadata", elem_id="gen-metadata")
@@ -87,4 +91,5 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
         session=session, lyrics=lyrics, tags=tags, pickers=pickers, preset=preset, preset_info=preset_info,
         options=options, dice=dice, generate_btn=generate_btn, stop_btn=stop_btn, status=status, audios=audios,
         downloads=downloads, metadata=metadata, check_take=check_take, check_btn=check_btn, check_result=check_result,
+        extend_btn=extend_btn, regen_btn=regen_btn,
     )
