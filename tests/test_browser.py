@@ -459,3 +459,51 @@ def test_settings_defaults_set_the_next_runs_controls(page):
     tab(page, "Generate")
     page.get_by_text("Advanced").click()
     expect(page.locator("#gen-topk input[type=number]")).to_have_value("77")
+
+
+def test_library_click_title_favourite_search_and_variants(page, studio_app):
+    """Issue 16's library and issue 20's Generate-result buttons, in the page: a take opened from
+    the Generate result is picked in History; a row click plays a song; its title is edited and
+    searched for; a favourite is filtered; the song and an extension of it sit side by side in Compare."""
+    import json
+
+    generate_song(page, seconds=2)
+    made = max(studio_app.sidecars(), key=lambda p: p.stat().st_mtime).stem
+    page.locator("#gen-extend").click()  # from the result: History, with that take picked
+    expect(page.get_by_role("tab", name="History")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#hist-now")).to_contain_text(made)
+    expect(page.locator("#hist-player audio, #hist-player [data-testid='waveform-Play']").first).to_be_attached()
+    title = f"Night drive {made[-4:]}"
+    box = page.locator("#hist-title textarea, #hist-title input").first
+    box.fill(title)
+    page.locator("#hist-save-title").click()
+    page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('{title}')")
+    assert json.loads((studio_app.output_dir / f"{made}.json").read_text())["title"] == title
+    page.locator("#hist-fav").click()
+    expect(page.locator("#hist-fav")).to_contain_text("Favourite")
+    search = page.locator("#hist-search textarea, #hist-search input").first
+    search.press_sequentially(f"drive {made[-4:]}")  # typed: the list follows each keystroke
+    expect(page.locator("#hist-status")).to_contain_text("1 song(s) match")
+    expect(page.locator("#hist-table .virtual-row")).to_have_count(1)
+    search.fill("")
+    search.press("Enter")
+    expect(page.locator("#hist-status")).to_contain_text("song(s) in")
+    check(page.locator("#hist-favs input"))
+    expect(page.locator("#hist-status")).to_contain_text("favourite song(s) match")
+    assert page.locator("#hist-table").inner_text().count("★") >= 2  # the header and this song
+    page.locator("#hist-favs input").uncheck()
+    expect(page.locator("#hist-status")).to_contain_text("song(s) in")
+    others = [p.stem for p in studio_app.sidecars() if p.stem != made]
+    if others:  # a row click picks another song, and back
+        click_song(page, others[0])
+        click_song(page, made)
+    set_number(page, "#hist-extend-s input[type=number]", 1)
+    page.locator("#hist-extend").click()
+    watch(page, "#hist-continue-status", ["✅ extended"], timeout_s=120)
+    click_song(page, made)
+    page.locator("#hist-variants").click()
+    expect(page.get_by_role("tab", name="Compare")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#cmp-family-note")).to_contain_text("2 songs")
+    expect(page.locator("#cmp-family-1")).to_be_visible()
+    expect(page.locator("#cmp-family-2")).to_be_visible()
+    expect(page.locator("#cmp-family-table")).to_contain_text("extend of " + made)
