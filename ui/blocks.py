@@ -18,7 +18,7 @@ DOWNLOAD_COMMAND = "python -m heartmula download --model-path ./ckpt"
 
 def header(studio: Studio) -> str:
     c = studio.engine.config
-    text = (f"# 🎵 HeartMuLa Studio\nLyrics and style tags in, songs out · model **{c.version}** from "
+    text = (f"# HeartMuLa Studio\nLyrics and style tags in, songs out · model **{c.version}** from "
             f"`{c.model_path}` on **{studio.engine.device}**")
     if studio.demo:  # one short line; the details open on a click
         text += (f"\n\n<details><summary>⚠️ <b>Demo weights: they make noise, not music.</b></summary>\n\n"
