@@ -113,3 +113,6 @@ def test_extend_and_regenerate_endpoints(client, studio_app):
         client.predict(song_id=song.stem, at="9:00", takes=1, lyrics="", api_name="/regenerate")
     with pytest.raises(AppError, match="no song"):
         client.predict(song_id="../../etc/passwd", seconds=1, lyrics="", api_name="/extend")
+    for seconds in (-5, 0):  # answered in the studio's words (gradio's own range check logged a traceback)
+        with pytest.raises(AppError, match="seconds to add must be more than 0"):
+            client.predict(song_id=song.stem, seconds=seconds, lyrics="", api_name="/extend")

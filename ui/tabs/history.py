@@ -72,7 +72,7 @@ def build() -> HistoryComponents:
             variants_btn = gr.Button("Compare with its variants", elem_id="hist-variants")
             with gr.Accordion("Extend or regenerate this song", open=True, elem_id="hist-continue"):
                 with gr.Row():
-                    extend_s = gr.Number(label="Seconds to add", value=10, minimum=0, elem_id="hist-extend-s")
+                    extend_s = gr.Number(label="Seconds to add", value=10, elem_id="hist-extend-s")  # checked by the handler, in its words
                     extend_btn = gr.Button("Extend…", elem_id="hist-extend")
                 with gr.Row():
                     regen_at = gr.Textbox(label="Regenerate from (m:ss)", value="0:02", elem_id="hist-regen-at")
