@@ -100,6 +100,8 @@ def _clean_text(value: str, name: str, limit: int) -> str:
     value = "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
     if not value.strip():
         raise ValueError(f"{name} are empty; write some {name}")
+    if name == "tags" and not any(ch.isalnum() for ch in value):  # ",,," or " - ": no style at all
+        raise ValueError(f"tags hold no words ({value.strip()[:40]!r}); write some, e.g. pop, piano, female vocals")
     if len(value) > limit:
         raise ValueError(f"{name} are {len(value)} characters long; the limit is {limit}")
     return value.strip()

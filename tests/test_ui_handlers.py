@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from heartmula import History, load_engine
+from heartmula import GenerateOptions, History, load_engine
 from ui.errors import INTERNAL, user_errors
 from ui.handlers import common, compare, generate, history, settings, transcribe
 from ui.session import Session
@@ -359,12 +359,27 @@ def test_extend_and_regenerate_from_history(studio):
                          (lambda: history.regenerate(studio, parent.id, "1:75", 1, ""), "write it as m:ss"),
                          (lambda: history.extend(studio, parent.id, "abc", ""), "seconds to add must be a number"),
                          (lambda: history.extend(studio, None, 1, ""), "pick a song"),
-                         (lambda: history.extend(studio, parent.id, 60, ""), "plus at most")):
+                         (lambda: history.extend(studio, parent.id, 60, ""), "plus at most"),
+                         (lambda: history.extend(studio, parent.id, 99999, ""), "add at most 598.40 s, got 99999"),
+                         (lambda: history.extend(studio, parent.id, "1e21", ""), "add at most 598.40 s"),
+                         (lambda: history.extend(studio, parent.id, 0.01, ""), "give at least 0.08 \\(one frame\\)"),
+                         (lambda: history.extend(studio, parent.id, None, ""), "enter the seconds to add"),
+                         (lambda: history.extend(studio, parent.id, "", ""), "enter the seconds to add"),
+                         (lambda: history.extend(studio, parent.id, "nan", ""), "must be a number of seconds"),
+                         (lambda: history.extend(studio, parent.id, -5, ""), "must be more than 0"),
+                         (lambda: history.regenerate(studio, parent.id, "0:01", "99", ""), "takes must be"),
+                         (lambda: history.regenerate(studio, parent.id, "0:01", "x", ""), "takes must be")):
         with pytest.raises(gr.Error, match=message):
             user_errors(bad)()
-    parent.codes_path.unlink()  # a song saved before codes were kept
-    with pytest.raises(gr.Error, match="saved without its codes"):
+    parent.codes_path.write_bytes(b"not numpy at all")
+    with pytest.raises(gr.Error, match=r"^[^/]*codes cannot be read \(the file is damaged\)") as caught:
         user_errors(history.extend)(studio, parent.id, 1, "")
+    assert str(studio.history.folder) not in str(caught.value) and "pickle" not in str(caught.value)
+    parent.codes_path.unlink()  # removed by hand
+    with pytest.raises(gr.Error, match="codes file .* is missing"):
+        user_errors(history.extend)(studio, parent.id, 1, "")
+    with pytest.raises(ValueError, match="tags hold no words"):
+        studio.engine.check_request(LYRICS, " ,,, ", GenerateOptions())
 
 
 def test_a_non_audio_upload_is_named_by_its_file_name_only(studio, tmp_path):
@@ -408,7 +423,7 @@ def test_library_titles_favourites_search_and_clicks(studio):
     second = listed["song"]
     assert second != first and [r[history.COL["Title"]] for r in listed["table"]] [:2] == ["hello world, this is a test"] * 2
     row = next(r for r in listed["table"] if r[history.COL["ID"]] == first)
-    assert history.clicked(row, [0, 1]) == {"song": first}  # a click anywhere on a row picks its song
+    assert history.clicked(row, [0, 1]) == {"song": first, "continue_status": ""}  # a click anywhere on a row picks its song
     assert history.clicked(None, None) == {} and history.clicked(["x"], [0, 0]) == {}
     picked = history.select(studio, first)
     assert picked["title"] == "hello world, this is a test" and "hello world" in picked["now"]
@@ -432,12 +447,17 @@ def test_library_titles_favourites_search_and_clicks(studio):
 def test_generate_result_opens_a_take_in_history_and_variants_compare(studio):
     session = Session()
     run(generate.generate, *gen_args(studio, session, seed=51, takes=2))
-    out = generate.open_in_history(session, "Take 2")
+    out = generate.open_in_history(studio, session, "Take 2")
     assert out["song"] == session.last_song_ids[1]
     with pytest.raises(gr.Error, match="pick a take"):
-        user_errors(generate.open_in_history)(session, "Take 9")
+        user_errors(generate.open_in_history)(studio, session, "Take 9")
     with pytest.raises(gr.Error, match="generate a song first"):
-        user_errors(generate.open_in_history)(Session(), "Take 1")
+        user_errors(generate.open_in_history)(studio, Session(), "Take 1")
+    studio.history.delete(session.last_song_ids[0])
+    with pytest.raises(gr.Error, match="take 1 of the last run is no longer in History"):
+        user_errors(generate.open_in_history)(studio, session, "Take 1")
+    picked = history.select(studio, out["song"])
+    assert picked["regen_at"] == "0:00.80"  # a time inside the 1.6 s take
     lonely = history.variants(studio, out["song"])
     assert "no variants yet" in lonely["family_note"] and len(lonely["family_table"]) == 1
     longer = studio.history.get(user_errors(history.extend)(studio, out["song"], 0.48, "")["song"])

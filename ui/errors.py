@@ -16,6 +16,7 @@ so the log holds only what is logged here.
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
 from pathlib import Path
@@ -28,19 +29,33 @@ log = logging.getLogger("heartmula.studio")
 INTERNAL = "Internal error: see server log"
 
 
+def plain(text: str) -> str:
+    """A message as text: the page renders toasts as HTML, and messages quote what the user
+    typed (a title, a preset name, a seed), which must show as written, never as markup."""
+    return html.escape(str(text), quote=False)
+
+
+def info(message: str) -> None:
+    gr.Info(plain(message))
+
+
+def warning(message: str) -> None:
+    gr.Warning(plain(message))
+
+
 def _error(message: str) -> gr.Error:
-    return gr.Error(message, print_exception=False)  # logged here already, as much as it deserves
+    return gr.Error(plain(message), print_exception=False)  # logged here already, as much as it deserves
 
 
 def _translate(e: BaseException) -> BaseException | None:
     """The exception to raise instead (None: a stop, already reported)."""
-    if isinstance(e, gr.Error):
+    if isinstance(e, gr.Error):  # raised by a handler: its message is already what the page shows
         log.info("refused: %s", e.message)
         e.print_exception = False
         return e
     if isinstance(e, (GenerationCancelled, TranscriptionCancelled)):
         log.info("stopped: %s", e)
-        gr.Info(f"Stopped: {e}" if str(e) else "Stopped")
+        info(f"Stopped: {e}" if str(e) else "Stopped")
         return None
     if isinstance(e, ValueError):
         log.info("refused: %s", e)

@@ -2,8 +2,8 @@
 
 - Phone (narrow screens): a one-line header, and the Generate tab's Run/Stop row pinned to the
   bottom of the screen, so Generate is reachable without scrolling past the lyrics.
-- History: the picked song's column (player first) is sticky beside the list on a wide screen,
-  and comes above the list on a phone.
+- History: the picked song's column (player first) is sticky beside the list on a wide screen;
+  on a phone it follows a list of three columns (favourite, title, tags).
 - Keyboard: Ctrl/Cmd+Enter in the Generate tab's lyrics or tags presses Generate; Esc presses
   the Stop button of whichever job is running (an enabled, visible Stop), and nothing else.
 """
@@ -12,7 +12,15 @@ CSS = """
 /* History: the picked song's player column stays in view beside a long list */
 #hist-side { position: sticky; top: 8px; align-self: flex-start; }
 @media (max-width: 640px) {
-  #hist-side { position: static; order: -1; }  /* stacked: the player above the list */
+  #hist-side { position: static; }
+  /* a phone shows the list as ★, title and tags (the picked song's panel shows the rest) */
+  #hist-table th:nth-child(n+4), #hist-table td:nth-child(n+4), #hist-table .body-cell:nth-child(n+4) { display: none; }
+  #hist-table th:nth-child(1), #hist-table .body-cell:nth-child(1) {
+    width: 10% !important; min-width: 10% !important; max-width: 10% !important; flex: 0 0 10% !important; }
+  #hist-table th:nth-child(2), #hist-table .body-cell:nth-child(2) {
+    width: 55% !important; min-width: 55% !important; max-width: 55% !important; flex: 0 0 55% !important; }
+  #hist-table th:nth-child(3), #hist-table .body-cell:nth-child(3) {
+    width: 35% !important; min-width: 35% !important; max-width: 35% !important; flex: 0 0 35% !important; }
   #studio-header h1 { font-size: 1.25rem; margin: 0 0 .25rem 0; }
   #studio-header p:not(:has(details)) { display: none; }  /* the model line: Settings shows it */
   #studio-header details { font-size: .85rem; }

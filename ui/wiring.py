@@ -95,7 +95,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     hist_list_inputs = [hist.song, hist.search, hist.favourites_only]  # what refresh lists around
     hist_select_targets = {"player": hist.player, "downloads": hist.downloads, "details": hist.details,
                            "confirm_row": hist.confirm_row, "now": hist.now, "title": hist.title,
-                           "favourite": hist.favourite_btn}
+                           "favourite": hist.favourite_btn, "regen_at": hist.regen_at}
 
     # ----- Generate ------------------------------------------------------------------------------
     gen_run = {"run_btn": gen.generate_btn, "stop_btn": gen.stop_btn, "status": gen.status}
@@ -123,21 +123,22 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         [gen.session, gen.check_take, gen.lyrics, *tr_option_list],
         {"check_result": gen.check_result}, concurrency_id=ENGINE, show_progress="minimal")
     for button in (gen.extend_btn, gen.regen_btn):  # both are done in History, on the picked take
-        _on(button.click, generate_h.open_in_history, [gen.session, gen.check_take],
+        _on(button.click, partial(generate_h.open_in_history, studio), [gen.session, gen.check_take],
             {"song": hist.song, "tabs": tabs}, **TOAST)
 
     # ----- History -------------------------------------------------------------------------------
     list_history = partial(history_h.refresh, studio)
     _on(hist.refresh_btn.click, list_history, hist_list_inputs, history_targets, **QUICK)
-    # every keystroke lists again (milliseconds, even for thousands of songs); the last one wins
-    _on(hist.search.input, list_history, hist_list_inputs, history_targets, trigger_mode="always_last", **QUICK)
-    _on(hist.search.submit, list_history, hist_list_inputs, history_targets, **QUICK)
+    # every change of the search text lists again (typed, deleted, pasted, or an input method's
+    # insert: .input missed some); milliseconds even for thousands of songs; the last one wins
+    _on(hist.search.change, list_history, hist_list_inputs, history_targets, trigger_mode="always_last", **QUICK)
     _on(hist.favourites_only.input, list_history, hist_list_inputs, history_targets, **QUICK)
 
     def row_clicked(evt: gr.SelectData):  # gradio fills `evt` from the annotation
-        return _convert({"song": hist.song}, user_errors(history_h.clicked)(evt.row_value, evt.index))
+        return _convert(clicked_targets, user_errors(history_h.clicked)(evt.row_value, evt.index))
 
-    hist.table.select(row_clicked, None, [hist.song], **QUICK)
+    clicked_targets = {"song": hist.song, "continue_status": hist.continue_status}
+    hist.table.select(row_clicked, None, _flatten(clicked_targets), **QUICK)
     _on(hist.song.change, partial(history_h.select, studio), [hist.song], hist_select_targets, **QUICK)
     picked_targets = {**history_targets, **hist_select_targets}
     _on(hist.save_title_btn.click, partial(history_h.save_title, studio), [hist.song, hist.title, hist.search,

@@ -61,9 +61,12 @@ class Song:
 
     def frames(self):
         """The take's frames [n, 8], to extend it or regenerate it from a point."""
-        if self.codes_path is None or not self.codes_path.is_file():
+        if self.codes_path is None:
             raise ValueError(f"song {self.id} was saved without its codes (before they were kept), so it can "
                              "be played but not extended or regenerated")
+        if not self.codes_path.is_file():
+            raise ValueError(f"song {self.id}: its codes file {self.codes_path.name} is missing, so it can be played "
+                             "but not extended or regenerated")
         return load_codes(self.codes_path)
 
     def label(self) -> str:

@@ -72,10 +72,12 @@ def load_codes(path: str | Path) -> np.ndarray:
     """A take's frames from its .npy, checked: [n, 8] integers; ValueError names the file."""
     try:
         codes = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: the song's codes cannot be read ({e})") from e
+    except (OSError, ValueError, EOFError) as e:  # the file's name only: the server's folders are not the user's
+        raise ValueError(f"{Path(path).name}: the song's codes cannot be read (the file is damaged), so it can be "
+                         "played but not extended or regenerated") from e
     if codes.ndim != 2 or codes.shape[1] != 8 or codes.shape[0] < 1 or not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"{path}: not a song's codes ([frames, 8] integers), found {codes.dtype} {list(codes.shape)}")
+        raise ValueError(f"{Path(path).name}: not a song's codes ([frames, 8] integers), found {codes.dtype} "
+                         f"{list(codes.shape)}")
     return codes.astype(np.int64)
 
 
@@ -186,6 +188,13 @@ def plan_continuation(meta: dict, frames: np.ndarray, mode: str, *, parent_id: s
     if mode == "extend":
         if seconds is None or not seconds > 0:
             raise ValueError(f"seconds to add: give more than 0, got {seconds!r}")
+        longest = names["max_audio_length_ms"].hi
+        room = (longest - n * FRAME_MS) / 1000
+        if seconds * 1000 < FRAME_MS:
+            raise ValueError(f"seconds to add: give at least {FRAME_MS / 1000:g} (one frame), got {seconds:g}")
+        if n * FRAME_MS + seconds * 1000 > longest:
+            raise ValueError(f"seconds to add: the song is {clock(n * FRAME_MS / 1000)} long and a song can be at most "
+                             f"{clock(longest / 1000)}; add at most {max(room, 0):.2f} s, got {seconds:g}")
         cut = n
         opts = replace(opts, max_audio_length_ms=n * FRAME_MS + int(round(seconds * 1000)), takes=1,
                        seed=parent_seed, ignore_eos=opts.ignore_eos or ignore_eos)

@@ -136,7 +136,7 @@ def generate(studio, session, lyrics, tags, *values):
     }
 
 
-def open_in_history(session, take_label: str) -> dict:
+def open_in_history(studio, session, take_label: str) -> dict:
     """Extend… / Regenerate from… on a result: the take, picked in History, where both are done."""
     if not session.last_song_ids:
         raise ValueError("generate a song first")
@@ -145,6 +145,10 @@ def open_in_history(session, take_label: str) -> dict:
         song_id = session.last_song_ids[index]
     except (ValueError, IndexError):
         raise ValueError(f"pick a take (1 to {len(session.last_song_ids)})") from None
+    try:
+        studio.history.get(song_id)
+    except ValueError:
+        raise ValueError(f"take {index + 1} of the last run is no longer in History (it was deleted)") from None
     return {"song": song_id, "tabs": gr.Tabs(selected="history")}
 
 

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 
-from heartmula import GenerateOptions, clock, plan_continuation
-from heartmula.library.index import default_title
+from heartmula import GenerateOptions, clock, default_title, plan_continuation
 
 from ..controls import shown_value
+from ..errors import info
 from .common import exact_for_browser
 from .generate import GEN_NAMES
 
-HEADERS = ["★", "Title", "Tags", "Length (s)", "Seed", "Created", "Made from", "ID"]
+HEADERS = ["★", "Title", "Tags", "Length", "Seed", "Created", "Made from", "ID"]
 COL = {name: i for i, name in enumerate(HEADERS)}
 SAME_SEED, NEW_SEED = "same seed", "new seed"  # what "Reuse settings" does with the song's seed
 SEED_CHOICES = [SAME_SEED, NEW_SEED]
+FRAME_S = 0.08  # one frame of a song: the finest point to regenerate from
 SHOWN = 200  # rows in the table; a search narrows a larger library
 FAVOURITE, NOT_FAVOURITE = "★ Favourite (click to remove)", "☆ Add to favourites"
 
@@ -28,15 +30,17 @@ def refresh(studio, selected: str | None = None, query: str = "", favourites: bo
     picked song that is gone gives way to the newest (`pick_first`) or to none. Sidecars that
     cannot be listed are reported by name."""
     entries, total = studio.history.find(query or "", favourites=bool(favourites), limit=SHOWN)
-    rows = [["★" if e.favourite else "", e.title, e.tags, round(e.duration_s, 1), str(e.seed),
-             e.created.replace("T", " ")[:19], lineage(e), e.id] for e in entries]
+    rows = [["★" if e.favourite else "", e.title, e.tags, f"{e.duration_s:.1f} s", str(e.seed),
+             e.created.replace("T", " ")[:16], lineage(e), e.id] for e in entries]
     ids = [e.id for e in entries]
     value = selected if selected and (selected in ids or _exists(studio, selected)) else (
         ids[0] if ids and pick_first else None)
     searched = bool((query or "").strip()) or favourites
     what = "favourite " if favourites else ""
     if searched:
-        note = f"{total} {what}song(s) match" + (f" “{query.strip()}”" if (query or "").strip() else "")
+        words = " ".join((query or "").split())
+        words = words if len(words) <= 60 else words[:59] + "…"
+        note = f"{total} {what}song(s) match" + (f" “{_md(words)}”" if words else "")
     else:
         note = f"{total} song(s) in `{studio.history.folder}`"
     if total > len(rows):
@@ -69,7 +73,7 @@ def clicked(row: list | None, column: int | None) -> dict:
     """A click on a table row picks its song (the ID is the row's last cell)."""
     if not row or len(row) != len(HEADERS) or not row[COL["ID"]]:
         return {}
-    return {"song": str(row[COL["ID"]])}
+    return {"song": str(row[COL["ID"]]), "continue_status": ""}  # the last extend's line was about another song
 
 
 def save_title(studio, song_id: str | None, title: str, query: str = "", favourites: bool = False) -> dict:
@@ -78,8 +82,8 @@ def save_title(studio, song_id: str | None, title: str, query: str = "", favouri
         raise ValueError("pick a song in the list first")
     song = studio.history.set_title(song_id, title or "")
     out = refresh(studio, song.id, query, favourites)
-    out.update(select(studio, song.id))
-    gr.Info(f"Title saved: {out['title']}")
+    out.update(_same_song(studio, song.id))
+    info(f"Title saved: {out['title']}")
     return out
 
 
@@ -89,8 +93,8 @@ def toggle_favourite(studio, song_id: str | None, query: str = "", favourites: b
     now = studio.history.get(song_id).meta.get("favourite") is not True
     studio.history.set_favourite(song_id, now)
     out = refresh(studio, song_id, query, favourites)
-    out.update(select(studio, song_id))
-    gr.Info(("Added to favourites: " if now else "Removed from favourites: ") + out["title"])
+    out.update(_same_song(studio, song_id))
+    info(("Added to favourites: " if now else "Removed from favourites: ") + out["title"])
     return out
 
 
@@ -108,7 +112,7 @@ def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
     finally:
         studio.stats.finish()
     what = f"{'extended' if mode == 'extend' else 'regenerated from ' + clock(plan.parent['at_s'])}"
-    gr.Info(f"{len(songs)} new song(s): {song.id} {what}")
+    info(f"{len(songs)} new song(s): {song.id} {what}")
     out = refresh(studio, songs[0].id)
     out.update(search="", favourites_only=False)  # so the new songs are in the list
     out["continue_status"] = (f"✅ {what}: {', '.join(s.id for s in songs)} "
@@ -125,7 +129,10 @@ def extend(studio, song_id: str | None, seconds, lyrics: str = "") -> dict:
 
 def regenerate(studio, song_id: str | None, at: str, takes=1, lyrics: str = "") -> dict:
     """The picked song kept up to `at` (m:ss), the rest drawn again as `takes` new takes."""
-    if isinstance(takes, bool) or not isinstance(takes, (int, float)) or takes != int(takes) or not 1 <= takes <= 8:
+    if isinstance(takes, str) and takes.strip().lstrip("+").isdigit():
+        takes = int(takes)
+    if (isinstance(takes, bool) or not isinstance(takes, (int, float)) or not math.isfinite(takes)
+            or takes != int(takes) or not 1 <= takes <= 8):
         raise ValueError(f"takes must be a whole number from 1 to 8, got {takes!r}")
     return _continue(studio, song_id, "regenerate", at=str(at or "").strip(), takes=int(takes),
                      lyrics=(lyrics or "").strip() or None)
@@ -165,13 +172,25 @@ def variants(studio, song_id: str | None) -> dict:
 
 
 def parse_seconds(value) -> float:
+    """The seconds to add, as typed or sent through the API; the song decides the upper bound."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("enter the seconds to add (more than 0)")
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"seconds to add must be a number, got {value!r}") from None
-    if not 0 < seconds < 10_000:
+        raise ValueError(f"seconds to add must be a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"seconds to add must be a number of seconds, got {value!r}")
+    if seconds <= 0:
         raise ValueError(f"seconds to add must be more than 0, got {value!r}")
     return seconds
+
+
+def _same_song(studio, song_id: str) -> dict:
+    """select's outputs for a song that stays picked: what was typed for its next step stays."""
+    out = select(studio, song_id)
+    del out["regen_at"]
+    return out
 
 
 def select(studio, song_id: str | None) -> dict:
@@ -184,8 +203,9 @@ def select(studio, song_id: str | None) -> dict:
     entry = entries[0] if entries else None
     title = entry.title if entry else default_title(song.lyrics, song.tags)
     made = f" · {lineage(entry)}" if entry and lineage(entry) else ""
+    half = max(FRAME_S, round(song.duration_s / 2 / FRAME_S) * FRAME_S)  # a time inside this song
     return {"player": str(song.audio_path), "downloads": [str(p) for p in song.downloads],
-            "details": exact_for_browser(song.meta),
+            "details": exact_for_browser(song.meta), "regen_at": clock(half),
             "now": f"**{_md(title)}**  \n{_md(song.tags)} · {song.duration_s:.1f} s · seed {song.seed}{_md(made)}  \n"
                    f"<small>{song.id}</small>",
             "title": title, "favourite": gr.update(value=FAVOURITE if song.meta.get("favourite") is True
@@ -218,7 +238,7 @@ def delete(studio, song_id: str | None, query: str = "", favourites: bool = Fals
     label = studio.history.get(song_id).label()
     removed = studio.history.delete(song_id)
     forget_served_copies({p.name for p in removed})
-    gr.Info(f"Song deleted: {label}")
+    info(f"Song deleted: {label}")
     out = refresh(studio, None, query, favourites, pick_first=False)
     out.update(select(studio, None))
     return out
@@ -253,6 +273,6 @@ def reuse(studio, song_id: str | None, seed_choice: str = SAME_SEED) -> dict:
         values.append(gr.update() if value is None else shown_value(GenerateOptions, name, value))
     if seed_choice == NEW_SEED:
         values[GEN_NAMES.index("seed")] = shown_value(GenerateOptions, "seed", None)
-    gr.Info(f"Settings of {song.label()} are in Generate, with "
+    info(f"Settings of {song.label()} are in Generate, with "
             + (f"its seed {song.seed}" if seed_choice == SAME_SEED else "a new seed"))
     return {"lyrics": song.lyrics, "tags": song.tags, "options": values, "tabs": gr.Tabs(selected="generate")}

@@ -11,6 +11,7 @@ from heartmula import (DEFAULT_PRESET, GenerateOptions, Preset, TranscribeOption
                        preset_user_dir, run_doctor, save_preset)
 
 from ..controls import shown_value
+from ..errors import info, warning
 from .common import fmt_bytes, fmt_s
 from .generate import GEN_NAMES, apply_preset
 
@@ -79,14 +80,14 @@ def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAM
         if not lazy_load:
             engine.load(codec=engine.paths.codec.is_dir())
         studio.demo = studio.demo and version == "demo"
-    gr.Info("Model loaded")
+    info("Model loaded")
     return {"engine_status": engine_status(studio)}
 
 
 def unload(studio) -> dict:
     studio.engine.unload()
     studio.unload_transcriber()
-    gr.Info("Models unloaded; they load again on the next job")
+    info("Models unloaded; they load again on the next job")
     return {"engine_status": engine_status(studio)}
 
 
@@ -131,7 +132,7 @@ def preset_from_values(name: str, description: str, values: dict) -> Preset:
 def save(studio, name, description, *values) -> dict:
     preset = preset_from_values(name, description, dict(zip(PRESET_FIELDS, values)))
     path = save_preset(preset)
-    gr.Info(f"Preset {preset.name!r} saved")
+    info(f"Preset {preset.name!r} saved")
     out = dropdowns(preset.name)
     out["preset_note"] = f"saved to `{path}`"
     return out
@@ -143,7 +144,7 @@ def delete(studio, name, generate_preset=None, transcribe_preset=None, compare_p
     if not name:
         raise ValueError("pick a preset to delete")
     delete_preset(name)
-    gr.Info(f"Preset {name!r} deleted")
+    info(f"Preset {name!r} deleted")
     out = dropdowns(None)
     out["preset_note"] = f"deleted {name!r}"
     names = out["settings_preset"]["choices"]
@@ -164,7 +165,7 @@ def dropdowns(selected: str | None) -> dict:
     presets, warnings = load_presets()
     names = list(presets)
     if warnings:
-        gr.Warning("Some presets were skipped: " + "; ".join(warnings))
+        warning("Some presets were skipped: " + "; ".join(warnings))
     pick = selected if selected in names else (DEFAULT_PRESET if DEFAULT_PRESET in names else names[0])
     return {
         "settings_preset": gr.update(choices=names, value=pick),

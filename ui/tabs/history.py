@@ -43,10 +43,9 @@ class HistoryComponents:
 
 
 def build() -> HistoryComponents:
+    search = gr.Textbox(placeholder="Search titles, tags and lyrics", show_label=False, elem_id="hist-search")
     with gr.Row(equal_height=True):
-        search = gr.Textbox(placeholder="Search titles, tags and lyrics", show_label=False, scale=4,
-                            elem_id="hist-search")
-        favourites_only = gr.Checkbox(label="Favourites only", value=False, scale=1, min_width=140,
+        favourites_only = gr.Checkbox(label="Favourites only", value=False, scale=0, min_width=170,
                                       elem_id="hist-favs")
         refresh_btn = gr.Button("Refresh list", size="sm", scale=0, min_width=110, elem_id="hist-refresh")
     status = gr.Markdown(elem_id="hist-status")
@@ -54,9 +53,9 @@ def build() -> HistoryComponents:
     song = gr.Textbox(visible=False, elem_id="hist-song")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            table = gr.Dataframe(headers=HEADERS, datatype=["str", "str", "str", "number", "str", "str", "str", "str"],
-                                 interactive=False, max_height=560, wrap=True, elem_id="hist-table",
-                                 column_widths=["4%", "24%", "20%", "9%", "10%", "13%", "10%", "10%"])
+            table = gr.Dataframe(headers=HEADERS, datatype=["str"] * len(HEADERS), interactive=False, max_height=560,
+                                 wrap=True, elem_id="hist-table",
+                                 column_widths=["4%", "21%", "16%", "9%", "9%", "12%", "15%", "14%"])
         # the player column stays beside the list (sticky on a long page), so browsing never hides it
         with gr.Column(scale=2, elem_id="hist-side"):
             now = gr.Markdown("*Click a song in the list to play it.*", elem_id="hist-now")
@@ -78,7 +77,10 @@ def build() -> HistoryComponents:
                     regen_at = gr.Textbox(label="Regenerate from (m:ss)", value="0:02", elem_id="hist-regen-at")
                     regen_takes = gr.Slider(1, 8, value=1, step=1, label="Takes", elem_id="hist-regen-takes")
                     regen_btn = gr.Button("Regenerate from…", elem_id="hist-regen")
-                continue_lyrics = gr.Textbox(label="Lyrics for the new part (blank: the song's own)", lines=3,
+                # as sent: the handlers answer a string, a blank or an out-of-range value in the
+                # studio's words, where gradio's own checks log a traceback and answer vaguely
+                extend_s.preprocess = regen_takes.preprocess = lambda payload: payload
+                continue_lyrics = gr.Textbox(label="Lyrics for the new part (blank: the song's own)", value="", lines=3,
                                              elem_id="hist-continue-lyrics")
                 continue_status = gr.Markdown(elem_id="hist-continue-status")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="hist-downloads")
