@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from typing import Callable, Iterator
 
+log = logging.getLogger("heartmula.studio")
 HEARTBEAT_S = 0.5  # the UI hears from a running job at least this often
 
 
@@ -58,6 +60,8 @@ def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None 
             yield item
     finally:
         if worker.is_alive():  # consumer closed early: end the job rather than let it run on
+            log.info("stopped: the page went away (closed or reloaded) during a job; the job was ended, "
+                     "nothing of it saved")
             cancel.set()
             worker.join()
     if "error" in box:

@@ -54,8 +54,9 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
                 choices += [d for d in (device, codec_device) if d and d not in choices]  # as started
                 device_dd = gr.Dropdown(label="Device (language model)", choices=choices, value=device,
                                         elem_id="set-device")
-                codec_dd = gr.Dropdown(label="Codec device (another card decodes while the next song generates)",
-                                       choices=[SAME, *choices], value=codec_device or SAME,
+                # wide enough for its longest choice ("same as the language model"): the row wraps first
+                codec_dd = gr.Dropdown(label="Codec device", info="another card decodes while the next song generates",
+                                       choices=[SAME, *choices], value=codec_device or SAME, min_width=260, scale=2,
                                        elem_id="set-codec-device")
                 dtype_dd = gr.Dropdown(label="Precision", choices=PRECISIONS, value=dtype, elem_id="set-dtype")
             lazy = gr.Checkbox(label="Lazy load (free each model after its phase: less memory, slower)",
