@@ -429,7 +429,7 @@ class Engine:
         GenerationCancelled is raised."""
         import queue
 
-        from .codec.decoder import HOP_FRAMES, WINDOW_FRAMES, StreamDecoder
+        from .codec.decoder import HOP_FRAMES, WINDOW_FRAMES, StreamDecoder, n_windows_for
 
         opts = replace(options or GenerateOptions(), **overrides)
         if opts.seed is None:  # the codec's noise needs the seeds before the frames exist
@@ -483,6 +483,10 @@ class Engine:
                     fr = payload
                     if fr.stopped:
                         raise GenerationCancelled("stopped while generating frames", partial=fr)
+                    if on_progress is not None:  # the song's last windows decode after its frames: say so
+                        total = max(n_windows_for(len(f)) for f in fr.frames)
+                        on_progress(Progress("decode", min(min(decoder.next_window), total), total,
+                                             time.perf_counter() - t0, 0.0, None))
                     with self._codec_lock:
                         chunks = decoder.finish([np.clip(f, 0, size - 1) for f in fr.frames])
                 else:
