@@ -426,6 +426,60 @@ def test_playback_waits_only_as_long_as_the_rest_needs_to_play_through():
     assert start_delay_s(0, song, 50.0, 0) == pytest.approx(373 / 50)
 
 
+def test_on_a_slow_device_take_one_waits_until_it_can_play_through_or_until_asked():
+    """The handler's bookkeeping with the engine's own progress and chunk types: at half real time
+    the first chunk waits; "Play what is ready" starts it; without ffmpeg nothing streams."""
+    from heartmula import AudioChunk, Progress
+    from ui.handlers.live import LivePlayback
+
+    def chunk(take, seconds):
+        return AudioChunk(take=take, audio=np.full((2, int(seconds * 48_000)), 0.5, np.float32), start_sample=0,
+                          sample_rate=48_000)
+
+    live = LivePlayback(1, 1125)
+    live.progress(Progress("frames", 373, 1125, 60.0, 6.25, 120.0))
+    live.add(chunk(0, 25.6))  # (its codec time, as measured here, is next to nothing)
+    assert not live.start_if_ready(play_now=False) and live.pieces() == []
+    assert live.delay_s() == pytest.approx(51.2, abs=0.5)  # as start_delay_s works it out above
+    assert "Take 1 starts in about 5" in live.note() and "6.2 frames/s" in live.note()
+    assert "Play what is ready" in live.note()
+    assert live.start_if_ready(play_now=True)
+    pieces = live.pieces()
+    assert len(pieces) == 13 and live.pieces() == []  # 25.6 s in 2 s pieces, each sent once
+    assert sum(len(p) - 44 for p in pieces) == 25.6 * 48_000 * 2 * 2  # 16-bit stereo WAV, 44-byte headers
+    assert "Playing take 1" in live.note()
+    # faster than real time: the first chunk plays as it comes
+    fast = LivePlayback(2, 1125)
+    fast.progress(Progress("frames", 376, 1125, 6.0, 60.0, 12.5))
+    fast.add(chunk(1, 25.6))  # take 2 first: nothing of take 1 to play yet
+    assert not fast.start_if_ready(play_now=False)
+    fast.add(chunk(0, 25.6))
+    assert fast.start_if_ready(play_now=False)
+    # the loud parts are limited one sample at a time: the saved file will hold the same
+    loud = LivePlayback(1, 100)
+    loud.add(AudioChunk(take=0, audio=np.array([[2.0, -0.5], [0.95, -3.0]], np.float32), start_sample=0,
+                        sample_rate=48_000))
+    assert float(np.abs(loud.audio[0][0]).max()) < 0.98 and loud.audio[0][0][0, 1] == -0.5
+    # no ffmpeg: gradio could not encode the stream; the takes still play once made
+    mute = LivePlayback(1, 1125, streaming=False)
+    mute.progress(Progress("frames", 376, 1125, 6.0, 60.0, 12.5))
+    mute.add(chunk(0, 25.6))
+    assert not mute.start_if_ready(play_now=True) and mute.pieces() == [] and "FFmpeg" in mute.note()
+
+
+def test_without_ffmpeg_generate_still_makes_and_saves_the_takes(demo_studio, monkeypatch):
+    import shutil
+
+    from ui.handlers.live import can_stream
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert shutil.which("ffmpeg") is None and not can_stream()
+    session = Session()
+    outs = run(generate.generate, *gen_args(demo_studio, session, duration_s=32))
+    assert not any(o.get("live") is not None for o in outs)
+    assert "✅" in outs[-1]["status"] and len(demo_studio.history.list()) == 1
+
+
 @pytest.fixture(scope="module")
 def demo_engine(heartmula_cache):
     from heartmula.demo import DEMO_VERSION, ensure_demo_bundle

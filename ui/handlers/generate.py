@@ -13,7 +13,7 @@ from heartmula import (DEFAULT_PRESET, FRAME_MS, AudioChunk, GenerateOptions, Ge
 
 from ..controls import form_values, shown_value
 from .common import JobLeftRunning, exact_for_browser, ProgressLine, fmt_bytes, fmt_s, reports_end, run_job
-from .live import LivePlayback
+from .live import LivePlayback, can_stream
 
 GEN_NAMES = list(options_of(GenerateOptions))  # the order of the Generate tab's option controls
 TR_NAMES = list(options_of(TranscribeOptions))  # and of the Transcribe tab's
@@ -118,7 +118,7 @@ def generate(studio, session, lyrics, tags, *values):
     options = build_options(None, *values)
     engine = studio.engine
     line = ProgressLine()
-    live = LivePlayback(options.takes, round(options.max_audio_length_ms / FRAME_MS))
+    live = LivePlayback(options.takes, round(options.max_audio_length_ms / FRAME_MS), streaming=can_stream())
     session.play_now.clear()
     session.live_files = {}
     studio.stats.start("generate")
@@ -173,7 +173,8 @@ def generate(studio, session, lyrics, tags, *values):
         "metadata": exact_for_browser(songs[0].meta if len(songs) == 1 else [s.meta for s in songs]),
         "check_take": gr.update(choices=[f"Take {i + 1}" for i in range(len(songs))], value="Take 1"),
         "check_result": "",
-        "live_note": f"🔊 Take 1 in full ({fmt_s(live.playable_s(0))}) on the live player; every take's file is below.",
+        "live_note": (f"🔊 Take 1 in full ({fmt_s(live.playable_s(0))}) on the live player; every take's file is below."
+                      if live.playing else "Every take's file is below."),
         "play_now": gr.update(visible=False),
     }
 

@@ -43,6 +43,14 @@ def start_delay_s(frames_done: int, total_frames: int, frames_per_s: float, play
     return max(0.0, delay)
 
 
+def can_stream() -> bool:
+    """Gradio's streaming audio encodes AAC through ffmpeg; without it the live player stays
+    silent and the takes play once done (as before there was a live player)."""
+    import shutil
+
+    return shutil.which("ffmpeg") is not None
+
+
 def wav_bytes(audio) -> bytes:
     """float32 [2, n] -> 16-bit WAV bytes, converted as `write_audio` converts a WAV file (so
     the pieces heard and the file saved hold the same samples)."""
@@ -57,8 +65,8 @@ class LivePlayback:
     """One generation's chunks, as the handler receives them. Take 1 streams; every take's audio
     so far is kept (limited the way the saved files will be) for the takes picked meanwhile."""
 
-    def __init__(self, takes: int, total_frames: int):
-        self.takes, self.total_frames = takes, total_frames
+    def __init__(self, takes: int, total_frames: int, streaming: bool = True):
+        self.takes, self.total_frames, self.streaming = takes, total_frames, streaming
         self.audio: list[list] = [[] for _ in range(takes)]  # per take: limited chunks, in order
         self.samples = [0] * takes
         self.frames_done, self.frames_per_s = 0, 0.0
@@ -109,7 +117,7 @@ class LivePlayback:
 
     def start_if_ready(self, play_now: bool) -> bool:
         """Start take 1 if it has audio and may start (or the musician asked); True once playing."""
-        if not self.playing and self.samples[0] and (play_now or self.delay_s() == 0.0):
+        if self.streaming and not self.playing and self.samples[0] and (play_now or self.delay_s() == 0.0):
             self.playing = True
         return self.playing
 
@@ -134,6 +142,9 @@ class LivePlayback:
         """One line: what is playable, and whether take 1 plays or why it waits."""
         total_s = self.total_frames / REAL_TIME_FPS
         playable = " · ".join(f"take {i + 1}: {fmt_s(self.playable_s(i))}" for i in range(self.takes))
+        if not self.streaming:
+            return (f"Playable so far: {playable} (pick a take below to hear it). Install FFmpeg to hear "
+                    "take 1 here while it is made.")
         if self.playing:
             return f"🔊 **Playing take 1** · playable {playable} of up to {fmt_s(total_s)}"
         if not self.samples[0]:
