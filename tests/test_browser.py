@@ -475,11 +475,16 @@ def demo_page(browser, demo_app):
     pg.close()
 
 
-def start_long_song(page, seconds):
+def start_long_song(page, seconds, seed=19):
+    """A fixed seed: the same song, so the same AAC encoding of it, on every run."""
     page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
     pick(page, "gen-preset", "test-full")  # runs to its length (ignore_eos), 2 codec steps
     expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("4")
     set_number(page, "#gen-max_audio_length_ms input[type=number]", seconds)
+    page.get_by_text("Advanced").click()
+    box = page.locator("#gen-seed textarea, #gen-seed input").first
+    box.fill(str(seed))
+    expect(box).to_have_value(str(seed))
     page.locator("#gen-generate").click()
 
 
@@ -514,6 +519,7 @@ def test_take_one_plays_before_the_song_is_done_and_the_file_is_what_played(demo
     start_long_song(page, 60)  # 750 frames: three codec windows
     now = wait_playing(page)
     assert now["running"] and "✅" not in now["status"], now  # playing while the job still runs
+    page.screenshot(path="/tmp/studio_generate_live.png", full_page=True)
     seen = watch(page, "#gen-status", ["✅", "❌"])
     assert "✅" in seen[-1], seen
     expect(page.locator("#gen-generate")).to_be_enabled()
