@@ -123,7 +123,8 @@ def generate(studio, session, lyrics, tags, *values):
     session.live_files = {}
     studio.stats.start("generate")
     try:
-        yield {"live_note": live.note(), "play_now": gr.update(visible=False),
+        # the last song leaves the live player (a new stream opens with this one's first audio)
+        yield {"live": gr.update(value=None), "live_note": live.note(), "play_now": gr.update(visible=False),
                "hear": gr.update(choices=[f"Take {i + 1}" for i in range(options.takes)], value=None,
                                  visible=options.takes > 1)}
         job = run_job(lambda **kw: engine.generate_stream(lyrics, tags, options, **kw), session.cancel,
