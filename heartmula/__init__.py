@@ -28,6 +28,7 @@ from .library.stats import LiveStats, device_utilization
 from .asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionCancelled, TranscriptionResult,
                              format_transcript)
 from .options import Option, from_shown_values, help_text, options_of, shown_name, shown_values
+from .warm import likely_shapes, shape_of
 
 __all__ = [
     "AudioChunk", "clock", "parse_clock", "plan_continuation",
@@ -45,5 +46,5 @@ __all__ = [
     "run_doctor", "History", "Song", "prune_tree", "sweep_outputs", "LyricCheck", "check_lyrics", "Preset", "DEFAULT_PRESET",
     "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
     "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",
-    "format_transcript", "TranscribeOptions", "Option", "options_of", "from_shown_values", "shown_values", "help_text", "shown_name",
+    "format_transcript", "TranscribeOptions", "Option", "options_of", "likely_shapes", "shape_of", "from_shown_values", "shown_values", "help_text", "shown_name",
 ]
