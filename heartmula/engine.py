@@ -533,6 +533,8 @@ class Engine:
             return abandoned.is_set() or (should_stop is not None and should_stop())
 
         t0 = time.perf_counter()
+        for d in {self.device, self.codec_device}:  # the result's peak is this song's
+            devices.reset_peak_memory(d)
         with self._codec_lock:
             codec = self._ensure_codec()
         size = codec.config.codebook_size

@@ -528,7 +528,7 @@ def test_take_one_plays_while_it_is_made_and_the_file_is_what_was_heard(demo_stu
     assert streamed.shape[0] == 700 * 3840
     # take 2 from its chunks so far: the start of its finished file
     picked = heard_take2["audios"][1]
-    assert picked["visible"] and "still being made" in picked["label"]
+    assert picked["visible"] and "(so far)" in picked["label"]
     so_far = _pcm(picked["value"])
     assert 0 < so_far.shape[0] < 700 * 3840
     np.testing.assert_array_equal(so_far, _pcm(take2)[: so_far.shape[0]])

@@ -227,7 +227,7 @@ def hear_take(session, take_label: str | None) -> dict:
     if path.endswith(SO_FAR):
         import soundfile as sf
 
-        label += f" · first {fmt_s(sf.info(path).duration)} (still being made)"
+        label += f" · its first {fmt_s(sf.info(path).duration)} (so far)"
     audios = [gr.update() for _ in range(MAX_TAKES)]
     audios[index] = gr.update(value=path, visible=True, label=label)
     return {"audios": audios}
