@@ -503,34 +503,35 @@ def _pcm(wav_bytes_or_path) -> np.ndarray:
 
 
 def test_take_one_plays_while_it_is_made_and_the_file_is_what_was_heard(demo_studio):
-    """56 s (700 frames, three codec windows), two takes: take 1 reaches the live player chunk by
-    chunk while frames are still being made; the saved take 1 is the streamed audio sample for
+    """88 s (1100 frames, four codec windows), two takes: take 1 reaches the live player chunk by
+    chunk while frames are still being made (the codec decodes a window of both takes in less
+    time than the frame loop needs for the 727 frames after it); the saved take 1 is the streamed audio sample for
     sample; take 2 can be heard from its chunks so far; the end is as before (files, History)."""
     session = Session()
     common.start(session)
     outs, heard_take2 = [], None
     frames_when_first_live = None
-    for out in user_errors(generate.generate)(*gen_args(demo_studio, session, duration_s=56, takes=2)):
+    for out in user_errors(generate.generate)(*gen_args(demo_studio, session, duration_s=88, takes=2)):
         outs.append(out)
         if isinstance(out.get("live"), bytes) and frames_when_first_live is None:
             snap = demo_studio.stats.snapshot()
-            frames_when_first_live = snap.done if snap.phase == "frames" else 700
+            frames_when_first_live = snap.done if snap.phase == "frames" else 1100
             assert not any("audios" in o for o in outs)  # before the finished takes
         if heard_take2 is None and 1 in session.live_files:
             heard_take2 = generate.hear_take(session, "Take 2")
     live = [o["live"] for o in outs if isinstance(o.get("live"), bytes)]
     final = outs[-1]
-    assert frames_when_first_live is not None and frames_when_first_live < 700, frames_when_first_live
+    assert frames_when_first_live is not None and frames_when_first_live < 1100, frames_when_first_live
     assert any("playable" in o.get("live_note", "") for o in outs)
     streamed = np.concatenate([_pcm(b) for b in live])
     take1, take2 = [a["value"] for a in final["audios"] if a.get("visible")]
     np.testing.assert_array_equal(streamed, _pcm(take1))  # the file is what was heard
-    assert streamed.shape[0] == 700 * 3840
+    assert streamed.shape[0] == 1100 * 3840
     # take 2 from its chunks so far: the start of its finished file
     picked = heard_take2["audios"][1]
     assert picked["visible"] and "(so far)" in picked["label"]
     so_far = _pcm(picked["value"])
-    assert 0 < so_far.shape[0] < 700 * 3840
+    assert 0 < so_far.shape[0] < 1100 * 3840
     np.testing.assert_array_equal(so_far, _pcm(take2)[: so_far.shape[0]])
     assert len(demo_studio.history.list()) == 2 and "✅" in final["status"]
     # after the end a pick serves the finished file
