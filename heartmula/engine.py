@@ -365,6 +365,8 @@ class Engine:
                 self._after_failure(e)
                 raise
         if self.config.compile or self.codec_graphs_enabled:
+            if should_stop():  # the codec's warm step cannot stop half-way: not when a request waits
+                return False
             with self._codec_lock:
                 self.warm_codec(opts)
         return True
