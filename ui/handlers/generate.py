@@ -106,7 +106,8 @@ def _results_text(result, songs) -> str:
 
 
 SO_FAR = "-so-far.wav"  # how a take's audio so far is named (the finished takes are History's)
-STOP_GRACE_S = 0.5  # after Stop, how long the page waits for the engine before it reports stopped
+STOP_GRACE_S = 0.25  # after Stop, how long the page waits for the engine before it reports stopped (a
+# frame takes milliseconds; a codec window being decoded, seconds on a CPU: that one is left to end alone)
 
 
 @reports_end("status")
