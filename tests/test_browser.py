@@ -573,6 +573,7 @@ def test_stop_while_playing_ends_within_a_second_and_keeps_what_was_heard(demo_p
     assert "Stopped" in seen[-1], seen
     note = page.locator("#gen-live-note").inner_text()
     after_s = float(note.split("stopped ")[1].split(" s after")[0])
+    print(f"stopped {after_s:.2f} s after Stop, {now['t']:.1f} s into take 1")
     assert after_s < 1.0, note
     expect(page.locator("#gen-generate")).to_be_enabled()
     assert demo_app.sidecars() == before  # nothing was saved to History...
