@@ -586,3 +586,24 @@ def test_stop_while_playing_ends_within_a_second_and_keeps_what_was_heard(demo_p
     page.wait_for_function("""([sel, heard]) => { const a = document.querySelector(sel);
                                  return !a.error && a.currentTime > 0.3 && a.duration >= heard; }""",
                            arg=[LIVE_AUDIO, now["t"]], timeout=30_000, polling=100)
+
+
+def test_another_take_plays_from_its_audio_so_far_when_picked(demo_page):
+    page = demo_page
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    pick(page, "gen-preset", "test-full")
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("4")
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", 60)
+    page.get_by_text("Advanced").click()
+    expect(page.locator("#gen-codec_steps input[type=number]")).to_have_value("2")  # mounted, with the preset's
+    set_number(page, "#gen-takes input[type=number]", 2)
+    page.locator("#gen-generate").click()
+    watch(page, "#gen-live-note", "take 2: 25.6 s", timeout_s=180)  # take 2's first chunk is there
+    pick(page, "gen-hear", "Take 2")
+    expect(page.locator("#gen-take-2")).to_contain_text("(so far)")
+    href = page.locator("#gen-take-2 a.download-link").first.get_attribute("href")
+    so_far, rate = sf.read(io.BytesIO(page.request.get(href).body()))
+    assert rate == 48_000 and so_far.shape[0] >= 25.6 * 48_000
+    seen = watch(page, "#gen-status", ["✅", "❌"])
+    assert "✅" in seen[-1] and "2 take(s)" in seen[-1], seen
+    expect(page.locator("#gen-take-2")).not_to_contain_text("(so far)")  # the finished file now
