@@ -129,18 +129,6 @@ def main(argv=None) -> int:
         roots = [*roots, Path(model_path).parent]
     demo_ui = build_ui(engine, output_dir=output_dir, demo=demo, model_roots=roots, temp_dir=temp_dir / "studio")
     prune_tree(temp_dir, TEMP_MAX_AGE_S)
-    if not args.lazy_load and not args.no_warmup:
-        # Compile and capture the frame step in the background: the page is up at once, and
-        # a first request simply waits for the engine lock instead of paying it itself.
-        import threading
-
-        def warm():
-            try:
-                log.info("warm-up done in %.1f s", engine.warmup())
-            except Exception:  # a failed warm-up only costs the first song its speed
-                log.exception("warm-up failed; the first song will compile and capture instead")
-
-        threading.Thread(target=warm, name="heartmula-warmup", daemon=True).start()
     demo_ui.queue(default_concurrency_limit=1)
     # Served files: the outputs folder and gradio's own upload/cache folder, nothing else.
     # Guard: body size caps on every route, login back-off, and no route but the login page's
@@ -152,8 +140,36 @@ def main(argv=None) -> int:
     os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
     demo_ui.launch(server_name=args.host, server_port=args.port, auth=auth, allowed_paths=[str(output_dir)],
                    max_file_size=args.max_file_size, footer_links=["api", "settings"],
-                   app_kwargs={"middleware": [guard]})
+                   app_kwargs={"middleware": [guard]}, prevent_thread_lock=True)
+    if not args.lazy_load and not args.no_warmup:
+        _warm_in_background(engine, demo_ui.studio)
+    demo_ui.block_thread()
     return 0
+
+
+def _warm_in_background(engine, studio) -> None:
+    """Once the page is served (start-up is not slowed by it): compile and capture the request
+    shapes the studio is likely to be asked for, most likely first, so that a first request of
+    each costs what it costs in steady state. A real request stops the warm step within a frame
+    and goes first; the shape is warmed after it. It ends when the engine is replaced."""
+    import threading
+    import time
+
+    from heartmula import DEFAULT_PRESET, likely_shapes, load_presets, shape_of
+
+    def warm():
+        t = time.perf_counter()
+        try:
+            shapes = likely_shapes(load_presets()[0], DEFAULT_PRESET)
+            warmed = engine.warm_shapes(
+                shapes, should_stop=lambda: studio.engine is not engine,
+                on_warmed=lambda opts, s: log.info("warmed %s in %.1f s", shape_of(opts), s))
+            log.info("warm-up done in %.1f s (%d of %d request shapes)", time.perf_counter() - t, len(warmed),
+                     len(shapes))
+        except Exception:  # a failed warm-up only costs a first request its speed
+            log.exception("warm-up failed; a first request will compile and capture instead")
+
+    threading.Thread(target=warm, name="heartmula-warmup", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from .engine import AudioChunk, DeviceOutOfMemory, Engine, EngineConfig, Generat
 from .mula.generate import FramesResult, GenerateOptions, Progress
 
 # The studio (ui/) imports these too; none of them imports gradio.
-from .audio import FRAME_MS, SAMPLE_RATE, AudioFileError, write_audio
+from .audio import FRAME_MS, SAMPLE_RATE, AudioFileError, soft_limit, write_audio
+from .codec.decoder import stream_chunks
 from .checkpoint import find_versions
 from .accel.device import DEVICE_SYNTAX, available_devices, device_choices, parse_device_arg
 from .doctor import run as run_doctor
@@ -28,6 +29,7 @@ from .library.stats import LiveStats, device_utilization
 from .asr.transcribe import (RTF_LABEL, TranscribeOptions, Transcriber, TranscriptionCancelled, TranscriptionResult,
                              format_transcript)
 from .options import Option, from_shown_values, help_text, options_of, shown_name, shown_values
+from .warm import likely_shapes, shape_of
 
 __all__ = [
     "AudioChunk", "clock", "parse_clock", "plan_continuation",
@@ -41,9 +43,9 @@ __all__ = [
     "Progress",
     "load_engine",
     # studio helpers
-    "FRAME_MS", "SAMPLE_RATE", "write_audio", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices", "device_choices", "DEVICE_SYNTAX", "parse_device_arg",
+    "FRAME_MS", "SAMPLE_RATE", "write_audio", "soft_limit", "stream_chunks", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices", "device_choices", "DEVICE_SYNTAX", "parse_device_arg",
     "run_doctor", "History", "Song", "default_title", "prune_tree", "sweep_outputs", "LyricCheck", "check_lyrics", "Preset", "DEFAULT_PRESET",
     "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
     "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",
-    "format_transcript", "TranscribeOptions", "Option", "options_of", "from_shown_values", "shown_values", "help_text", "shown_name",
+    "format_transcript", "TranscribeOptions", "Option", "options_of", "likely_shapes", "shape_of", "from_shown_values", "shown_values", "help_text", "shown_name",
 ]

@@ -166,6 +166,26 @@ def peak_normalize(audio: np.ndarray, ceiling: float = PEAK_CEILING) -> np.ndarr
     return audio
 
 
+LIMIT_KNEE = 0.9  # soft_limit leaves every sample up to this level as it is
+
+
+def soft_limit(audio: np.ndarray, ceiling: float = PEAK_CEILING, knee: float = LIMIT_KNEE) -> np.ndarray:
+    """Bend samples above `knee` smoothly towards `ceiling` (never reaching it); NaN/inf become 0.
+
+    Unlike `peak_normalize` it looks at each sample alone, so audio limited piece by piece (a
+    song heard while it is made) is the same as the whole song limited at once, and a file
+    written from it is what was heard (`write_audio` leaves audio under the ceiling as it is)."""
+    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    over = np.abs(audio) > knee
+    if not over.any():
+        return audio
+    room = ceiling - knee
+    bent = knee + room * np.tanh((np.abs(audio[over]) - knee) / room)  # slope 1 at the knee: no kink
+    out = audio.copy()
+    out[over] = np.copysign(np.minimum(bent, np.nextafter(np.float32(ceiling), np.float32(0))), audio[over])
+    return out
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to `path` through a temporary file in the same folder and a rename,
     so a reader never sees a half-written file and a crash leaves none behind."""

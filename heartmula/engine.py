@@ -10,7 +10,9 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import functools
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -133,6 +135,16 @@ def codec_codes(frames: np.ndarray, codebook_size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.clip(frames, 0, codebook_size - 1).T))
 
 
+def _a_request(gen_fn):
+    """A generator method that is a request (see Engine._request) from start to end."""
+    @functools.wraps(gen_fn)
+    def wrapper(self, *args, **kwargs):
+        with self._request():
+            return (yield from gen_fn(self, *args, **kwargs))
+
+    return wrapper
+
+
 class Engine:
     def __init__(self, config: EngineConfig | None = None, **overrides):
         self.config = replace(config or EngineConfig(), **overrides)
@@ -148,6 +160,9 @@ class Engine:
         self._step = None  # a GraphedStep bound to the current caches, when graphs are on
         self._lock = threading.RLock()  # re-entered by generate -> generate_frames (decode takes _codec_lock)
         self._codec_lock = threading.Lock()  # one decode at a time
+        # Requests waiting for or holding the engine: a background warm-up gives way to them.
+        self._requests = 0
+        self._requests_cv = threading.Condition()
         self.last_timings: dict = {}
 
     # ----- loading -------------------------------------------------------------------
@@ -280,6 +295,84 @@ class Engine:
         self.last_timings["warmup_s"] = time.perf_counter() - t
         return self.last_timings["warmup_s"]
 
+    @contextmanager
+    def _request(self):
+        """Mark a real request for as long as it waits for or uses the engine."""
+        with self._requests_cv:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._requests_cv:
+                self._requests -= 1
+                self._requests_cv.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        """A real request is waiting for the engine or running on it."""
+        return self._requests > 0
+
+    def warm_shapes(self, shapes: list[GenerateOptions], *, should_stop: Callable[[], bool] | None = None,
+                    on_warmed: Callable[[GenerateOptions, float], None] | None = None) -> list[GenerateOptions]:
+        """Warm the request shapes in `shapes` (most likely first), in the background: for each,
+        what its first request would otherwise pay (caches, compiled code and graphs, the
+        codec at its batch). It gives way to real requests: one that arrives stops the warm step
+        within a frame, and the shape is tried again once the engine is idle. Returns the shapes
+        warmed (all of them unless `should_stop` ended it).
+
+        The engine keeps one set of caches and CUDA graphs (for one shape) at a time, so what
+        carries over from one shape to the next is what torch.compile keeps per shape; graphs
+        are captured again when the shape changes. The first shape is left ready."""
+        stop = should_stop or (lambda: False)
+        pending, warmed = list(shapes), []
+        while pending and not stop():
+            with self._requests_cv:  # let real requests go first
+                if self._requests:
+                    self._requests_cv.wait(timeout=0.1)
+                    continue
+            opts = pending[0]
+            t = time.perf_counter()
+            if self._warm_one(opts, lambda: self.busy or stop()):
+                warmed.append(pending.pop(0))
+                if on_warmed is not None:
+                    on_warmed(opts, time.perf_counter() - t)
+            elif self.busy:
+                self.last_timings["warm_gave_way"] = self.last_timings.get("warm_gave_way", 0) + 1
+        # The engine holds one set of caches and graphs: the last shape warmed is the one left
+        # ready, so that is the most likely again (the others keep what outlives it: compiled code).
+        if len(warmed) > 1 and not pending and not self.busy:
+            self._warm_one(shapes[0], lambda: self.busy or stop())
+        return warmed
+
+    def _warm_one(self, opts: GenerateOptions, should_stop: Callable[[], bool]) -> bool:
+        """One shape's warm step (as `warmup`); False when a request came first (nothing is
+        half-made that a request could see: it resets positions, and buffers fit or are rebuilt)."""
+        with self._lock:
+            if should_stop():
+                return False
+            try:
+                prompt = self.build_prompt("la la la", "pop")
+                room = self._ensure_mula().args.backbone.max_seq_len - len(prompt)
+                opts = replace(opts, max_audio_length_ms=min(opts.max_audio_length_ms, room * FRAME_MS))
+                buf = self._prepare(prompt, opts)
+                short = replace(opts, max_audio_length_ms=16 * FRAME_MS, ignore_eos=True, seed=0)
+                fr = generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=self._step,
+                                     should_stop=should_stop)
+                if fr.stopped:
+                    return False
+                if self._step is not None:
+                    self._step.capture_all()
+                devices.synchronize(self.device)
+            except BaseException as e:
+                self._after_failure(e)
+                raise
+        if self.config.compile or self.codec_graphs_enabled:
+            if should_stop():  # the codec's warm step cannot stop half-way: not when a request waits
+                return False
+            with self._codec_lock:
+                self.warm_codec(opts)
+        return True
+
     def warm_codec(self, options: GenerateOptions | None = None) -> None:
         """Decode silence of two windows the way a request decodes, so that the codec's
         compilation and its two Euler-solve graphs (first window, later windows) are made
@@ -311,7 +404,7 @@ class Engine:
         to extend the song or regenerate it from frame F: see `kept_frames`."""
         opts = replace(options or GenerateOptions(), **overrides)
         prompt = self.build_prompt(lyrics, tags)
-        with self._lock:
+        with self._request(), self._lock:
             try:
                 vocab = self._ensure_mula().args.audio_vocab_size
                 kept_arr = kept_frames(kept, opts.takes, vocab) if kept is not None else None
@@ -343,7 +436,7 @@ class Engine:
         Take i's codec noise comes from a generator seeded with seeds[i] (the take's
         generation seed), so a seed reproduces the audio, not just the frames."""
         opts = options or GenerateOptions()
-        with self._codec_lock:  # the codec may run beside a generation (see pipeline.py)
+        with self._request(), self._codec_lock:  # the codec may run beside a generation (see pipeline.py)
             return self._decode(frames, opts, on_progress, should_stop, seeds)
 
     def _decode(self, frames, opts, on_progress, should_stop, seeds) -> list[np.ndarray]:
@@ -395,7 +488,7 @@ class Engine:
         (default: the take's seed); a song regenerated from a point with a new seed keeps its
         parent's codec seed, so the audio of the part it kept comes out the same."""
         opts = replace(options or GenerateOptions(), **overrides)
-        with self._lock:
+        with self._request(), self._lock:
             t0 = time.perf_counter()
             for d in {self.device, self.codec_device}:
                 devices.reset_peak_memory(d)
@@ -412,6 +505,7 @@ class Engine:
             decode_s = time.perf_counter() - t1
         return self.make_result(lyrics, tags, opts, fr, audio, decode_s, time.perf_counter() - t0)
 
+    @_a_request
     def generate_stream(
         self,
         lyrics: str,
@@ -431,7 +525,7 @@ class Engine:
         GenerationCancelled is raised."""
         import queue
 
-        from .codec.decoder import HOP_FRAMES, WINDOW_FRAMES, StreamDecoder
+        from .codec.decoder import HOP_FRAMES, WINDOW_FRAMES, StreamDecoder, n_windows_for
 
         opts = replace(options or GenerateOptions(), **overrides)
         if opts.seed is None:  # the codec's noise needs the seeds before the frames exist
@@ -443,6 +537,8 @@ class Engine:
             return abandoned.is_set() or (should_stop is not None and should_stop())
 
         t0 = time.perf_counter()
+        for d in {self.device, self.codec_device}:  # the result's peak is this song's
+            devices.reset_peak_memory(d)
         with self._codec_lock:
             codec = self._ensure_codec()
         size = codec.config.codebook_size
@@ -485,6 +581,10 @@ class Engine:
                     fr = payload
                     if fr.stopped:
                         raise GenerationCancelled("stopped while generating frames", partial=fr)
+                    if on_progress is not None:  # the song's last windows decode after its frames: say so
+                        total = max(n_windows_for(len(f)) for f in fr.frames)
+                        on_progress(Progress("decode", min(min(decoder.next_window), total), total,
+                                             time.perf_counter() - t0, 0.0, None))
                     with self._codec_lock:
                         chunks = decoder.finish([np.clip(f, 0, size - 1) for f in fr.frames])
                 else:

@@ -126,8 +126,8 @@ batch_size: 8
 
 
 class StudioApp:
-    def __init__(self, ckpt: Path, root: Path):
-        self.ckpt, self.root = ckpt, root
+    def __init__(self, ckpt: Path, root: Path, version: str = "tiny"):
+        self.ckpt, self.root, self.version = ckpt, root, version
         self.output_dir, self.home = root / "outputs", root / "home"
         (self.home / "presets").mkdir(parents=True, exist_ok=True)
         (self.home / "presets" / "test-full.yaml").write_text(TEST_PRESET)
@@ -150,7 +150,7 @@ class StudioApp:
         self.starts += 1
         self.log = self.root / f"app{self.starts}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "app.py", "--model-path", str(self.ckpt), "--version", "tiny", "--device", "cpu",
+            [sys.executable, "app.py", "--model-path", str(self.ckpt), "--version", self.version, "--device", "cpu",
              "--port", str(port), "--output-dir", str(self.output_dir)],
             cwd=ROOT, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}/"
@@ -190,6 +190,17 @@ class StudioApp:
 @pytest.fixture(scope="session")
 def studio_app(tiny_ckpt, tmp_path_factory, heartmula_cache):
     app = StudioApp(tiny_ckpt, tmp_path_factory.mktemp("studio"))
+    app.start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_app(tmp_path_factory, heartmula_cache):
+    """app.py on the demo bundle (no model in its model folder): its songs can run for minutes,
+    several codec windows, where the tiny checkpoint holds 19 s."""
+    root = tmp_path_factory.mktemp("studio-demo")
+    app = StudioApp(root / "no-model", root, version="3B")
     app.start()
     yield app
     app.stop()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: sets up a fresh machine by itself, then runs the whole suite.
 #   bash tests/run_all.sh [pytest args...]
-# Installs (when missing): Debian chromium, espeak-ng and sox; a .venv with torch first (the build
+# Installs (when missing): Debian chromium, espeak-ng, sox and ffmpeg; a .venv with torch first (the build
 # tools/torch_spec.sh picks for this hardware, as launch_ui.sh does; here the CPU wheel torch==2.13.0;
 # TORCH_SPEC overrides), then requirements.txt and the test tools.
 set -euo pipefail
@@ -11,6 +11,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)  # gradio's streaming audio (the live player)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing Debian packages: ${need_apt[*]}"

@@ -20,7 +20,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def browser(studio_app):
+def browser():
     import shutil
 
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -29,8 +29,10 @@ def browser(studio_app):
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM, headless=True,
+            # autoplay: a headless page has had no user gesture the policy counts, and the live
+            # player must start by itself (in a real browser the Generate click is that gesture)
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"])
+                  "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])
         yield b
         b.close()
 
@@ -511,3 +513,153 @@ def test_library_click_title_favourite_search_and_variants(page, studio_app):
     expect(page.locator("#cmp-family-1")).to_be_visible()
     expect(page.locator("#cmp-family-2")).to_be_visible()
     expect(page.locator("#cmp-family-table")).to_contain_text("extend of " + made)
+
+
+# ----- hearing a song while it is made (issue 19) ----------------------------------------------------
+# On the demo bundle: its songs run for minutes (several codec windows), and on CPU it makes frames
+# faster than real time, so take 1 starts playing with its first chunk.
+LIVE_AUDIO = "#gen-live audio"
+
+
+@pytest.fixture()
+def demo_page(browser, demo_app):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(30_000)
+    pg.goto(demo_app.url)
+    wait_idle(pg)
+    yield pg
+    pg.close()
+
+
+def start_long_song(page, seconds, seed=19):
+    """A fixed seed: the same song, so the same AAC encoding of it, on every run."""
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    pick(page, "gen-preset", "test-full")  # runs to its length (ignore_eos), 2 codec steps
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("4")
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", seconds)
+    page.get_by_text("Advanced").click()
+    # the accordion's controls are mounted and hold the preset's values: a fill now stays
+    expect(page.locator("#gen-codec_steps input[type=number]")).to_have_value("2")
+    fill_until_kept(page.locator("#gen-seed textarea, #gen-seed input").first, str(seed))
+    page.locator("#gen-generate").click()
+
+
+def fill_until_kept(box, text):
+    """Fill a text box until the page keeps the text: the Advanced accordion mounts its controls
+    when first opened, and a control still mounting takes its first value after a fill."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for _ in range(5):
+        box.fill(text)
+        try:
+            expect(box).to_have_value(text, timeout=3_000)
+            return
+        except (AssertionError, PlaywrightError):
+            continue
+    expect(box).to_have_value(text)
+
+
+def wait_playing(page, past_s=0.5):
+    """Wait until the live player has played past `past_s`; returns, read in that same instant,
+    its position and the status line (so "before the job ended" is not a second look)."""
+    handle = page.wait_for_function(
+        """([sel, past]) => { const a = document.querySelector(sel);
+             if (!a || a.paused || !(a.currentTime > past)) return null;
+             return {t: a.currentTime, status: document.querySelector('#gen-status').innerText,
+                     running: document.querySelector('#gen-stop').disabled === false}; }""",
+        arg=[LIVE_AUDIO, past_s], timeout=180_000, polling=100)
+    return handle.json_value()
+
+
+def decode_any(data: bytes):
+    """Audio bytes in any format ffmpeg reads -> float32 [samples, 2] at 48 kHz."""
+    import subprocess
+
+    import numpy as np
+
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "2", "-ar", "48000",
+                          "pipe:1"], input=data, capture_output=True, check=True).stdout
+    return np.frombuffer(out, dtype=np.float32).reshape(-1, 2)
+
+
+def test_take_one_plays_before_the_song_is_done_and_the_file_is_what_played(demo_page, demo_app):
+    import numpy as np
+
+    page = demo_page
+    before = len(demo_app.sidecars())
+    start_long_song(page, 60)  # 750 frames: three codec windows
+    now = wait_playing(page)
+    assert now["running"] and "✅" not in now["status"], now  # playing while the job still runs
+    page.screenshot(path="/tmp/studio_generate_live.png", full_page=True)
+    seen = watch(page, "#gen-status", ["✅", "❌"])
+    assert "✅" in seen[-1] and "seed 19" in seen[-1], seen  # the fixed seed: the same song every run
+    expect(page.locator("#gen-generate")).to_be_enabled()
+    assert len(demo_app.sidecars()) == before + 1
+    saved, rate = sf.read(io.BytesIO(page.request.get(
+        page.locator("#gen-take-1 a.download-link").first.get_attribute("href")).body()), dtype="float32")
+    assert rate == 48_000 and saved.shape == (750 * 3840, 2)
+    # What the live player was sent, as the browser can fetch it: gradio streams AAC, so the
+    # samples match to the codec's precision, not bit for bit (tests/test_ui_handlers.py checks
+    # the 16-bit samples sent to it against the file exactly).
+    expect(page.locator("#gen-live a.download-link")).to_have_count(1)
+    streamed = decode_any(page.request.get(page.locator("#gen-live a.download-link").get_attribute("href")).body())
+    # the AAC encoder's start-up delay: find it, then compare sample by sample
+    probe = saved[48_000:96_000, 0]
+    lags = [float(np.dot(streamed[48_000 + d: 96_000 + d, 0], probe)) for d in range(0, 4096)]
+    lag = int(np.argmax(lags))
+    assert abs(streamed.shape[0] - lag - saved.shape[0]) <= 2048, (streamed.shape, lag, saved.shape)
+    n = min(saved.shape[0], streamed.shape[0] - lag)
+    a, b = saved[:n], streamed[lag: lag + n]
+    snr_db = 10 * np.log10(np.sum(a ** 2) / np.sum((a - b) ** 2))
+    print(f"AAC stream against the file: {snr_db:.1f} dB, lag {lag}")
+    assert snr_db > SNR_DB, snr_db
+
+
+SNR_DB = 10.0
+
+
+def test_stop_while_playing_ends_within_a_second_and_keeps_what_was_heard(demo_page, demo_app):
+    page = demo_page
+    before = demo_app.sidecars()
+    start_long_song(page, 150)  # long enough to be still running when Stop comes
+    now = wait_playing(page)
+    assert now["running"], now
+    page.locator("#gen-stop").click()
+    seen = watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
+    assert "Stopped" in seen[-1], seen
+    note = page.locator("#gen-live-note").inner_text()
+    after_s = float(note.split("stopped ")[1].split(" s after")[0])
+    print(f"stopped {after_s:.2f} s after Stop, {now['t']:.1f} s into take 1")
+    assert after_s < 1.0, note
+    expect(page.locator("#gen-generate")).to_be_enabled()
+    assert demo_app.sidecars() == before  # nothing was saved to History...
+    # ...but what was made stays: take 1's audio so far, and the live player plays it again from the start
+    expect(page.locator("#gen-take-1")).to_contain_text("not saved")
+    kept, rate = sf.read(io.BytesIO(page.request.get(
+        page.locator("#gen-take-1 a.download-link").first.get_attribute("href")).body()))
+    assert kept.shape[0] / rate >= now["t"]
+    page.evaluate("sel => { const a = document.querySelector(sel); a.currentTime = 0; a.play(); }", LIVE_AUDIO)
+    page.wait_for_function("""([sel, heard]) => { const a = document.querySelector(sel);
+                                 return !a.error && a.currentTime > 0.3 && a.duration >= heard; }""",
+                           arg=[LIVE_AUDIO, now["t"]], timeout=30_000, polling=100)
+
+
+def test_another_take_plays_from_its_audio_so_far_when_picked(demo_page):
+    page = demo_page
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    pick(page, "gen-preset", "test-full")
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("4")
+    set_number(page, "#gen-max_audio_length_ms input[type=number]", 60)
+    page.get_by_text("Advanced").click()
+    expect(page.locator("#gen-codec_steps input[type=number]")).to_have_value("2")  # mounted, with the preset's
+    set_number(page, "#gen-takes input[type=number]", 2)
+    page.locator("#gen-generate").click()
+    watch(page, "#gen-live-note", "take 2: 25.6 s", timeout_s=180)  # take 2's first chunk is there
+    pick(page, "gen-hear", "Take 2")
+    expect(page.locator("#gen-take-2")).to_contain_text("(so far)")
+    href = page.locator("#gen-take-2 a.download-link").first.get_attribute("href")
+    so_far, rate = sf.read(io.BytesIO(page.request.get(href).body()))
+    assert rate == 48_000 and so_far.shape[0] >= 25.6 * 48_000
+    seen = watch(page, "#gen-status", ["✅", "❌"])
+    assert "✅" in seen[-1] and "2 take(s)" in seen[-1], seen
+    expect(page.locator("#gen-take-2")).not_to_contain_text("(so far)")  # the finished file now

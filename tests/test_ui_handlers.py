@@ -467,3 +467,166 @@ def test_generate_result_opens_a_take_in_history_and_variants_compare(studio):
     shown = [a for a in family["family_audios"] if a.get("visible")]
     assert [Path(a["value"]).name for a in shown] == [f"{out['song']}.wav", f"{longer.id}.wav"]
     assert history.variants(studio, longer.id)["family_table"][0][-1] == longer.id  # the picked one first
+
+
+# ----- hearing a song while it is made (issue 19, part 2) ------------------------------------------
+def test_playback_waits_only_as_long_as_the_rest_needs_to_play_through():
+    """`start_delay_s`: seconds until playback from the start can run to the end without a stall,
+    from the live frames/s and the codec's chunk schedule (chunks end at frames 320, 640, 960 and
+    the end; each is decodable 53 frames later, the last once the song has ended)."""
+    from ui.handlers.live import REAL_TIME_FPS, start_delay_s
+
+    assert REAL_TIME_FPS == 12.5
+    song = 1125  # 90 s
+    # no rate yet while frames are still to come: nobody can tell
+    assert start_delay_s(373, song, 0.0, 320) is None
+    # faster than real time: at once
+    assert start_delay_s(373, song, 50.0, 320) == 0.0
+    # exactly real time plays through, but only with a codec that takes no time
+    assert start_delay_s(373, song, 12.5, 320) == 0.0
+    assert start_delay_s(373, song, 12.5, 320, chunk_latency_s=1.0) == pytest.approx(1.0)
+    # half real time: the chunk ending at frame 960 is decodable at frame 1013, (1013 - 373) / 6.25 =
+    # 102.4 s from now, and playback reaches its start (640 frames) 51.2 s after it starts
+    assert start_delay_s(373, song, 6.25, 320) == pytest.approx(51.2)
+    # the later it gets, the less is left to wait for (the same song, 320 frames on)
+    assert start_delay_s(693, song, 6.25, 640) == pytest.approx(51.2 - 320 / 6.25)
+    # the last chunk: every frame is made, only the codec is left; it cannot run out any more
+    assert start_delay_s(song, song, 6.25, 960, chunk_latency_s=3.0) == 0.0
+    assert start_delay_s(song, song, 0.0, 960, chunk_latency_s=3.0) == 0.0  # and needs no rate
+    # a short song is one chunk, there at the end: nothing to wait for then
+    assert start_delay_s(100, 100, 3.0, 100) == 0.0
+    # nothing playable yet: at least until the first chunk exists
+    assert start_delay_s(0, song, 50.0, 0) == pytest.approx(373 / 50)
+
+
+def test_on_a_slow_device_take_one_waits_until_it_can_play_through_or_until_asked():
+    """The handler's bookkeeping with the engine's own progress and chunk types: at half real time
+    the first chunk waits; "Play what is ready" starts it; without ffmpeg nothing streams."""
+    from heartmula import AudioChunk, Progress
+    from ui.handlers.live import LivePlayback
+
+    def chunk(take, seconds):
+        return AudioChunk(take=take, audio=np.full((2, int(seconds * 48_000)), 0.5, np.float32), start_sample=0,
+                          sample_rate=48_000)
+
+    live = LivePlayback(1, 1125)
+    live.progress(Progress("frames", 373, 1125, 60.0, 6.25, 120.0))
+    live.add(chunk(0, 25.6))  # (its codec time, as measured here, is next to nothing)
+    assert not live.start_if_ready(play_now=False) and live.pieces() == []
+    assert live.delay_s() == pytest.approx(51.2, abs=0.5)  # as start_delay_s works it out above
+    assert "Take 1 starts in about 5" in live.note() and "6.2 frames/s" in live.note()
+    assert "Play what is ready" in live.note()
+    assert live.start_if_ready(play_now=True)
+    pieces = live.pieces()
+    assert len(pieces) == 13 and live.pieces() == []  # 25.6 s in 2 s pieces, each sent once
+    assert sum(len(p) - 44 for p in pieces) == 25.6 * 48_000 * 2 * 2  # 16-bit stereo WAV, 44-byte headers
+    assert "Playing take 1" in live.note()
+    # faster than real time: the first chunk plays as it comes
+    fast = LivePlayback(2, 1125)
+    fast.progress(Progress("frames", 376, 1125, 6.0, 60.0, 12.5))
+    fast.add(chunk(1, 25.6))  # take 2 first: nothing of take 1 to play yet
+    assert not fast.start_if_ready(play_now=False)
+    fast.add(chunk(0, 25.6))
+    assert fast.start_if_ready(play_now=False)
+    # the loud parts are limited one sample at a time: the saved file will hold the same
+    loud = LivePlayback(1, 100)
+    loud.add(AudioChunk(take=0, audio=np.array([[2.0, -0.5], [0.95, -3.0]], np.float32), start_sample=0,
+                        sample_rate=48_000))
+    assert float(np.abs(loud.audio[0][0]).max()) < 0.98 and loud.audio[0][0][0, 1] == -0.5
+    # no ffmpeg: gradio could not encode the stream; the takes still play once made
+    mute = LivePlayback(1, 1125, streaming=False)
+    mute.progress(Progress("frames", 376, 1125, 6.0, 60.0, 12.5))
+    mute.add(chunk(0, 25.6))
+    assert not mute.start_if_ready(play_now=True) and mute.pieces() == [] and "FFmpeg" in mute.note()
+
+
+def test_without_ffmpeg_generate_still_makes_and_saves_the_takes(demo_studio, monkeypatch):
+    import shutil
+
+    from ui.handlers.live import can_stream
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert shutil.which("ffmpeg") is None and not can_stream()
+    session = Session()
+    outs = run(generate.generate, *gen_args(demo_studio, session, duration_s=32))
+    assert not any(isinstance(o.get("live"), bytes) for o in outs)
+    assert "✅" in outs[-1]["status"] and len(demo_studio.history.list()) == 1
+
+
+@pytest.fixture(scope="module")
+def demo_engine(heartmula_cache):
+    from heartmula.demo import DEMO_VERSION, ensure_demo_bundle
+
+    return load_engine(str(ensure_demo_bundle()), version=DEMO_VERSION, device="cpu")
+
+
+@pytest.fixture()
+def demo_studio(demo_engine, tmp_path, home):
+    return Studio(engine=demo_engine, history=History(tmp_path / "outputs"), temp_dir=tmp_path / "tmp")
+
+
+def _pcm(wav_bytes_or_path) -> np.ndarray:
+    """Samples as the 16-bit integers a WAV holds: [samples, channels]."""
+    import io
+
+    src = io.BytesIO(wav_bytes_or_path) if isinstance(wav_bytes_or_path, bytes) else wav_bytes_or_path
+    audio, rate = sf.read(src, dtype="int16", always_2d=True)
+    assert rate == 48_000
+    return audio
+
+
+def test_take_one_plays_while_it_is_made_and_the_file_is_what_was_heard(demo_studio):
+    """88 s (1100 frames, four codec windows), two takes: take 1 reaches the live player chunk by
+    chunk while frames are still being made (the codec decodes a window of both takes in less
+    time than the frame loop needs for the 727 frames after it); the saved take 1 is the streamed audio sample for
+    sample; take 2 can be heard from its chunks so far; the end is as before (files, History)."""
+    session = Session()
+    common.start(session)
+    outs, heard_take2 = [], None
+    frames_when_first_live = None
+    for out in user_errors(generate.generate)(*gen_args(demo_studio, session, duration_s=88, takes=2)):
+        outs.append(out)
+        if isinstance(out.get("live"), bytes) and frames_when_first_live is None:
+            snap = demo_studio.stats.snapshot()
+            frames_when_first_live = snap.done if snap.phase == "frames" else 1100
+            assert not any("audios" in o for o in outs)  # before the finished takes
+        if heard_take2 is None and 1 in session.live_files:
+            heard_take2 = generate.hear_take(session, "Take 2")
+    live = [o["live"] for o in outs if isinstance(o.get("live"), bytes)]
+    final = outs[-1]
+    assert frames_when_first_live is not None and frames_when_first_live < 1100, frames_when_first_live
+    assert any("playable" in o.get("live_note", "") for o in outs)
+    streamed = np.concatenate([_pcm(b) for b in live])
+    take1, take2 = [a["value"] for a in final["audios"] if a.get("visible")]
+    np.testing.assert_array_equal(streamed, _pcm(take1))  # the file is what was heard
+    assert streamed.shape[0] == 1100 * 3840
+    # take 2 from its chunks so far: the start of its finished file
+    picked = heard_take2["audios"][1]
+    assert picked["visible"] and "(so far)" in picked["label"]
+    so_far = _pcm(picked["value"])
+    assert 0 < so_far.shape[0] < 1100 * 3840
+    np.testing.assert_array_equal(so_far, _pcm(take2)[: so_far.shape[0]])
+    assert len(demo_studio.history.list()) == 2 and "✅" in final["status"]
+    # after the end a pick serves the finished file
+    assert generate.hear_take(session, "Take 2")["audios"][1]["value"] == take2
+
+
+def test_a_stop_while_playing_ends_within_a_second_and_keeps_what_was_heard(demo_studio):
+    session = Session()
+    common.start(session)
+    outs = []
+    for out in user_errors(generate.generate)(*gen_args(demo_studio, session, duration_s=120)):
+        outs.append(out)
+        if isinstance(out.get("live"), bytes) and not session.cancel.is_set():
+            common.stop(session)  # Stop as the first chunk starts playing
+    live = [o["live"] for o in outs if isinstance(o.get("live"), bytes)]
+    heard = np.concatenate([_pcm(b) for b in live])
+    note = [o["live_note"] for o in outs if "live_note" in o][-1]
+    seconds = float(note.split("stopped ")[1].split(" s after")[0])
+    assert seconds < 1.0, note
+    kept = [a for a in outs[-2]["audios"] if a.get("visible")]  # the step before reports_end's "Stopped"
+    assert len(kept) == 1 and "not saved" in kept[0]["label"]
+    np.testing.assert_array_equal(_pcm(kept[0]["value"])[: heard.shape[0]], heard)  # what was heard stays
+    assert demo_studio.history.list() == [] and "Stopped" in outs[-1]["status"]
+    common.start(session)  # the engine takes the next job
+    assert "audios" in run(generate.generate, *gen_args(demo_studio, session, duration_s=2))[-1]

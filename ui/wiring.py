@@ -111,14 +111,18 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     gen_inputs = [gen.session, gen.lyrics, gen.tags, *gen_option_list]
     gen_api = ["session", "lyrics", "tags"] + [shown_name(n, o) for n, o in
                                                          options_of(GenerateOptions).items()]
+    # the live outputs come last, so the API's earlier outputs keep their places
     gen_outputs = {"status": gen.status, "audios": gen.audios, "downloads": gen.downloads,
-                   "metadata": gen.metadata, "check_take": gen.check_take, "check_result": gen.check_result}
+                   "metadata": gen.metadata, "check_take": gen.check_take, "check_result": gen.check_result,
+                   "live": gen.live, "live_note": gen.live_note, "play_now": gen.play_now_btn, "hear": gen.hear_take}
     _run_chain(gen.generate_btn, gen.session, partial(generate_h.generate, studio), gen_inputs, gen_outputs, gen_run,
                api_names=gen_api, api_name="generate", concurrency_id=ENGINE, show_progress="minimal",
                show_progress_on=[gen.status]).then(
         _named(partial(history_h.refresh, studio), history_targets), inputs=hist_list_inputs,
         outputs=_flatten(history_targets), **QUICK)
     _on(gen.stop_btn.click, common.stop, [gen.session], gen_run, **QUICK)
+    _on(gen.play_now_btn.click, generate_h.play_now, [gen.session], {"play_now": gen.play_now_btn}, **QUICK)
+    _on(gen.hear_take.select, generate_h.hear_take, [gen.session, gen.hear_take], {"audios": gen.audios}, **TOAST)
     _on(gen.check_btn.click, partial(generate_h.check_take, studio),
         [gen.session, gen.check_take, gen.lyrics, *tr_option_list],
         {"check_result": gen.check_result}, concurrency_id=ENGINE, show_progress="minimal")

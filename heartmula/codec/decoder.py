@@ -233,6 +233,15 @@ def n_windows_for(n_frames: int) -> int:
     return math.ceil((max(n_frames, WINDOW_FRAMES) - OVERLAP_FRAMES) / HOP_FRAMES)
 
 
+def stream_chunks(n_frames: int) -> list[tuple[int, int]]:
+    """The chunks `StreamDecoder` hands out for a take of n_frames frames, in order: for each,
+    (the frame its audio ends at, how many frames must exist before it can be decoded). A
+    window is final once the song has run past it; the last one only once the song has ended."""
+    k = n_windows_for(n_frames)
+    return [(min((j + 1) * HOP_FRAMES, n_frames) if j < k - 1 else n_frames,
+             min(j * HOP_FRAMES + WINDOW_FRAMES + 1, n_frames) if j < k - 1 else n_frames) for j in range(k)]
+
+
 def window_noise(w: int, latent_dim: int, generator: torch.Generator | None) -> torch.Tensor:
     """Window w's start noise, drawn next from `generator` in the reference's order: window 0
     after the reference's `first_latent`, each later one after its in-context padding (both

@@ -23,12 +23,25 @@ def follow(job: Iterator, status: Callable) -> Iterator:
         yield status(item)
 
 
-def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None = None) -> Iterator:
+class JobLeftRunning(Exception):
+    """Stop was pressed and the job had not ended `stop_grace_s` later (see run_job)."""
+
+
+STOP_POLL_S = 0.05  # how often a job with a stop grace looks at the Stop flag
+
+
+def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None = None, *,
+            stream: bool = False, stop_grace_s: float | None = None) -> Iterator:
     """Run fn(on_progress=..., should_stop=...) on a worker thread.
 
     Yields each Progress the job reports (and None as a heartbeat every HEARTBEAT_S), then
     returns fn's result (`result = yield from run_job(...)`); fn's exception is re-raised here.
     If the consumer goes away (the browser tab closed), the job is told to stop.
+
+    `stream`: fn returns an iterator; its items are yielded as they come, and its last item is
+    the result. `stop_grace_s`: once Stop is pressed, wait at most this long for the job to end,
+    then raise JobLeftRunning and leave it to finish on its own (a codec window being decoded
+    cannot be cut short; what it makes is dropped).
     """
     events: queue.Queue = queue.Queue()
     box: dict = {}
@@ -40,7 +53,15 @@ def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None 
 
     def work() -> None:
         try:
-            box["result"] = fn(on_progress=forward, should_stop=cancel.is_set)
+            out = fn(on_progress=forward, should_stop=cancel.is_set)
+            if stream:
+                last = _DONE
+                for item in out:
+                    if last is not _DONE:
+                        events.put(last)
+                    last = item
+                out = None if last is _DONE else last
+            box["result"] = out
         except BaseException as e:  # handed to the consumer's thread
             box["error"] = e
         finally:
@@ -48,18 +69,30 @@ def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None 
 
     worker = threading.Thread(target=work, name="heartmula-job", daemon=True)
     worker.start()
+    left_running, stop_seen, last_yield = False, None, time.monotonic()
     try:
         while True:
+            timeout = HEARTBEAT_S
+            if stop_grace_s is not None:
+                if cancel.is_set():
+                    stop_seen = stop_seen or time.monotonic()
+                    if time.monotonic() - stop_seen > stop_grace_s:
+                        left_running = True
+                        raise JobLeftRunning("stopped; the job's last step finishes in the background")
+                timeout = STOP_POLL_S
             try:
-                item = events.get(timeout=HEARTBEAT_S)
+                item = events.get(timeout=timeout)
             except queue.Empty:
-                yield None
+                if time.monotonic() - last_yield >= HEARTBEAT_S:
+                    last_yield = time.monotonic()
+                    yield None
                 continue
             if item is _DONE:
                 break
+            last_yield = time.monotonic()
             yield item
     finally:
-        if worker.is_alive():  # consumer closed early: end the job rather than let it run on
+        if worker.is_alive() and not left_running:  # consumer closed early: end the job rather than let it run on
             log.info("stopped: the page went away (closed or reloaded) during a job; the job was ended, "
                      "nothing of it saved")
             cancel.set()
@@ -161,6 +194,7 @@ def start(session) -> dict:
 
 def stop(session) -> dict:
     """Stop button (outside the queue): the running job sees the flag within a few frames."""
+    session.stop_at = time.monotonic()  # a job can say how soon after this it ended
     session.cancel.set()
     return {"status": f"{STOPPING}…", "stop_btn": _update(interactive=False)}
 

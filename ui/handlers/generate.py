@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import secrets
+import time
+from dataclasses import replace
 
 import gradio as gr
 
-from heartmula import (DEFAULT_PRESET, GenerateOptions, TranscribeOptions, check_lyrics, from_shown_values,
-                       load_presets, options_of)
+from heartmula import (DEFAULT_PRESET, FRAME_MS, AudioChunk, GenerateOptions, GenerationCancelled, TranscribeOptions,
+                       check_lyrics, from_shown_values, load_presets, options_of, soft_limit)
 
 from ..controls import form_values, shown_value
-from .common import exact_for_browser, ProgressLine, fmt_bytes, fmt_s, follow, reports_end, run_job
+from .common import JobLeftRunning, exact_for_browser, ProgressLine, fmt_bytes, fmt_s, reports_end, run_job
+from .live import LivePlayback, can_stream
 
 GEN_NAMES = list(options_of(GenerateOptions))  # the order of the Generate tab's option controls
 TR_NAMES = list(options_of(TranscribeOptions))  # and of the Transcribe tab's
@@ -102,27 +105,66 @@ def _results_text(result, songs) -> str:
     return "  \n".join(lines)
 
 
+SO_FAR = "-so-far.wav"  # how a take's audio so far is named (the finished takes are History's)
+STOP_GRACE_S = 0.25  # after Stop, how long the page waits for the engine before it reports stopped (a
+# frame takes milliseconds; a codec window being decoded, seconds on a CPU: that one is left to end alone)
+
+
 @reports_end("status")
 def generate(studio, session, lyrics, tags, *values):
-    """Generator: progress lines while the engine works, then one player per take. `values`:
-    the option controls, in GEN_NAMES order. A run takes every option from them (a preset only
-    fills them in when picked), so a preset deleted since, or one the API names, cannot matter."""
+    """Generator: progress lines while the engine works, take 1 on the live player as soon as it
+    can play through (see live.py), then one player per take. `values`: the option controls, in
+    GEN_NAMES order. A run takes every option from them (a preset only fills them in when
+    picked), so a preset deleted since, or one the API names, cannot matter."""
     options = build_options(None, *values)
     engine = studio.engine
     line = ProgressLine()
+    live = LivePlayback(options.takes, round(options.max_audio_length_ms / FRAME_MS), streaming=can_stream())
+    session.play_now.clear()
+    session.live_files = {}
     studio.stats.start("generate")
     try:
-        job = run_job(lambda **kw: engine.generate(lyrics, tags, options, **kw), session.cancel,
-                      on_progress=studio.stats.progress)
-        result = yield from follow(job, lambda p: {"status": line(p)})
+        # the last song leaves the live player (a new stream opens with this one's first audio)
+        yield {"live": gr.update(value=None), "live_note": live.note(), "play_now": gr.update(visible=False),
+               "hear": gr.update(choices=[f"Take {i + 1}" for i in range(options.takes)], value=None,
+                                 visible=options.takes > 1)}
+        job = run_job(lambda **kw: engine.generate_stream(lyrics, tags, options, **kw), session.cancel,
+                      on_progress=studio.stats.progress, stream=True, stop_grace_s=STOP_GRACE_S)
+        try:
+            while True:
+                try:
+                    item = next(job)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                if isinstance(item, AudioChunk):
+                    live.add(item)
+                    session.live_files[item.take] = str(live.write_so_far(item.take, studio.temp_path(
+                        f"take{item.take + 1}{SO_FAR}")))
+                    status = line(None)
+                else:
+                    live.progress(item)
+                    status = line(item)
+                yield from _play(live, session)
+                yield {"status": status, "live_note": live.note(), "play_now": gr.update(visible=_waiting(live))}
+        except (GenerationCancelled, JobLeftRunning) as e:
+            yield _stopped(live, session)
+            if isinstance(e, JobLeftRunning):
+                raise GenerationCancelled(str(e)) from None
+            raise
+        live.frames_ended = True  # whatever is left plays now: it is all there
+        yield from _play(live, session)
         studio.stats.generation_done(result)
         studio.stats.phase("saving")
         yield {"status": line.saving()}
+        # What was heard is what is saved: the chunks, limited one by one as they were played.
+        result = replace(result, audio=[soft_limit(a) for a in result.audio])
         songs = studio.history.save(result)
     finally:
         studio.stats.finish()
     session.last_song_ids = [s.id for s in songs]
     session.last_lyrics = lyrics
+    session.live_files = {i: str(s.audio_path) for i, s in enumerate(songs)}
     audios = [gr.update(value=str(s.audio_path), visible=True, label=f"Take {i + 1} · seed {s.seed}")
               for i, s in enumerate(songs)]
     audios += [gr.update(value=None, visible=False)] * (MAX_TAKES - len(songs))
@@ -133,6 +175,9 @@ def generate(studio, session, lyrics, tags, *values):
         "metadata": exact_for_browser(songs[0].meta if len(songs) == 1 else [s.meta for s in songs]),
         "check_take": gr.update(choices=[f"Take {i + 1}" for i in range(len(songs))], value="Take 1"),
         "check_result": "",
+        "live_note": (f"🔊 Take 1 in full ({fmt_s(live.playable_s(0))}) on the live player; every take's file is below."
+                      if live.playing else "Every take's file is below."),
+        "play_now": gr.update(visible=False),
     }
 
 
@@ -150,6 +195,59 @@ def open_in_history(studio, session, take_label: str) -> dict:
     except ValueError:
         raise ValueError(f"take {index + 1} of the last run is no longer in History (it was deleted)") from None
     return {"song": song_id, "tabs": gr.Tabs(selected="history")}
+
+
+def _waiting(live: LivePlayback) -> bool:
+    """Take 1 has audio but waits for the rest (the "Play what is ready" button shows)."""
+    return bool(live.samples[0]) and not live.playing
+
+
+def _play(live: LivePlayback, session):
+    """Send take 1's new audio to the live player, once it may play."""
+    live.start_if_ready(session.play_now.is_set())
+    for piece in live.pieces():
+        yield {"live": piece}
+
+
+def _stopped(live: LivePlayback, session) -> dict:
+    """After a Stop: how soon the job ended, and every take's audio so far stays playable."""
+    after = f"{time.monotonic() - session.stop_at:.2f}" if session.stop_at is not None else "?"
+    kept = [i for i in range(live.takes) if live.samples[i]]
+    out = {"live_note": f"⏹ Generation stopped {after} s after Stop. "
+                        + ("What was made stays playable below (not saved to History)." if kept else
+                           "No audio was made yet."),
+           "play_now": gr.update(visible=False)}
+    if kept:
+        out["audios"] = [gr.update(value=session.live_files[i], visible=True,
+                                   label=f"Take {i + 1} · first {fmt_s(live.playable_s(i))} (stopped; not saved)")
+                         if i in kept else gr.update(value=None, visible=False) for i in range(MAX_TAKES)]
+    return out
+
+
+def play_now(session) -> dict:
+    """ "Play what is ready" (outside the queue): take 1 starts with its next progress step."""
+    session.play_now.set()
+    return {"play_now": gr.update(visible=False)}
+
+
+def hear_take(session, take_label: str | None) -> dict:
+    """Put a take's audio so far (its file, once done) on its player, to hear it now."""
+    try:
+        index = int(str(take_label).split()[-1]) - 1
+    except ValueError:
+        raise ValueError("pick a take to hear") from None
+    path = session.live_files.get(index)
+    if path is None:
+        raise ValueError(f"take {index + 1} has no audio yet: it comes a codec window (about 30 s of song) "
+                         "at a time")
+    label = f"Take {index + 1}"
+    if path.endswith(SO_FAR):
+        import soundfile as sf
+
+        label += f" · its first {fmt_s(sf.info(path).duration)} (so far)"
+    audios = [gr.update() for _ in range(MAX_TAKES)]
+    audios[index] = gr.update(value=path, visible=True, label=label)
+    return {"audios": audios}
 
 
 def check_take(studio, session, take_label: str, lyrics: str, *tr_values):

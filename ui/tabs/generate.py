@@ -36,6 +36,10 @@ class GenerateComponents:
     extend_btn: gr.Button
     regen_btn: gr.Button
     check_result: gr.Markdown
+    live: gr.Audio  # streaming: take 1 while it is made
+    live_note: gr.Markdown  # what is playable, and when take 1 starts
+    play_now_btn: gr.Button  # start take 1 without waiting for it to play through
+    hear_take: gr.Dropdown  # put another take's audio so far on its player
 
 
 def build(presets: list[str], preset: str) -> GenerateComponents:
@@ -71,6 +75,15 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="gen-generate")
                 stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="gen-stop")
             status = gr.Markdown("Ready.", elem_id="gen-status")
+    with gr.Row(equal_height=False, elem_id="gen-live-row"):
+        with gr.Column(scale=3):
+            live = gr.Audio(label="Live: take 1 plays here while it is made", streaming=True, autoplay=True,
+                            interactive=False, elem_id="gen-live")
+        with gr.Column(scale=2):
+            live_note = gr.Markdown(elem_id="gen-live-note")
+            play_now_btn = gr.Button("▶ Play what is ready", visible=False, elem_id="gen-play-now")
+            hear_take = gr.Dropdown(label="Hear another take (its audio so far)", choices=[], value=None,
+                                    visible=False, elem_id="gen-hear")
     with gr.Row():
         audios = [gr.Audio(label=f"Take {i + 1}", type="filepath", interactive=False, visible=False,
                            elem_id=f"gen-take-{i + 1}", buttons=["download"])
@@ -92,4 +105,5 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
         options=options, dice=dice, generate_btn=generate_btn, stop_btn=stop_btn, status=status, audios=audios,
         downloads=downloads, metadata=metadata, check_take=check_take, check_btn=check_btn, check_result=check_result,
         extend_btn=extend_btn, regen_btn=regen_btn,
+        live=live, live_note=live_note, play_now_btn=play_now_btn, hear_take=hear_take,
     )

@@ -1,0 +1,36 @@
+"""Which request shapes a studio warms in the background, most likely first.
+
+What a request compiles and captures depends on its shape: the takes, guidance on or off, the
+top-k bound and the length (the caches and the attention buckets). A musician starts from a
+preset and changes the takes or the guidance; those are the shapes worth having ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .mula.generate import GenerateOptions
+from .mula.sampling import topk_cap_for
+
+LIKELY_TAKES = (1, 2, 4, 3)  # after the presets' own: the takes people pick, most picked first
+
+
+def shape_of(opts: GenerateOptions) -> tuple:
+    """What decides a request's compiled code, graphs and caches (requests alike here share them)."""
+    return (opts.takes, opts.guided, topk_cap_for(opts.topk), opts.max_frames)
+
+
+def likely_shapes(presets: dict, default: str) -> list[GenerateOptions]:
+    """The default preset's request; every other preset's; then, at the default's length, takes
+    1, 2, 4 and 3 with guidance as the default has it and then the other way. Each shape once."""
+    base = presets[default].generate if default in presets else GenerateOptions()
+    candidates = [base] + [p.generate for name, p in presets.items() if name != default]
+    off = 1.0 if base.guided else 1.5  # guidance turned the other way (1.0 is off)
+    for cfg in (base.cfg_scale, off):
+        candidates += [replace(base, takes=t, cfg_scale=cfg) for t in LIKELY_TAKES]
+    out, seen = [], set()
+    for opts in candidates:
+        if shape_of(opts) not in seen:
+            seen.add(shape_of(opts))
+            out.append(opts)
+    return out
