@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -139,18 +140,33 @@ def weight_files(folder: str | Path) -> list[Path]:
 
 def load_state_dict(
     folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-    *, streamed: bool | None = None,
+    *, streamed: bool | None = None, convert: Callable[[str, torch.Tensor], object] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Read every tensor of a model folder's safetensors onto `device`.
 
     Floating-point tensors are cast to `dtype` when one is given; others keep theirs.
     `streamed` (the default off the CPU) reads through pinned buffers on several threads
     (stream_load.py); otherwise safetensors maps each file and copies tensor by tensor.
+    `convert(name, tensor)`, when given, replaces each tensor as soon as its file is read,
+    and files are then read one at a time: only one file's tensors exist in `dtype` at once
+    (quantization at load: the whole bf16 model never sits in device memory).
     """
+    files = weight_files(folder)
+    if convert is None:
+        return _read_files(files, folder, torch.device(device), dtype, streamed)
+    state: dict = {}
+    for file in files:
+        part = _read_files([file], folder, torch.device(device), dtype, streamed)
+        for name in list(part):
+            state[name] = convert(name, part.pop(name))
+        del part
+    return state
+
+
+def _read_files(files: list[Path], folder: str | Path, device: torch.device, dtype: torch.dtype | None,
+                streamed: bool | None) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
-    device = torch.device(device)
-    files = weight_files(folder)
     if streamed if streamed is not None else device.type != "cpu":
         from .accel.stream_load import load_files
 

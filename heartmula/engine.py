@@ -22,6 +22,7 @@ from .accel import device as devices
 from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, resolve_paths
 from .mula.load import load_heartmula
+from .mula.quant import check_quant
 from .accel.graphs import graphs_supported
 from .mula.graphed_step import prepare_step
 from .mula.generate import (FramesResult, FramesSoFar, GenerateOptions, Progress, StepBuffers, check_fits, generate_frames,
@@ -55,6 +56,7 @@ class EngineConfig:
     lazy_load: bool = False  # free each model right after its phase
     graphs: bool | None = None  # replay the frame step as CUDA graphs; None: on where supported
     compile: bool = False  # torch.compile the block and sampling stretches (faster; compiles on first use)
+    quant: str = "none"  # "int8": the language model's matrices as int8 + per-row scales (mula/quant.py; experimental)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ def codec_codes(frames: np.ndarray, codebook_size: int) -> torch.Tensor:
 class Engine:
     def __init__(self, config: EngineConfig | None = None, **overrides):
         self.config = replace(config or EngineConfig(), **overrides)
+        check_quant(self.config.quant)
         self.device = devices.resolve_device(self.config.device)
         self.codec_device = devices.resolve_device(self.config.codec_device or self.config.device)
         self.dtype = devices.resolve_dtype(self.config.dtype, self.device)
@@ -159,7 +162,7 @@ class Engine:
     def _ensure_mula(self):
         if self.mula is None:
             t = time.perf_counter()
-            self.mula = load_heartmula(self.paths.mula, self.device, self.dtype)
+            self.mula = load_heartmula(self.paths.mula, self.device, self.dtype, quant=self.config.quant)
             if devices.triton_kernels_available(self.device):
                 # The blocks' products only where graphs replay them: launched one by one
                 # from Python, Triton's per-call cost outweighs the faster kernel.
@@ -568,13 +571,16 @@ def load_engine(
     lazy_load: bool = False,
     graphs: bool | None = None,
     compile: bool = False,
+    quant: str = "none",
     preload: bool = True,
 ) -> Engine:
-    """Open a checkpoint folder; with `preload`, load the models now (unless lazy)."""
+    """Open a checkpoint folder; with `preload`, load the models now (unless lazy).
+    quant="int8": the language model's weights as int8 (about half the memory; experimental)."""
     engine = Engine(
         EngineConfig(
             model_path=str(Path(model_path)), version=version, device=device,
             codec_device=codec_device, dtype=dtype, lazy_load=lazy_load, graphs=graphs, compile=compile,
+            quant=quant,
         )
     )
     if preload and not lazy_load:
