@@ -87,6 +87,7 @@ class GenerateResult:
     peak_memory_bytes: int  # device peak during the job (0 where the backend does not say)
     device: str
     model_version: str
+    quant: str = "none"  # the language model's weights: "none" or "int8" (EngineConfig.quant)
     timings: dict = field(default_factory=dict)
     parent: dict | None = None  # for a song continued from another: its id, the frame it branched at, the mode
 
@@ -526,6 +527,7 @@ class Engine:
             peak_memory_bytes=max(devices.max_memory_allocated(d) for d in {self.device, self.codec_device}),
             device=devices.device_name(self.device),
             model_version=self.config.version,
+            quant=self.config.quant,
         )
 
     def _after_failure(self, error: BaseException, free_mula: bool = True) -> None:

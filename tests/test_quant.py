@@ -309,3 +309,18 @@ def test_int8_frame_loop_through_the_kernel_makes_the_torch_paths_frames(golden_
     r = run_interpreted(FRAMES_INT8_CHECK, str(golden_dir))
     assert r["gemv_True"] is True and r["gemv_False"] is False
     assert r["True"] == r["False"] and len(r["True"]) == 6
+
+
+def test_cli_generates_with_int8_weights_and_refuses_an_unknown_mode(tiny_ckpt, tmp_path):
+    from test_cli import run_cli
+
+    out = tmp_path / "song.wav"
+    r = run_cli("generate", "--model-path", str(tiny_ckpt), "--version", "tiny", "--lyrics", "la la la", "--tags",
+                "pop", "--max-audio-length-ms", str(8 * 80), "--ignore-eos", "--seed", "0", "--codec-steps", "2",
+                "--device", "cpu", "--quant", "int8", "--save-path", str(out))
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["model"]["quant"] == "int8" and meta["frames"] == 8
+    for command in (["generate", "--lyrics", "x", "--tags", "y"], ["queue", "--songs", "s.json", "--save-dir", "d"]):
+        bad = run_cli(*command, "--model-path", str(tiny_ckpt), "--quant", "int4")
+        assert bad.returncode == 2 and "invalid choice: 'int4' (choose from 'none', 'int8')" in bad.stderr, bad.stderr
