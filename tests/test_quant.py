@@ -324,3 +324,42 @@ def test_cli_generates_with_int8_weights_and_refuses_an_unknown_mode(tiny_ckpt, 
     for command in (["generate", "--lyrics", "x", "--tags", "y"], ["queue", "--songs", "s.json", "--save-dir", "d"]):
         bad = run_cli(*command, "--model-path", str(tiny_ckpt), "--quant", "int4")
         assert bad.returncode == 2 and "invalid choice: 'int4' (choose from 'none', 'int8')" in bad.stderr, bad.stderr
+
+
+@pytest.mark.requires_cuda
+def test_int8_kernel_on_cuda_at_the_3b_shapes_matches_the_torch_path():
+    from heartmula.accel import gemv
+
+    torch.manual_seed(0)
+    for n, k in ((8197, 3072), (5120, 3072), (6144, 3072), (16384, 3072), (3072, 8192), (3072, 3072), (100, 72)):
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+        w[0] = 0
+        q, s = quant.quantize_rows(w)
+        for m in range(1, gemv.MAX_ROWS + 1):
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            y = gemv.matvec(x, q, torch.float32, scale=s)
+            ref = quant.int8_linear(x.double(), q, s)
+            assert ((y.double() - ref).norm() / ref.norm()).item() < 1e-5, (n, k, m)
+            assert bool((y[:, 0] == 0).all())
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("compile", [False, True])
+def test_int8_engine_on_cuda_graphs_and_compile_make_the_eager_frames(tiny_ckpt, compile):
+    """Graph replay (and compiled blocks) of the int8 model, through gemv.py's int8 kernel,
+    make the frames its eager steps make."""
+    from heartmula.mula.generate import generate_frames
+    from heartmula.mula.graphed_step import GraphedStep
+
+    eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cuda", quant="int8", compile=compile)
+    assert eng.graphs_enabled and eng.load(codec=False).mula.gemv and eng.mula.quant == "int8"
+    assert eng.mula.backbone.layers[0].attn.matvec  # the blocks' products through the int8 kernel
+    opts = GenerateOptions(max_audio_length_ms=100 * 80, seed=3, takes=2, ignore_eos=True)
+    prompt = eng.build_prompt("la la la", "pop")
+    buf = eng._prepare(prompt, opts)
+    eager = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf)
+    graphed = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf, step=GraphedStep(eng.mula, buf, bucket=64))
+    for a, b in zip(eager.frames, graphed.frames):
+        np.testing.assert_array_equal(a, b)
+    fr = eng.generate_frames("la la la", "pop", opts)  # the engine's own graphed path
+    np.testing.assert_array_equal(fr.frames[0], eager.frames[0])

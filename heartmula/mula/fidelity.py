@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .generate import GenerateOptions, StepBuffers, cache_length, generate_frames, prompt_inputs
+from .graphed_step import prepare_step
 from .model import HeartMuLa
 from .prompt import GenConfig, Prompt
 
@@ -74,16 +75,16 @@ def compare_logits(ref: torch.Tensor, test: torch.Tensor, topk: int = 50) -> Fid
 
 
 def compare_models(ref: HeartMuLa, test: HeartMuLa, prompt: Prompt, n_frames: int, topk: int = 50,
-                   cfg_scale: float = 1.5, seed: int = 0, free_running: bool = True) -> Fidelity:
+                   cfg_scale: float = 1.5, seed: int = 0, free_running: bool = True, graphs: bool = False) -> Fidelity:
     """`ref`'s greedy song of `n_frames` (cfg `cfg_scale`), then both models' codebook-0 logits
-    teacher-forced along it; with `free_running`, also both models' own greedy songs."""
+    teacher-forced along it; with `free_running`, also both models' own greedy songs.
+    `graphs`: the songs' frame steps as CUDA graphs (as the studio runs them; faster)."""
     gen = GenConfig()
     opts = GenerateOptions(max_audio_length_ms=n_frames * 80, cfg_scale=cfg_scale, topk=1, ignore_eos=True, seed=seed)
 
     def song(model: HeartMuLa) -> np.ndarray:
-        model.setup_caches(2 if opts.guided else 1,
-                           cache_length(len(prompt), opts.max_frames, model.args.backbone.max_seq_len))
-        return generate_frames(model, prompt, gen, opts).frames[0]
+        buf, step = prepare_step(model, len(prompt), opts, graphs=graphs)
+        return generate_frames(model, prompt, gen, opts, buffers=buf, step=step).frames[0]
 
     frames = song(ref)
     # the logits that predicted the frames, then frame n_frames's too: drop the last frame
