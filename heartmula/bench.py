@@ -344,18 +344,42 @@ def bench_quality(dev, dtype, results: dict, frames: int = QUALITY_FRAMES) -> li
     from .accel.graphs import graphs_supported
     from .mula.fidelity import compare_models
 
+    import copy
+
+    from .mula.fidelity import codebook0_logits, compare_logits
+
     results.pop("generate_model", None)
     devices.empty_cache(dev)
-    # Not compiled (--compile changes no arithmetic the comparison is about, and costs minutes).
-    ref = random_mula(dev, dtype, quant="none", compiled=False)
-    test = random_mula(dev, dtype, quant="int8", compiled=False)  # the same seed: the same weights, then quantized
+    # One set of float32 weights; the dtype model is its rounding and the int8 model that
+    # one's quantization, as the loader makes them from a float32 checkpoint. Not compiled
+    # (--compile changes no arithmetic the comparison is about, and costs minutes).
+    m32 = random_mula(dev, torch.float32, quant="none", compiled=False)
+    ref = copy.deepcopy(m32).to(dtype)
+    test = quantization.quantize_model(copy.deepcopy(ref))
     prompt = random_prompt(300, ref.args.text_vocab_size)
     fid = compare_models(ref, test, prompt, frames, topk=50, graphs=GRAPHS and graphs_supported(dev))
-    del ref, test
+    # The control: how far the dtype's own rounding already moves float32's logits along the
+    # same song. A deep random network amplifies any change; this says by how much.
+    from .mula.fidelity import greedy_song
+
+    song = greedy_song(ref, prompt, frames, graphs=GRAPHS and graphs_supported(dev))[:-1]
+    l32, l16, l8 = (codebook0_logits(m, prompt, song) for m in (m32, ref, test))
+    ctrl, ctrl8 = compare_logits(l32, l16), compare_logits(l32, l8)
+    del m32, ref, test, l32, l16, l8
     devices.empty_cache(dev)
     results.update({f"quality_{k}": v for k, v in fid.__dict__.items() if v is not None})
-    what = f"int8 vs {str(dtype).replace('torch.', '')}, {SIZE} random weights, {fid.positions} frames"
-    return [
+    results.update({f"control_{k}": v for k, v in ctrl.__dict__.items() if v is not None})
+    dt = str(dtype).replace('torch.', '')
+    what = f"int8 vs {dt}, {SIZE} random weights, {fid.positions} frames"
+    control = [
+        Row(f"control: {dt} vs float32, same weights and song: logits rel. error {100 * ctrl.rel_err:.2f} %, "
+            f"top-50 {100 * ctrl.topk_overlap:.1f} %, greedy {100 * ctrl.greedy_agreement:.1f} %, KL", ctrl.kl_topk,
+            "nats"),
+        Row(f"control: int8 vs float32, same: logits rel. error {100 * ctrl8.rel_err:.2f} %, "
+            f"top-50 {100 * ctrl8.topk_overlap:.1f} %, greedy {100 * ctrl8.greedy_agreement:.1f} %, KL", ctrl8.kl_topk,
+            "nats"),
+    ]
+    return control + [
         Row(f"codebook-0 logits relative error, {what}", 100 * fid.rel_err, "%",
             _target(f"<= {100 * TARGETS['quality_rel_err']:.0f}"), ok=_met(fid.rel_err <= TARGETS["quality_rel_err"])),
         Row(f"top-{fid.topk} overlap, {what}", 100 * fid.topk_overlap, "%",
@@ -392,36 +416,41 @@ def bench_memory(dev, dtype, folder: str | None, results: dict) -> list[Row]:
         codec = None if lazy else random_codec(dev, dtype)
         devices.reset_peak_memory(dev)
         model = load_heartmula(folder, dev, dtype, quant=quant)
+        peak_load = devices.max_memory_allocated(dev) - base
+        devices.reset_peak_memory(dev)
         if devices.triton_kernels_available(dev):
             model.use_gemv(blocks=graphs)
         prompt = random_prompt(300, model.args.text_vocab_size)
         opts = GenerateOptions(max_audio_length_ms=seconds * 1000, seed=3, ignore_eos=True)
         buf, step = prepare_step(model, len(prompt), opts, graphs=graphs)
         fr = generate_frames(model, prompt, GenConfig(), opts, buffers=buf, step=step)
-        peak = devices.max_memory_allocated(dev)
+        peak_frames = devices.max_memory_allocated(dev) - base
         if lazy:  # as Engine.generate_frames: the language model goes before the codec comes
             model.free_caches()
             del model, buf, step
             gc.collect()
             devices.empty_cache(dev)
             codec = random_codec(dev, dtype)
-            devices.reset_peak_memory(dev)
+        devices.reset_peak_memory(dev)
         codec.decode(codec_codes(fr.frames[0], codec.config.codebook_size))
         devices.synchronize(dev)
-        peak = max(peak, devices.max_memory_allocated(dev)) - base
+        peak_decode = devices.max_memory_allocated(dev) - base
+        peak = max(peak_load, peak_frames, peak_decode)
         del codec
         if not lazy:
             model.free_caches()
             del model, buf, step
         gc.collect()
         devices.empty_cache(dev)
-        gib = peak / 2**30 if devices.total_memory(dev) else float("nan")  # the CPU reports none
-        key = f"peak_{seconds // 60}min_{quant}{'_lazy' if lazy else ''}_gib"
-        results[key] = gib
+        reported = bool(devices.total_memory(dev))  # the CPU reports none
+        gib = peak / 2**30 if reported else float("nan")
+        results[f"peak_{seconds // 60}min_{quant}{'_lazy' if lazy else ''}_gib"] = gib
         target = {(180, True): "peak_3min_int8_lazy_gib", (60, True): "peak_1min_int8_lazy_gib"}.get((seconds, lazy))
+        phases = (f"load {peak_load / 2**30:.2f}, frames {peak_frames / 2**30:.2f}, decode {peak_decode / 2**30:.2f} GiB; "
+                  if reported else "")
         rows.append(Row(f"peak device memory, {seconds // 60}-minute song, 1 take, cfg 1.5, {SIZE} {label} "
-                        f"(frames at {fr.frames_per_s:.0f}/s incl. capture)", gib,
-                        "GiB" if gib == gib else "GiB: not reported on this device",
+                        f"({phases}frames at {fr.frames_per_s:.0f}/s incl. capture)", gib,
+                        "GiB" if reported else "GiB: not reported on this device",
                         _target(f"<= {TARGETS[target]:.0f}") if target else "",
                         ok=_met(gib <= TARGETS[target]) if target else ""))
         announce(rows)

@@ -147,31 +147,61 @@ def load_state_dict(
     Floating-point tensors are cast to `dtype` when one is given; others keep theirs.
     `streamed` (the default off the CPU) reads through pinned buffers on several threads
     (stream_load.py); otherwise safetensors maps each file and copies tensor by tensor.
-    `convert(name, tensor)`, when given, replaces each tensor as soon as its file is read,
-    and files are then read one at a time: only one file's tensors exist in `dtype` at once
-    (quantization at load: the whole bf16 model never sits in device memory).
+    `convert(name, tensor)`, when given, replaces each tensor as soon as it is read, and
+    tensors are read in groups of at most `CONVERT_GROUP_BYTES` of file: only one group
+    exists in `dtype` at once (quantization at load: the bf16 model never sits in device
+    memory, nor does a whole 5 GB shard of it).
     """
     files = weight_files(folder)
     if convert is None:
         return _read_files(files, folder, torch.device(device), dtype, streamed)
     state: dict = {}
-    for file in files:
-        part = _read_files([file], folder, torch.device(device), dtype, streamed)
+    for file, names in _groups(files):
+        part = _read_files([file], folder, torch.device(device), dtype, streamed, only=names)
         for name in list(part):
             state[name] = convert(name, part.pop(name))
         del part
     return state
 
 
+CONVERT_GROUP_BYTES = 1 << 30  # file bytes read per group when converting at load (see load_state_dict)
+
+
+def _groups(files: list[Path]) -> list[tuple[Path, set[str] | None]]:
+    """Each file's tensors in file order, cut into groups of at most CONVERT_GROUP_BYTES (a
+    larger tensor is a group of its own). A file whose header cannot be read is one group:
+    the read that follows reports what is wrong with it."""
+    from .accel.stream_load import read_header
+
+    out: list[tuple[Path, set[str] | None]] = []
+    for file in files:
+        try:
+            entries = read_header(file)
+        except (OSError, ValueError):
+            out.append((file, None))
+            continue
+        group: set[str] = set()
+        size = 0
+        for e in entries:
+            if group and size + e.nbytes > CONVERT_GROUP_BYTES:
+                out.append((file, group))
+                group, size = set(), 0
+            group.add(e.name)
+            size += e.nbytes
+        if group or not entries:
+            out.append((file, group))
+    return out
+
+
 def _read_files(files: list[Path], folder: str | Path, device: torch.device, dtype: torch.dtype | None,
-                streamed: bool | None) -> dict[str, torch.Tensor]:
+                streamed: bool | None, only: set[str] | None = None) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     if streamed if streamed is not None else device.type != "cpu":
         from .accel.stream_load import load_files
 
         try:
-            return load_files(files, device, dtype)
+            return load_files(files, device, dtype, only=only)
         except PermissionError as e:
             raise permission_denied(e.filename or folder) from e
         except (OSError, ValueError) as e:
@@ -184,6 +214,8 @@ def _read_files(files: list[Path], folder: str | Path, device: torch.device, dty
             where = "cpu" if torch.device(device).type == "cpu" else str(device)
             with safe_open(str(file), framework="pt", device=where) as f:
                 for name in f.keys():
+                    if only is not None and name not in only:
+                        continue
                     t = f.get_tensor(name)
                     if dtype is not None and t.is_floating_point() and t.dtype != dtype:
                         t = t.to(dtype)

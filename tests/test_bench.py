@@ -36,8 +36,12 @@ def test_small_cpu_quality_rows_compare_int8_with_the_float_model(capsys):
         rows = bench.bench_quality(bench.devices.resolve_device("cpu"), bench.torch.float32, results, frames=12)
     finally:
         bench.SIZE = "3B"
+    control, rows = rows[:2], rows[2:]
     assert [r.unit for r in rows] == ["%", "%", "%", "nats", "%"]
     assert all("int8 vs float32, small random weights, 12 frames" in r.what for r in rows)
+    # the control at float32: the reference is float32 itself (no change), and int8 against it
+    assert "float32 vs float32" in control[0].what and "rel. error 0.00 %" in control[0].what
+    assert control[0].value == 0.0 and "int8 vs float32" in control[1].what
     rel, overlap, agree, kl, same = (r.value for r in rows)
     assert 0 < rel < 2 and 95 <= overlap <= 100 and 90 <= agree <= 100 and 0 <= kl < 1e-3 and 0 <= same <= 100
     assert results["quality_positions"] == 12 and results["quality_topk"] == 50

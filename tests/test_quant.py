@@ -120,7 +120,8 @@ from heartmula.mula import fidelity, quant
 torch.manual_seed(0)
 out = []
 for dtype in (torch.float32, torch.bfloat16):
-    for m, n, k in ((1, 1, 1), (1, 40, 96), (2, 8197 // 64, 200), (3, 33, 77), (4, 6150, 64), (2, 5, 1030), (2, 41, 3000)):
+    for m, n, k in ((1, 1, 1), (1, 40, 96), (2, 8197 // 64, 200), (3, 33, 77), (4, 6150, 64), (2, 5, 1030), (2, 41, 3000),
+                    (8, 33, 77), (13, 40, 96)):  # one 8-row pass; two passes
         x = torch.randn(m, k).to(dtype)
         w = torch.randn(n, k) / k**0.5
         w[0] = 0.0  # a zero row
@@ -144,6 +145,7 @@ for dtype in (torch.float32, torch.bfloat16):
         assert gemv.linear_int8(x, q, s).dtype == dtype
 refusals = []
 for args in ((torch.randn(2, 8), torch.ones(4, 8, dtype=torch.int8)),
+             (torch.randn(gemv.INT8_DECODE_ROWS + 1, 8), torch.ones(4, 8, dtype=torch.int8), None, None, torch.ones(4)),
              (torch.randn(2, 8), torch.randn(4, 8), None, None, torch.ones(4)),
              (torch.randn(2, 8), torch.ones(4, 8, dtype=torch.int8), None, None, torch.ones(3))):
     try:
@@ -158,7 +160,7 @@ print(json.dumps(out))
 
 def test_int8_kernel_matches_torch_on_odd_shapes_and_extreme_rows():
     *checks, refusals = run_interpreted(INT8_KERNEL_CHECK)
-    assert len(checks) == 28
+    assert len(checks) == 36
     for c in checks:
         assert c["finite"] and c["zero"], c
         bound = KERNEL_VS_TORCH_BF16 if c["out"] == "torch.bfloat16" else KERNEL_VS_TORCH_F32
@@ -166,8 +168,9 @@ def test_int8_kernel_matches_torch_on_odd_shapes_and_extreme_rows():
         if "huge" in c:
             assert c["huge"] < 1e-5 and c["equal"] < bound, c
     assert "needs its per-row scales" in refusals[0]
-    assert "needs its per-row scales" in refusals[1]
-    assert "one per weight row" in refusals[2]
+    assert "at most 4 rows (32 of an int8 one)" in refusals[1]
+    assert "needs its per-row scales" in refusals[2]
+    assert "one per weight row" in refusals[3]
 
 
 def _ckpt_tensors(tiny_ckpt) -> dict[str, torch.Tensor]:
@@ -238,6 +241,27 @@ def test_loader_quantizes_shard_by_shard_and_refuses_what_int8_cannot_hold(tiny_
         load_heartmula(src, quant="int4")
     with pytest.raises(ValueError, match="needs fuse=True"):
         load_heartmula(src, quant="int8", fuse=False)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_loader_reads_in_small_groups_to_the_same_model(tiny_ckpt, monkeypatch, streamed):
+    """Quantizing at load reads a group of tensors at a time (so a 5 GB shard never sits in
+    device memory whole); groups of a few KB give the very same model as one group."""
+    from heartmula import checkpoint
+
+    src = tiny_ckpt / "HeartMuLa-oss-tiny"
+    one = load_heartmula(src, quant="int8")
+    seen = []
+    real = checkpoint._read_files
+    monkeypatch.setattr(checkpoint, "_read_files", lambda *a, **k: seen.append(k.get("only")) or real(*a, **k))
+    monkeypatch.setattr(checkpoint, "CONVERT_GROUP_BYTES", 8192)
+    monkeypatch.setattr("heartmula.mula.load.load_state_dict",
+                        lambda *a, **k: checkpoint.load_state_dict(*a, streamed=streamed, **k))
+    many = load_heartmula(src, quant="int8")
+    assert len(seen) > 10 and all(len(g) >= 1 for g in seen)
+    assert sorted(n for g in seen for n in g) == sorted(_ckpt_tensors(tiny_ckpt))  # each tensor read once
+    a, b = one.state_dict(), many.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_engine_and_load_engine_take_quant_and_name_a_bad_one(tiny_ckpt):
@@ -335,7 +359,7 @@ def test_int8_kernel_on_cuda_at_the_3b_shapes_matches_the_torch_path():
         w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
         w[0] = 0
         q, s = quant.quantize_rows(w)
-        for m in range(1, gemv.MAX_ROWS + 1):
+        for m in (1, 2, 3, 4, 8, 13, gemv.INT8_DECODE_ROWS):
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             y = gemv.matvec(x, q, torch.float32, scale=s)
             ref = quant.int8_linear(x.double(), q, s)

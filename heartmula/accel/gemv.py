@@ -24,6 +24,11 @@ from __future__ import annotations
 import torch
 
 MAX_ROWS = 4  # rows the kernel was measured on; more go to F.linear
+# int8 weights: up to this many rows per pass (BLOCK_M 8); more rows take several passes.
+# torch has no int8 x bf16 product, so the alternative is widening the weight every step,
+# which moves 5 bytes per weight where a pass moves 1.
+INT8_MAX_ROWS = 8
+INT8_DECODE_ROWS = 32  # up to here decode products use the int8 kernel (8 takes x cfg x 2 positions)
 
 try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs may have none.
     import triton
@@ -54,7 +59,14 @@ if triton is not None:
             # Each weight is read once per step: keep it from pushing activations out of L2.
             w = tl.load(W + rn[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0,
                         eviction_policy="evict_first")
-            acc += x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
+            if SCALED:
+                # int8 -> float32 without the conversion instruction, which Hopper issues at a
+                # quarter of the FMA rate and which then limits the stream: 2^23 + 128 + q, built
+                # in the bits, holds q exactly in its low mantissa bits; one add removes the rest.
+                wf = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+            else:
+                wf = w.to(tl.float32)
+            acc += x.to(tl.float32)[:, None, :] * wf[None, :, :]
         y = tl.sum(acc, axis=2)
         if SCALED:
             # int8 weights (quant.py): one float32 scale per output row, applied once to the
@@ -108,8 +120,9 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None 
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     m, n = x2.shape[0], weight.shape[0]
-    if m > MAX_ROWS or weight.dim() != 2 or weight.shape[1] != k or weight.stride(-1) != 1:
-        raise ValueError(f"matvec takes at most {MAX_ROWS} rows of a row-major [N, {k}] weight; "
+    if m > (INT8_DECODE_ROWS if scale is not None else MAX_ROWS) or weight.dim() != 2 or weight.shape[1] != k or weight.stride(-1) != 1:
+        raise ValueError(f"matvec takes at most {MAX_ROWS} rows ({INT8_DECODE_ROWS} of an int8 one) of a row-major "
+                         f"[N, {k}] weight; "
                          f"got x {tuple(x.shape)}, weight {tuple(weight.shape)}")
     if (weight.dtype == torch.int8) != (scale is not None):
         raise ValueError(f"an int8 weight needs its per-row scales and only an int8 weight takes them; got a "
@@ -120,13 +133,18 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None 
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     if m == 0 or n == 0:
         return y.reshape(*lead, n)
-    block_m, block_n, block_k, warps, stages = (int8_tiles if scale is not None else tiles)(m, n, k)
-    if config is not None:
-        block_n, block_k, warps, stages = config
-    _matvec_kernel[(triton.cdiv(n, block_n),)](
-        x2, weight, scale if scale is not None else y, y, m, n, k, x2.stride(0), weight.stride(0), y.stride(0),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages, SCALED=scale is not None, num_warps=warps,
-    )
+    per_pass = INT8_MAX_ROWS if scale is not None else MAX_ROWS
+    for r0 in range(0, m, per_pass):  # one pass for up to per_pass rows (all decode shapes but the largest)
+        xs, ys = x2[r0:r0 + per_pass], y[r0:r0 + per_pass]
+        rows = xs.shape[0]
+        block_m, block_n, block_k, warps, stages = (int8_tiles if scale is not None else tiles)(rows, n, k)
+        if config is not None:
+            block_n, block_k, warps, stages = config
+        _matvec_kernel[(triton.cdiv(n, block_n),)](
+            xs, weight, scale if scale is not None else ys, ys, rows, n, k, xs.stride(0), weight.stride(0),
+            ys.stride(0), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages,
+            SCALED=scale is not None, num_warps=warps,
+        )
     return y.reshape(*lead, n)
 
 

@@ -74,17 +74,21 @@ def compare_logits(ref: torch.Tensor, test: torch.Tensor, topk: int = 50) -> Fid
     )
 
 
+def greedy_song(model: HeartMuLa, prompt: Prompt, n_frames: int, cfg_scale: float = 1.5, seed: int = 0,
+                graphs: bool = False) -> np.ndarray:
+    """The model's greedy (top-k 1) song of `n_frames` from `prompt`: [n_frames, K] codes."""
+    opts = GenerateOptions(max_audio_length_ms=n_frames * 80, cfg_scale=cfg_scale, topk=1, ignore_eos=True, seed=seed)
+    buf, step = prepare_step(model, len(prompt), opts, graphs=graphs)
+    return generate_frames(model, prompt, GenConfig(), opts, buffers=buf, step=step).frames[0]
+
+
 def compare_models(ref: HeartMuLa, test: HeartMuLa, prompt: Prompt, n_frames: int, topk: int = 50,
                    cfg_scale: float = 1.5, seed: int = 0, free_running: bool = True, graphs: bool = False) -> Fidelity:
     """`ref`'s greedy song of `n_frames` (cfg `cfg_scale`), then both models' codebook-0 logits
     teacher-forced along it; with `free_running`, also both models' own greedy songs.
     `graphs`: the songs' frame steps as CUDA graphs (as the studio runs them; faster)."""
-    gen = GenConfig()
-    opts = GenerateOptions(max_audio_length_ms=n_frames * 80, cfg_scale=cfg_scale, topk=1, ignore_eos=True, seed=seed)
-
     def song(model: HeartMuLa) -> np.ndarray:
-        buf, step = prepare_step(model, len(prompt), opts, graphs=graphs)
-        return generate_frames(model, prompt, gen, opts, buffers=buf, step=step).frames[0]
+        return greedy_song(model, prompt, n_frames, cfg_scale, seed, graphs)
 
     frames = song(ref)
     # the logits that predicted the frames, then frame n_frames's too: drop the last frame

@@ -166,9 +166,12 @@ def product(layer: nn.Linear | Int8Linear, x: torch.Tensor, matvec: bool) -> tor
     """layer(x); decode steps of at most two rows through gemv.py's kernel when `matvec`
     (set by `HeartMuLa.use_gemv`), which streams the weights faster than cuBLAS there.
     An int8 layer (quant.py) goes through the same kernel reading its int8 bytes."""
-    if matvec and x.numel() // x.shape[-1] <= 2:
-        if isinstance(layer, Int8Linear):
-            return gemv.linear_int8(x, layer.weight_q, layer.scale)
+    rows = x.numel() // x.shape[-1]
+    if matvec and isinstance(layer, Int8Linear) and rows <= gemv.INT8_DECODE_ROWS:
+        # Every decode shape (several takes, the depth decoder's 2-position step): torch's
+        # path would widen the whole weight each step. Prompt steps stay on it.
+        return gemv.linear_int8(x, layer.weight_q, layer.scale)
+    if matvec and rows <= 2:
         return gemv.linear(x, layer.weight)
     return layer(x)
 
@@ -413,7 +416,8 @@ class HeartMuLa(nn.Module):
         return product(self.projection, x, self.gemv)
 
     def _gemv_rows(self, x: torch.Tensor) -> bool:
-        return self.gemv and x.numel() // x.shape[-1] <= gemv.MAX_ROWS
+        limit = gemv.INT8_DECODE_ROWS if self.quant == "int8" else gemv.MAX_ROWS
+        return self.gemv and x.numel() // x.shape[-1] <= limit
 
     def use_gemv(self, blocks: bool = True) -> "HeartMuLa":
         """Run the heads and projection of decode steps, and with `blocks` the blocks'
