@@ -68,9 +68,13 @@ def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype
     # The quantized, fused structure is built on the meta device too, then adopts the
     # int8 tensors: nothing is ever allocated twice.
     quantization.quantize_model(model.fuse_projections())
-    fused = quantization.fused_int8_state({k: (v.q, v.scale) if isinstance(v, _Quantized) else v
-                                            for k, v in state.items()})
-    del state
+    # Handed over one entry at a time: state drops each tensor as the fused dict takes it.
+    pairs = {}
+    for k in list(state):
+        v = state.pop(k)
+        pairs[k] = (v.q, v.scale) if isinstance(v, _Quantized) else v
+    del state, v
+    fused = quantization.fused_int8_state(pairs)
     model.load_state_dict(fused, assign=True, strict=True)
     del fused
     return model.eval().requires_grad_(False)
