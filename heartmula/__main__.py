@@ -99,8 +99,8 @@ def _add_quant_arg(p) -> None:
     from .mula.quant import QUANT_MODES
 
     p.add_argument("--quant", default="none", choices=QUANT_MODES,
-                   help="int8: the language model's weights as int8 with per-row scales (about half the "
-                        "memory and faster on CUDA; experimental until checked on the real checkpoint)")
+                   help="int8: the language model's weights as int8 with per-row scales (about half its "
+                        "memory; not faster yet; experimental until checked on the real checkpoint)")
 
 
 def _add_model_args(p) -> None:

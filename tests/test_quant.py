@@ -387,3 +387,15 @@ def test_int8_engine_on_cuda_graphs_and_compile_make_the_eager_frames(tiny_ckpt,
         np.testing.assert_array_equal(a, b)
     fr = eng.generate_frames("la la la", "pop", opts)  # the engine's own graphed path
     np.testing.assert_array_equal(fr.frames[0], eager.frames[0])
+
+
+def test_casting_a_quantized_model_keeps_int8_bytes_and_float32_scales(tiny_ckpt):
+    model = load_heartmula(tiny_ckpt / "HeartMuLa-oss-tiny", quant="int8")
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    model.to(torch.bfloat16)
+    layers = [m for m in model.modules() if isinstance(m, quant.Int8Linear)]
+    assert layers and all(m.weight_q.dtype == torch.int8 and m.scale.dtype == torch.float32 for m in layers)
+    assert all(torch.equal(b, before[n]) for n, b in model.named_buffers())  # not rounded through bf16
+    assert model.compute_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match=r"int8 \[N, K\] weight and \[N\] scales"):
+        quant.Int8Linear(torch.ones(3, 4), torch.ones(3))

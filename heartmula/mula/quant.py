@@ -2,9 +2,10 @@
 
 Every matrix a frame step streams (the blocks' products of the backbone and the depth
 decoder, the projection and the codebook heads) is stored as int8 with one float32 scale
-per output row: w ~= q * scale, scale = max|row| / 127, q = round(w / scale). A step is
-bound by the bytes of weight it reads, so halving them raises the speed ceiling, and the
-model takes about 4.2 GiB instead of 7.3 (3B). Embeddings, norms and the MuQ layer stay in
+per output row: w ~= q * scale, scale = max|row| / 127, q = round(w / scale). The model
+takes about 4.2 GiB instead of 7.3 (3B), and halving the bytes a step reads raises its speed
+ceiling; on an H200 the step is not faster yet (docs/performance.md: the kernel's int8 tiles
+are untuned). Embeddings, norms and the MuQ layer stay in
 the compute dtype: they are lookups or tiny, and are not read per step.
 
 Per-row scales commute with stacking rows, so q/k/v and w1/w3 are quantized one checkpoint
@@ -124,10 +125,12 @@ class Int8Linear(nn.Module):
         return cls(*quantize_rows(w.detach()))
 
     def _apply(self, fn, recurse=True):
-        # model.to(bfloat16) must not round the scales: cast them back to float32.
+        # model.to(bfloat16) must not round the scales: where `fn` cast them, the original
+        # float32 values are kept (only moved to where `fn` put them).
+        scale = self.scale
         super()._apply(fn, recurse)
         if self.scale.dtype != torch.float32:
-            self.scale = self.scale.float()
+            self.scale = scale.to(self.scale.device)
         return self
 
     def forward(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, kernel: bool = False) -> torch.Tensor:
