@@ -98,9 +98,22 @@ def _add_device_args(p) -> None:
 def _add_quant_arg(p) -> None:
     from .mula.quant import QUANT_MODES
 
-    p.add_argument("--quant", default="none", choices=QUANT_MODES,
+    # None: a --preset's `quant`, else "none" (see _quant)
+    p.add_argument("--quant", default=None, choices=QUANT_MODES,
                    help="int8: the language model's weights as int8 with per-row scales (about half its "
-                        "memory; not faster yet; experimental until checked on the real checkpoint)")
+                        "memory; not faster yet; experimental until checked on the real checkpoint); "
+                        "default: the preset's quant, else none")
+
+
+def _quant(args) -> str:
+    """--quant, else the --preset's `quant` key, else no quantization."""
+    if args.quant is not None:
+        return args.quant
+    if getattr(args, "preset", None):
+        from .library.presets import load_preset
+
+        return load_preset(args.preset).quant or "none"
+    return "none"
 
 
 def _add_model_args(p) -> None:
@@ -160,7 +173,7 @@ def _generate(args) -> int:
     model = _model(args)
     engine = load_engine(
         model.model_path, version=model.version, device=args.device, codec_device=args.codec_device,
-        dtype=args.dtype, lazy_load=args.lazy_load, quant=args.quant, preload=False,
+        dtype=args.dtype, lazy_load=args.lazy_load, quant=_quant(args), preload=False,
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C stops cleanly, keeps nothing half-written
@@ -253,7 +266,7 @@ def _continue(args) -> int:
         raise ValueError(f"--from {source}: the song was made with HeartMuLa {made_with}, but {model.version} "
                          f"is loaded; pass --version {made_with} (and its --model-path)")
     engine = load_engine(model.model_path, version=model.version, device=args.device, codec_device=args.codec_device,
-                         dtype=args.dtype, quant=args.quant, preload=False)
+                         dtype=args.dtype, quant=_quant(args), preload=False)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -312,7 +325,7 @@ def _queue(args) -> int:
         requests.append(SongRequest(spec["lyrics"], spec["tags"], opts))
     model = _model(args)
     engine = load_engine(model.model_path, version=model.version, device=args.device,
-                         codec_device=args.codec_device, dtype=args.dtype, quant=args.quant, preload=False)
+                         codec_device=args.codec_device, dtype=args.dtype, quant=_quant(args), preload=False)
     for i, r in enumerate(requests):  # every song is checked before the first one is generated
         try:
             engine.check_request(r.lyrics, r.tags, r.options)

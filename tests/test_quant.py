@@ -399,3 +399,28 @@ def test_casting_a_quantized_model_keeps_int8_bytes_and_float32_scales(tiny_ckpt
     assert model.compute_dtype == torch.bfloat16
     with pytest.raises(ValueError, match=r"int8 \[N, K\] weight and \[N\] scales"):
         quant.Int8Linear(torch.ones(3, 4), torch.ones(3))
+
+
+def test_a_preset_can_ask_for_int8_and_the_cli_loads_with_it(tiny_ckpt, tmp_path):
+    from heartmula.library.presets import load_preset, preset_from_dict, save_preset
+
+    from test_cli import run_cli
+
+    path = tmp_path / "small-card.yaml"
+    path.write_text("description: fits small cards\nquant: int8\ncodec_steps: 2\nmax_audio_length_ms: 640\n"
+                    "ignore_eos: true\n", encoding="utf-8")
+    preset = load_preset(str(path))
+    assert preset.quant == "int8" and preset.to_dict()["quant"] == "int8"
+    assert "quant" not in load_preset("balanced").to_dict() and load_preset("balanced").quant is None
+    with pytest.raises(ValueError, match=r"x\.yaml: quant='int4' is not allowed; allowed: none, int8"):
+        preset_from_dict("x", {"quant": "int4"}, "x.yaml")
+    saved = save_preset(preset_from_dict("mine", {"quant": "int8", "topk": 20}, "new"), tmp_path / "user")
+    assert load_preset(str(saved)).quant == "int8"
+    common = ("generate", "--model-path", str(tiny_ckpt), "--version", "tiny", "--lyrics", "la la", "--tags", "pop",
+              "--seed", "0", "--device", "cpu", "--preset", str(path))
+    for extra, want in (((), "int8"), (("--quant", "none"), "none")):  # the flag wins over the preset
+        out = tmp_path / f"song-{want}.wav"
+        r = run_cli(*common, *extra, "--save-path", str(out))
+        assert r.returncode == 0, r.stderr
+        meta = json.loads(out.with_suffix(".json").read_text())
+        assert meta["model"]["quant"] == want and meta["frames"] == 8
