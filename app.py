@@ -20,7 +20,7 @@ MAX_FILE_SIZE = "200mb"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from heartmula import DEVICE_SYNTAX, parse_device_arg
+    from heartmula import DEVICE_SYNTAX, QUANT_MODES, parse_device_arg
 
     p = argparse.ArgumentParser(description="HeartMuLa Studio: generate songs from lyrics in the browser")
     p.add_argument("--model-path", default="./ckpt", help="checkpoint folder (holds HeartMuLa-oss-<version>/)")
@@ -29,6 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--codec-device", default=None, type=parse_device_arg, help="device of the codec (default: --device)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--lazy-load", action="store_true", help="free each model after its phase (less memory)")
+    p.add_argument("--quant", default="none", choices=QUANT_MODES,
+                   help="int8: the language model's weights as int8 (about half the memory; experimental)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model blocks (faster generation and decoding; compiles at start-up)")
     p.add_argument("--no-warmup", action="store_true", help="skip the start-up warm-up (graph capture, compile)")
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
 
     try:
         engine = load_engine(model_path, version=version, device=args.device, codec_device=args.codec_device,
-                             dtype=args.dtype, lazy_load=args.lazy_load, compile=args.compile)
+                             dtype=args.dtype, lazy_load=args.lazy_load, compile=args.compile, quant=args.quant)
     except (RuntimeError, ValueError) as e:
         sys.exit(f"could not load the model: {e}")
 

@@ -1,7 +1,7 @@
 """HeartMuLa Studio's engine: lyrics + tags -> music, on XPU, CUDA, MPS or CPU.
 
 The public surface (the UI imports only these names):
-    load_engine(model_path, *, version, device, codec_device, dtype, lazy_load) -> Engine
+    load_engine(model_path, *, version, device, codec_device, dtype, lazy_load, quant) -> Engine
     Engine.generate(lyrics, tags, options, *, on_progress, should_stop) -> GenerateResult
     Engine.generate_frames(...) -> FramesResult;  Engine.decode(frames, options) -> audio
     GenerateOptions, GenerateResult, FramesResult, Progress, GenerationCancelled
@@ -17,6 +17,7 @@ from .checkpoint import find_versions
 from .accel.device import DEVICE_SYNTAX, available_devices, device_choices, parse_device_arg
 from .doctor import run as run_doctor
 from .mula.generate import MAX_SEED, MAX_TAKES
+from .mula.quant import QUANT_MODES
 from .library.history import History, Song
 from .library.index import default_title
 from .library.songs import clock, parse_clock, plan_continuation
@@ -43,7 +44,7 @@ __all__ = [
     "Progress",
     "load_engine",
     # studio helpers
-    "FRAME_MS", "SAMPLE_RATE", "write_audio", "soft_limit", "stream_chunks", "MAX_SEED", "MAX_TAKES", "AudioFileError", "find_versions", "available_devices", "device_choices", "DEVICE_SYNTAX", "parse_device_arg",
+    "FRAME_MS", "SAMPLE_RATE", "write_audio", "soft_limit", "stream_chunks", "MAX_SEED", "MAX_TAKES", "QUANT_MODES", "AudioFileError", "find_versions", "available_devices", "device_choices", "DEVICE_SYNTAX", "parse_device_arg",
     "run_doctor", "History", "Song", "default_title", "prune_tree", "sweep_outputs", "LyricCheck", "check_lyrics", "Preset", "DEFAULT_PRESET",
     "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
     "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",

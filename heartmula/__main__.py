@@ -95,6 +95,27 @@ def _add_device_args(p) -> None:
                    help="put the codec on another device (default: the same)")
 
 
+def _add_quant_arg(p) -> None:
+    from .mula.quant import QUANT_MODES
+
+    # None: a --preset's `quant`, else "none" (see _quant)
+    p.add_argument("--quant", default=None, choices=QUANT_MODES,
+                   help="int8: the language model's weights as int8 with per-row scales (about half its "
+                        "memory; not faster yet; experimental until checked on the real checkpoint); "
+                        "default: the preset's quant, else none")
+
+
+def _quant(args) -> str:
+    """--quant, else the --preset's `quant` key, else no quantization."""
+    if args.quant is not None:
+        return args.quant
+    if getattr(args, "preset", None):
+        from .library.presets import load_preset
+
+        return load_preset(args.preset).quant or "none"
+    return "none"
+
+
 def _add_model_args(p) -> None:
     p.add_argument("--model-path", default=None,
                    help="checkpoint folder (official layout); default ./ckpt, or the demo weights where it lacks the model")
@@ -126,6 +147,7 @@ def _add_generate(sub) -> None:
     _add_device_args(p)
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--lazy-load", action="store_true", help="free each model right after use")
+    _add_quant_arg(p)
     p.set_defaults(func=_generate)
 
 
@@ -151,7 +173,7 @@ def _generate(args) -> int:
     model = _model(args)
     engine = load_engine(
         model.model_path, version=model.version, device=args.device, codec_device=args.codec_device,
-        dtype=args.dtype, lazy_load=args.lazy_load, preload=False,
+        dtype=args.dtype, lazy_load=args.lazy_load, quant=_quant(args), preload=False,
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C stops cleanly, keeps nothing half-written
@@ -203,6 +225,7 @@ def _add_continue(sub) -> None:
         _add_model_args(p)
         _add_device_args(p)
         p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+        _add_quant_arg(p)
         p.set_defaults(func=_continue, mode=mode)
 
 
@@ -243,7 +266,7 @@ def _continue(args) -> int:
         raise ValueError(f"--from {source}: the song was made with HeartMuLa {made_with}, but {model.version} "
                          f"is loaded; pass --version {made_with} (and its --model-path)")
     engine = load_engine(model.model_path, version=model.version, device=args.device, codec_device=args.codec_device,
-                         dtype=args.dtype, preload=False)
+                         dtype=args.dtype, quant=_quant(args), preload=False)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -270,6 +293,7 @@ def _add_queue(sub) -> None:
     _add_model_args(p)
     _add_device_args(p)
     p.add_argument("--dtype", default="auto")
+    _add_quant_arg(p)
     p.set_defaults(func=_queue)
 
 
@@ -301,7 +325,7 @@ def _queue(args) -> int:
         requests.append(SongRequest(spec["lyrics"], spec["tags"], opts))
     model = _model(args)
     engine = load_engine(model.model_path, version=model.version, device=args.device,
-                         codec_device=args.codec_device, dtype=args.dtype, preload=False)
+                         codec_device=args.codec_device, dtype=args.dtype, quant=_quant(args), preload=False)
     for i, r in enumerate(requests):  # every song is checked before the first one is generated
         try:
             engine.check_request(r.lyrics, r.tags, r.options)

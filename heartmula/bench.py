@@ -5,6 +5,7 @@ weights do not change speed. Every time is taken after a warm-up with the device
 synchronized before the clock is read.
 
     python -m heartmula.bench --device cuda --what generate,codec,load,transcribe
+    python -m heartmula.bench --device cuda --what quality,memory,generate --quant none,int8
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .engine import codec_codes
 from .mula.generate import GenerateOptions, decode_frame, generate_frames, prefill
 from .mula.graphed_step import prepare_step
 from .mula.model import FLAVORS, HeartMuLa, HeartMuLaArgs, LlamaArgs
+from .mula import quant as quantization
 from .mula.prompt import GenConfig, Prompt
 
 # Set on an NVIDIA H100/H200 for the real 3B shapes: on another device, or at --size small, a
@@ -41,6 +43,12 @@ TARGETS = {
     "song_3min_s": 20.0,
     "load_s": 3.0,
     "transcribe_rtf": 0.01,
+    "gen_fps_1take_int8": 300.0,  # issue 21: int8 weights, 1 take, cfg 1.5
+    "peak_3min_int8_lazy_gib": 8.0,  # a 3-minute song, int8 + lazy load
+    "peak_1min_int8_lazy_gib": 6.0,
+    "quality_rel_err": 0.02,  # codebook-0 logits, int8 vs bf16, 256 frames
+    "quality_top50": 0.95,  # top-50 overlap
+    "load_int8_extra_s": 0.3,  # quantizing at load adds at most this
 }
 
 
@@ -101,9 +109,10 @@ COMPILE = False
 GRAPHS = True  # CUDA graphs for the frame step and the codec's Euler solves (off: --no-graphs)
 BLOCK_MATVEC = True  # the blocks' 2-row products through gemv.py (off: cuBLAS, for comparison)
 COMPILE_MODE = None  # e.g. "max-autotune-no-cudagraphs": inductor tunes its own GEMM kernels
+QUANT = "none"  # the language model's weights in generate/greedy/song figures (--quant)
 
 
-def random_mula(dev, dtype, fuse: bool = True) -> HeartMuLa:
+def random_mula(dev, dtype, fuse: bool = True, quant: str | None = None, compiled: bool | None = None) -> HeartMuLa:
     if SIZE == "small":
         args = HeartMuLaArgs(backbone=SMALL_BACKBONE, decoder=SMALL_DECODER, text_vocab_size=320, audio_vocab_size=8197,
                              muq_dim=16)
@@ -122,9 +131,11 @@ def random_mula(dev, dtype, fuse: bool = True) -> HeartMuLa:
     if not fuse:  # as a checkpoint holds it
         return model
     model.fuse_projections()
+    if (quant or QUANT) == "int8":
+        quantization.quantize_model(model)
     if devices.triton_kernels_available(dev):
         model.use_gemv(blocks=BLOCK_MATVEC)
-    if COMPILE:
+    if COMPILE if compiled is None else compiled:
         model.compile_blocks(**({"mode": COMPILE_MODE} if COMPILE_MODE else {}))
     return model
 
@@ -132,11 +143,17 @@ def random_mula(dev, dtype, fuse: bool = True) -> HeartMuLa:
 def weight_bytes_per_frame(model: HeartMuLa) -> int:
     """The least a frame must read: the backbone once, the depth decoder seven times,
     the heads and the projection once per use (embedding rows are negligible)."""
-    size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
+    def size(m) -> int:  # parameters, and the int8 matrices with their scales (not the KV caches)
+        return sum(p.numel() * p.element_size() for p in m.parameters()) + quantization.int8_bytes(m)
+
     k = model.args.n_codebooks
-    head = model.audio_head if model.audio_head is not None else model.audio_head_t
+    if model.audio_heads is not None:
+        heads = size(model.audio_heads)
+    else:
+        head = model.audio_head if model.audio_head is not None else model.audio_head_t
+        heads = head.numel() * head.element_size()
     return (size(model.backbone) + (k - 1) * size(model.decoder) + size(model.codebook0_head)
-            + head.numel() * head.element_size() + k * size(model.projection))
+            + heads + k * size(model.projection))
 
 
 def random_prompt(n_rows: int, vocab: int, k: int = 8) -> Prompt:
@@ -191,7 +208,7 @@ def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, result
                     ok=_met(kept_s * 1e3 <= TARGETS["prompt_kept_ms"])))
 
     floor_s = weight_bytes_per_frame(model) / bw
-    results["floor_fps"] = 1 / floor_s
+    results["floor_fps" + ("_int8" if QUANT == "int8" else "")] = 1 / floor_s
     t = time.perf_counter()
     run(1, 16, graphed=use_graphs)  # what a first request pays: compilation and graph capture
     results["first_use_s"] = time.perf_counter() - t
@@ -203,10 +220,11 @@ def bench_generate(dev, dtype, frames: int, takes: int, use_graphs: bool, result
     one = run(1, frames, graphed=use_graphs)
     label = "graph" if use_graphs else "eager"
     name = f"generation {label}, {_model(dtype)}, 1 take, cfg 1.5, {frames} frames"
+    fps_target = TARGETS["gen_fps_1take_int8" if QUANT == "int8" else "gen_fps_1take"]
     rows.append(Row(name + (" (second run)" if name == eager_name else ""), one.frames_per_s, "frames/s",
-                    _target(f">= {TARGETS['gen_fps_1take']:.0f}"), f"{1 / floor_s:.0f}",
-                    f"{100 * one.frames_per_s * floor_s:.0f}%", _met(one.frames_per_s >= TARGETS["gen_fps_1take"])))
-    results["ms_per_frame_1take"] = 1e3 / one.frames_per_s
+                    _target(f">= {fps_target:.0f}"), f"{1 / floor_s:.0f}",
+                    f"{100 * one.frames_per_s * floor_s:.0f}%", _met(one.frames_per_s >= fps_target)))
+    results["ms_per_frame_1take" + ("_int8" if QUANT == "int8" else "")] = 1e3 / one.frames_per_s
     paid = [w for w, on in (("compile", COMPILE), ("graph capture", use_graphs)) if on]
     rows.append(Row(f"first 16 frames, {_model(dtype)}, " + (f"incl. {' + '.join(paid)}" if paid else "eager (nothing to capture)"),
                     results["first_use_s"], "s"))
@@ -316,20 +334,138 @@ def bench_song(dev, results: dict) -> list[Row]:
                 ok=_met(s <= TARGETS["song_3min_s"]))]
 
 
-def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
-    """Checkpoint load: a random 3B checkpoint (float32 safetensors, sharded as on the hub)
-    written to local disk, then load_heartmula to the device in `dtype`."""
+QUALITY_FRAMES = 256  # issue 21: codebook-0 logits compared over 256 frames
+
+
+def bench_quality(dev, dtype, results: dict, frames: int = QUALITY_FRAMES) -> list[Row]:
+    """int8 against the unquantized model on the same random weights at the real shapes
+    (mula/fidelity.py): codebook-0 logits teacher-forced along the reference's greedy song
+    (cfg 1.5), and both models' own greedy songs."""
+    from .accel.graphs import graphs_supported
+    from .mula.fidelity import compare_models
+
+    import copy
+
+    from .mula.fidelity import codebook0_logits, compare_logits
+
+    results.pop("generate_model", None)
+    devices.empty_cache(dev)
+    # One set of float32 weights; the dtype model is its rounding and the int8 model that
+    # one's quantization, as the loader makes them from a float32 checkpoint. Not compiled
+    # (--compile changes no arithmetic the comparison is about, and costs minutes).
+    m32 = random_mula(dev, torch.float32, quant="none", compiled=False)
+    ref = copy.deepcopy(m32).to(dtype)
+    test = quantization.quantize_model(copy.deepcopy(ref))
+    prompt = random_prompt(300, ref.args.text_vocab_size)
+    fid = compare_models(ref, test, prompt, frames, topk=50, graphs=GRAPHS and graphs_supported(dev))
+    # The control: how far the dtype's own rounding already moves float32's logits along the
+    # same song. A deep random network amplifies any change; this says by how much.
+    from .mula.fidelity import greedy_song
+
+    song = greedy_song(ref, prompt, frames, graphs=GRAPHS and graphs_supported(dev))[:-1]
+    l32, l16, l8 = (codebook0_logits(m, prompt, song) for m in (m32, ref, test))
+    ctrl, ctrl8 = compare_logits(l32, l16), compare_logits(l32, l8)
+    del m32, ref, test, l32, l16, l8
+    devices.empty_cache(dev)
+    results.update({f"quality_{k}": v for k, v in fid.__dict__.items() if v is not None})
+    results.update({f"control_{k}": v for k, v in ctrl.__dict__.items() if v is not None})
+    dt = str(dtype).replace('torch.', '')
+    what = f"int8 vs {dt}, {SIZE} random weights, {fid.positions} frames"
+    control = [
+        Row(f"control: {dt} vs float32, same weights and song: logits rel. error {100 * ctrl.rel_err:.2f} %, "
+            f"top-50 {100 * ctrl.topk_overlap:.1f} %, greedy {100 * ctrl.greedy_agreement:.1f} %, KL", ctrl.kl_topk,
+            "nats"),
+        Row(f"control: int8 vs float32, same: logits rel. error {100 * ctrl8.rel_err:.2f} %, "
+            f"top-50 {100 * ctrl8.topk_overlap:.1f} %, greedy {100 * ctrl8.greedy_agreement:.1f} %, KL", ctrl8.kl_topk,
+            "nats"),
+    ]
+    return control + [
+        Row(f"codebook-0 logits relative error, {what}", 100 * fid.rel_err, "%",
+            _target(f"<= {100 * TARGETS['quality_rel_err']:.0f}"), ok=_met(fid.rel_err <= TARGETS["quality_rel_err"])),
+        Row(f"top-{fid.topk} overlap, {what}", 100 * fid.topk_overlap, "%",
+            _target(f">= {100 * TARGETS['quality_top50']:.0f}"), ok=_met(fid.topk_overlap >= TARGETS["quality_top50"])),
+        Row(f"greedy code agreement (codebook 0, teacher-forced), {what}", 100 * fid.greedy_agreement, "%"),
+        Row(f"KL of the top-{fid.topk} softmax, mean (max {fid.kl_topk_max:.3g}), {what}", fid.kl_topk, "nats"),
+        Row(f"identical frames, both models greedy from one prompt, {what}", 100 * fid.frames_identical, "%"),
+    ]
+
+
+def bench_memory(dev, dtype, folder: str | None, results: dict) -> list[Row]:
+    """Peak device memory of a song, 1 take, cfg 1.5, as the engine runs it: the language
+    model loaded from a checkpoint on disk (load_heartmula, as Engine does), the frames, then
+    the codec's decode. Without lazy load the codec is resident from the start; with it, the
+    language model is freed before the codec exists. The codec is built in place (random
+    weights, in the dtype the engine loads it in); its construction is left out of the peak,
+    since its real loader reads on the host. Also the frames/s of each run (capture included).
+    Never compiled: compilation changes no weight or cache and would cost minutes here."""
+    import gc
+
+    from .accel.graphs import graphs_supported
+    from .mula.load import load_heartmula
+
+    folder = random_checkpoint(dev, dtype, folder, results)
+    results.pop("generate_model", None)
+    graphs = GRAPHS and graphs_supported(dev)
+    rows = []
+    runs = (("bfloat16" if dtype == torch.bfloat16 else str(dtype).replace("torch.", ""), "none", False, 180),
+            ("int8", "int8", False, 180), ("int8 + lazy load", "int8", True, 180), ("int8 + lazy load", "int8", True, 60))
+    for label, quant, lazy, seconds in runs:
+        gc.collect()
+        devices.empty_cache(dev)
+        base = devices.memory_allocated(dev)  # what other figures left (should be ~0)
+        codec = None if lazy else random_codec(dev, dtype)
+        devices.reset_peak_memory(dev)
+        model = load_heartmula(folder, dev, dtype, quant=quant)
+        peak_load = devices.max_memory_allocated(dev) - base
+        devices.reset_peak_memory(dev)
+        if devices.triton_kernels_available(dev):
+            model.use_gemv(blocks=graphs)
+        prompt = random_prompt(300, model.args.text_vocab_size)
+        opts = GenerateOptions(max_audio_length_ms=seconds * 1000, seed=3, ignore_eos=True)
+        buf, step = prepare_step(model, len(prompt), opts, graphs=graphs)
+        fr = generate_frames(model, prompt, GenConfig(), opts, buffers=buf, step=step)
+        peak_frames = devices.max_memory_allocated(dev) - base
+        if lazy:  # as Engine.generate_frames: the language model goes before the codec comes
+            model.free_caches()
+            del model, buf, step
+            gc.collect()
+            devices.empty_cache(dev)
+            codec = random_codec(dev, dtype)
+        devices.reset_peak_memory(dev)
+        codec.decode(codec_codes(fr.frames[0], codec.config.codebook_size))
+        devices.synchronize(dev)
+        peak_decode = devices.max_memory_allocated(dev) - base
+        peak = max(peak_load, peak_frames, peak_decode)
+        del codec
+        if not lazy:
+            model.free_caches()
+            del model, buf, step
+        gc.collect()
+        devices.empty_cache(dev)
+        reported = bool(devices.total_memory(dev))  # the CPU reports none
+        gib = peak / 2**30 if reported else float("nan")
+        results[f"peak_{seconds // 60}min_{quant}{'_lazy' if lazy else ''}_gib"] = gib
+        target = {(180, True): "peak_3min_int8_lazy_gib", (60, True): "peak_1min_int8_lazy_gib"}.get((seconds, lazy))
+        phases = (f"load {peak_load / 2**30:.2f}, frames {peak_frames / 2**30:.2f}, decode {peak_decode / 2**30:.2f} GiB; "
+                  if reported else "")
+        rows.append(Row(f"peak device memory, {seconds // 60}-minute song, 1 take, cfg 1.5, {SIZE} {label} "
+                        f"({phases}frames at {fr.frames_per_s:.0f}/s incl. capture)", gib,
+                        "GiB" if reported else "GiB: not reported on this device",
+                        _target(f"<= {TARGETS[target]:.0f}") if target else "",
+                        ok=_met(gib <= TARGETS[target]) if target else ""))
+        announce(rows)
+    return rows
+
+
+def random_checkpoint(dev, dtype, folder: str | None, results: dict) -> str:
+    """A random checkpoint of the language model (float32 safetensors, sharded as on the hub)
+    in `folder` (a new temporary one by default); a folder that already has one is reused."""
     import tempfile
 
     from safetensors.torch import save_file
 
-    from .checkpoint import load_state_dict, weight_files
-    from .mula.load import load_heartmula
-    from .accel.stream_load import CHUNK_BYTES as STREAM_CHUNK
-    from .accel.stream_load import WORKERS as STREAM_WORKERS
-    from .accel.stream_load import load_files
-
-    folder = folder or tempfile.mkdtemp(prefix="heartmula-bench-")
+    folder = folder or results.get("checkpoint_folder") or tempfile.mkdtemp(prefix="heartmula-bench-")
+    results["checkpoint_folder"] = folder
     if not os.path.exists(os.path.join(folder, "config.json")):
         results.pop("generate_model", None)
         devices.empty_cache(dev)
@@ -358,6 +494,19 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
                        "text_vocab_size": a.text_vocab_size, "audio_vocab_size": a.audio_vocab_size,
                        "muq_dim": a.muq_dim}, f)
         del state, shards, shard
+    return folder
+
+
+def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
+    """Checkpoint load: a random 3B checkpoint (float32 safetensors, sharded as on the hub)
+    written to local disk, then load_heartmula to the device in `dtype`."""
+    from .checkpoint import load_state_dict, weight_files
+    from .mula.load import load_heartmula
+    from .accel.stream_load import CHUNK_BYTES as STREAM_CHUNK
+    from .accel.stream_load import WORKERS as STREAM_WORKERS
+    from .accel.stream_load import load_files
+
+    folder = random_checkpoint(dev, dtype, folder, results)
     results.pop("generate_model", None)
     devices.empty_cache(dev)
     load_heartmula(folder, dev, dtype)  # first read fills the page cache, as a second start would find it
@@ -365,6 +514,12 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
     s = _time(lambda: load_heartmula(folder, dev, dtype), dev, reps=2)
     rows = [Row(f"checkpoint load, {SIZE} float32 safetensors -> {dev.type} {str(dtype).replace('torch.', '')}", s, "s",
                 _target(f"<= {TARGETS['load_s']:.0f}"), ok=_met(s <= TARGETS["load_s"]))]
+    announce(rows)
+    devices.empty_cache(dev)
+    s8 = _time(lambda: load_heartmula(folder, dev, dtype, quant="int8"), dev, reps=2)
+    rows.append(Row(f"checkpoint load, {SIZE} float32 safetensors -> {dev.type} int8, quantized at load "
+                    f"(+{s8 - s:.2f} s)", s8, "s", _target(f"<= {s + TARGETS['load_int8_extra_s']:.2f}"),
+                    ok=_met(s8 - s <= TARGETS["load_int8_extra_s"])))
     announce(rows)
     # The read alone, streamed (stream_load.py) at a few (workers, chunk) against safetensors'
     # per-tensor copy, so the rest of the load (building, fusing) shows as the difference.
@@ -622,6 +777,69 @@ def _targets_apply() -> bool:
     return DEVICE_TYPE == TARGET_DEVICE_TYPE and SIZE == "3B"
 
 
+def bench_stream(dev, dtype, results: dict) -> list[Row]:
+    """Issue 19 through the engine a studio runs (random weights at the real shapes), warmed as
+    the studio warms it (`warmup`, then `warm_shapes` over the presets' likely shapes): time
+    to the first playable audio of a 3-minute song and that song end to end (the first
+    request after the warm-up, then again), and the first request of each takes x guidance
+    shape against the same request repeated."""
+    import tempfile
+
+    from .demo import DEMO_VERSION, ensure_demo_bundle
+    from .engine import AudioChunk, Engine
+    from .library.presets import DEFAULT_PRESET
+    from .library.presets import load_all as load_presets
+    from .warm import likely_shapes
+
+    bundle = ensure_demo_bundle(tempfile.mkdtemp(prefix="heartmula-bench-"))  # tokenizer + gen config only
+    engine = Engine(model_path=str(bundle), version=DEMO_VERSION, device=str(dev), compile=COMPILE)
+    engine.mula, engine.codec = random_mula(dev, dtype), random_codec(dev, dtype)
+    rows: list[Row] = []
+    t = time.perf_counter()
+    engine.warmup()
+    start_s = time.perf_counter() - t
+    shapes = likely_shapes(load_presets()[0], DEFAULT_PRESET)
+    t = time.perf_counter()
+    warmed = engine.warm_shapes(shapes)
+    rows.append(Row(f"studio warm-up: start-up {start_s:.1f} s, then {len(warmed)} likely shapes in the background",
+                    time.perf_counter() - t, "s"))
+    announce(rows)
+    lyrics, tags = "la la la, " * 20, "pop, piano"
+
+    def song(opts) -> tuple[float, float]:
+        """(seconds to the first playable chunk, seconds to the whole result)."""
+        devices.synchronize(dev)
+        t0, first = time.perf_counter(), float("nan")
+        for item in engine.generate_stream(lyrics, tags, opts):
+            if first != first and isinstance(item, AudioChunk):
+                first = time.perf_counter() - t0
+        devices.synchronize(dev)
+        return first, time.perf_counter() - t0
+
+    three = GenerateOptions(max_audio_length_ms=180_000, ignore_eos=True, seed=1)
+    first, total = song(three)
+    rows.append(Row(f"time to first audio, 3-minute song, first request after warm-up, {SIZE}", first, "s",
+                    _target("<= 2.5"), ok=_met(first <= 2.5)))
+    rows.append(Row(f"3-minute song end to end, first request after warm-up, {SIZE}", total, "s",
+                    _target("<= 13"), ok=_met(total <= 13)))
+    announce(rows)
+    first, total = song(three)
+    rows.append(Row(f"3-minute song again: first audio {first:.2f} s, end to end", total, "s"))
+    announce(rows)
+    base = load_presets()[0][DEFAULT_PRESET].generate if DEFAULT_PRESET in load_presets()[0] else GenerateOptions()
+    for takes in (1, 2, 4):
+        for cfg in (1.0, 1.5):
+            opts = replace(base, takes=takes, cfg_scale=cfg, ignore_eos=True, seed=2)
+            cold = song(opts)[1]
+            warm = song(opts)[1]
+            rows.append(Row(f"first request / repeated, {takes} take(s), cfg {cfg:g}, "
+                            f"{opts.max_audio_length_ms / 1000:g} s ({cold:.2f} s / {warm:.2f} s)", cold / warm, "x",
+                            _target("<= 1.2"), ok=_met(cold / warm <= 1.2)))
+            announce(rows)
+    engine.unload()
+    return rows
+
+
 def bench_library(results: dict, songs: int = 5_000) -> list[Row]:
     """The History library with `songs` songs (sidecars made here, one shared audio file):
     building the index from nothing, then what the studio does on every visit and keystroke
@@ -688,9 +906,10 @@ def _met(flag: bool) -> str:
     return _ok(flag) if _targets_apply() else "—"
 
 
-def _model(dtype) -> str:
-    """What ran, for the row names: '3B bfloat16', 'small float32'."""
-    return f"{SIZE} {str(dtype).replace('torch.', '')}"
+def _model(dtype, quant: str | None = None) -> str:
+    """What ran, for the row names: '3B bfloat16', 'small float32', '3B int8 (bfloat16 activations)'."""
+    dt = str(dtype).replace('torch.', '')
+    return f"{SIZE} int8 ({dt} activations)" if (quant or QUANT) == "int8" else f"{SIZE} {dt}"
 
 
 def print_table(rows: list[Row], dev, results: dict, stream=None) -> None:
@@ -719,7 +938,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", type=devices.parse_device_arg,
                    help=f"where to run: {devices.DEVICE_SYNTAX}")
     p.add_argument("--what", default="generate,codec,song,load",
-                   help="comma-separated figures: generate,greedy,codec,song,load,transcribe,pipeline,heads,products,library (the History index, host only)")
+                   help="comma-separated figures: generate,greedy,codec,song,load,transcribe,pipeline,heads,products,"
+                        "quality (int8 vs unquantized logits),memory (peak of a song: bf16, int8, int8 + lazy load),"
+                        "stream (time to first audio, cold vs warm requests),library (the History index, host only)")
+    p.add_argument("--quant", default="none",
+                   help="comma-separated weights of the language model for generate/greedy/song: none, int8 "
+                        "(e.g. none,int8 measures both in one run)")
     p.add_argument("--frames", type=int, default=512,
                    help="frames per timed generation (the eager baseline runs at most 256)")
     p.add_argument("--takes", type=int, default=4, help="takes of the several-takes figure (1: not run)")
@@ -737,7 +961,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the blocks' 2-row products through cuBLAS, not gemv.py (heads and top-k unchanged)")
     p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")
     args = p.parse_args(argv)
-    global SIZE, COMPILE, COMPILE_MODE, BLOCK_MATVEC, GRAPHS
+    quants = args.quant.split(",")
+    for q in quants:
+        if q not in quantization.QUANT_MODES:
+            p.error(f"--quant {q!r} is not a mode; use {', '.join(quantization.QUANT_MODES)} (comma-separated)")
+    global SIZE, COMPILE, COMPILE_MODE, BLOCK_MATVEC, GRAPHS, QUANT
     SIZE, COMPILE, COMPILE_MODE = args.size, args.compile or bool(args.compile_mode), args.compile_mode
     BLOCK_MATVEC, GRAPHS = not args.blocks_cublas, not args.no_graphs
     if args.no_triton:
@@ -756,8 +984,16 @@ def main(argv: list[str] | None = None) -> int:
         announce(new)
         rows.extend(new)
 
-    if "generate" in what or "song" in what:
-        measured(bench_generate(dev, dtype, args.frames, args.takes, not args.no_graphs, results))
+    if "quality" in what:
+        measured(bench_quality(dev, dtype, results))
+    if "memory" in what:
+        measured(bench_memory(dev, dtype, args.load_folder, results))
+    for q in quants:
+        QUANT = q
+        if "generate" in what or "song" in what:
+            results.pop("generate_model", None)
+            devices.empty_cache(dev)
+            measured(bench_generate(dev, dtype, args.frames, args.takes, not args.no_graphs, results))
     if "greedy" in what:
         measured(bench_greedy(dev, dtype, args.frames, results))
     if "codec" in what or "song" in what:
@@ -776,6 +1012,8 @@ def main(argv: list[str] | None = None) -> int:
         measured(bench_products(dev, dtype, results))
     if "transcribe" in what:
         measured(bench_transcribe(dev, results))
+    if "stream" in what:
+        measured(bench_stream(dev, dtype, results))
     if "library" in what:
         measured(bench_library(results))
     print_table(rows, dev, results)

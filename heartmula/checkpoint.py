@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -139,23 +140,68 @@ def weight_files(folder: str | Path) -> list[Path]:
 
 def load_state_dict(
     folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-    *, streamed: bool | None = None,
+    *, streamed: bool | None = None, convert: Callable[[str, torch.Tensor], object] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Read every tensor of a model folder's safetensors onto `device`.
 
     Floating-point tensors are cast to `dtype` when one is given; others keep theirs.
     `streamed` (the default off the CPU) reads through pinned buffers on several threads
     (stream_load.py); otherwise safetensors maps each file and copies tensor by tensor.
+    `convert(name, tensor)`, when given, replaces each tensor as soon as it is read, and
+    tensors are read in groups of at most `CONVERT_GROUP_BYTES` of file: only one group
+    exists in `dtype` at once (quantization at load: the bf16 model never sits in device
+    memory, nor does a whole 5 GB shard of it).
     """
+    files = weight_files(folder)
+    if convert is None:
+        return _read_files(files, folder, torch.device(device), dtype, streamed)
+    state: dict = {}
+    for file, names in _groups(files):
+        part = _read_files([file], folder, torch.device(device), dtype, streamed, only=names)
+        for name in list(part):
+            state[name] = convert(name, part.pop(name))
+        del part
+    return state
+
+
+CONVERT_GROUP_BYTES = 1 << 30  # file bytes read per group when converting at load (see load_state_dict)
+
+
+def _groups(files: list[Path]) -> list[tuple[Path, set[str] | None]]:
+    """Each file's tensors in file order, cut into groups of at most CONVERT_GROUP_BYTES (a
+    larger tensor is a group of its own). A file whose header cannot be read is one group:
+    the read that follows reports what is wrong with it."""
+    from .accel.stream_load import read_header
+
+    out: list[tuple[Path, set[str] | None]] = []
+    for file in files:
+        try:
+            entries = read_header(file)
+        except (OSError, ValueError):
+            out.append((file, None))
+            continue
+        group: set[str] = set()
+        size = 0
+        for e in entries:
+            if group and size + e.nbytes > CONVERT_GROUP_BYTES:
+                out.append((file, group))
+                group, size = set(), 0
+            group.add(e.name)
+            size += e.nbytes
+        if group or not entries:
+            out.append((file, group))
+    return out
+
+
+def _read_files(files: list[Path], folder: str | Path, device: torch.device, dtype: torch.dtype | None,
+                streamed: bool | None, only: set[str] | None = None) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
-    device = torch.device(device)
-    files = weight_files(folder)
     if streamed if streamed is not None else device.type != "cpu":
         from .accel.stream_load import load_files
 
         try:
-            return load_files(files, device, dtype)
+            return load_files(files, device, dtype, only=only)
         except PermissionError as e:
             raise permission_denied(e.filename or folder) from e
         except (OSError, ValueError) as e:
@@ -168,6 +214,8 @@ def load_state_dict(
             where = "cpu" if torch.device(device).type == "cpu" else str(device)
             with safe_open(str(file), framework="pt", device=where) as f:
                 for name in f.keys():
+                    if only is not None and name not in only:
+                        continue
                     t = f.get_tensor(name)
                     if dtype is not None and t.is_floating_point() and t.dtype != dtype:
                         t = t.to(dtype)

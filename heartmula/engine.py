@@ -24,6 +24,7 @@ from .accel import device as devices
 from .audio import FRAME_MS, SAMPLE_RATE
 from .checkpoint import CheckpointPaths, resolve_paths
 from .mula.load import load_heartmula
+from .mula.quant import check_quant
 from .accel.graphs import graphs_supported
 from .mula.graphed_step import prepare_step
 from .mula.generate import (FramesResult, FramesSoFar, GenerateOptions, Progress, StepBuffers, check_fits, generate_frames,
@@ -57,6 +58,7 @@ class EngineConfig:
     lazy_load: bool = False  # free each model right after its phase
     graphs: bool | None = None  # replay the frame step as CUDA graphs; None: on where supported
     compile: bool = False  # torch.compile the block and sampling stretches (faster; compiles on first use)
+    quant: str = "none"  # "int8": the language model's matrices as int8 + per-row scales (mula/quant.py; experimental)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class GenerateResult:
     peak_memory_bytes: int  # device peak during the job (0 where the backend does not say)
     device: str
     model_version: str
+    quant: str = "none"  # the language model's weights: "none" or "int8" (EngineConfig.quant)
     timings: dict = field(default_factory=dict)
     parent: dict | None = None  # for a song continued from another: its id, the frame it branched at, the mode
 
@@ -148,6 +151,7 @@ def _a_request(gen_fn):
 class Engine:
     def __init__(self, config: EngineConfig | None = None, **overrides):
         self.config = replace(config or EngineConfig(), **overrides)
+        check_quant(self.config.quant)
         self.device = devices.resolve_device(self.config.device)
         self.codec_device = devices.resolve_device(self.config.codec_device or self.config.device)
         self.dtype = devices.resolve_dtype(self.config.dtype, self.device)
@@ -176,7 +180,7 @@ class Engine:
     def _ensure_mula(self):
         if self.mula is None:
             t = time.perf_counter()
-            self.mula = load_heartmula(self.paths.mula, self.device, self.dtype)
+            self.mula = load_heartmula(self.paths.mula, self.device, self.dtype, quant=self.config.quant)
             if devices.triton_kernels_available(self.device):
                 # The blocks' products only where graphs replay them: launched one by one
                 # from Python, Triton's per-call cost outweighs the faster kernel.
@@ -625,6 +629,7 @@ class Engine:
             peak_memory_bytes=max(devices.max_memory_allocated(d) for d in {self.device, self.codec_device}),
             device=devices.device_name(self.device),
             model_version=self.config.version,
+            quant=self.config.quant,
         )
 
     def _after_failure(self, error: BaseException, free_mula: bool = True) -> None:
@@ -670,13 +675,16 @@ def load_engine(
     lazy_load: bool = False,
     graphs: bool | None = None,
     compile: bool = False,
+    quant: str = "none",
     preload: bool = True,
 ) -> Engine:
-    """Open a checkpoint folder; with `preload`, load the models now (unless lazy)."""
+    """Open a checkpoint folder; with `preload`, load the models now (unless lazy).
+    quant="int8": the language model's weights as int8 (about half the memory; experimental)."""
     engine = Engine(
         EngineConfig(
             model_path=str(Path(model_path)), version=version, device=device,
             codec_device=codec_device, dtype=dtype, lazy_load=lazy_load, graphs=graphs, compile=compile,
+            quant=quant,
         )
     )
     if preload and not lazy_load:

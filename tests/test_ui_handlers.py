@@ -293,6 +293,25 @@ def test_settings_load_replaces_engine_and_unload(studio, tiny_ckpt):
     assert "nothing" in user_errors(settings.unload)(studio)["engine_status"]
 
 
+def test_settings_loads_int8_weights_and_each_song_says_so(studio, tiny_ckpt):
+    """The Settings choice reaches the engine; the status, the song's result line and its
+    sidecar name the mode, and the result line keeps the song's peak memory."""
+    assert [value for _, value in settings.QUANT_CHOICES] == ["none", "int8"]
+    out = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, settings.SAME, "int8")
+    assert studio.engine.config.quant == "int8" and studio.engine.mula.quant == "int8"
+    assert "weights **int8 (experimental)**" in out["engine_status"]
+    outs = run(generate.generate, *gen_args(studio, Session()))
+    text = [o["status"] for o in outs if "status" in o][-1]
+    assert "int8 weights (experimental)" in text and "peak memory" in text
+    song = studio.history.list()[0]
+    sidecar = json.loads(song.sidecar_path.read_text())
+    assert sidecar["model"]["quant"] == "int8"
+    with pytest.raises(gr.Error, match="weights must be one of none, int8, got 'int4'"):
+        user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, settings.SAME, "int4")
+    back = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, settings.SAME, "none")
+    assert studio.engine.config.quant == "none" and "weights **not quantized**" in back["engine_status"]
+
+
 def test_settings_places_the_codec_on_its_own_device(studio, tiny_ckpt, monkeypatch):
     # This machine has one device kind; a second "card" is the CPU by name, which is what
     # a two-GPU user does with cuda:0 and cuda:1 (the choices list them by index).

@@ -57,7 +57,7 @@ def build_ui(engine: Engine, *, output_dir: str | Path = "./outputs", demo: bool
                 cmp = compare.build(presets)
             with gr.Tab("Settings", id="settings"):
                 st = settings.build(c.model_path, c.version, c.device, c.codec_device, c.dtype, c.lazy_load, presets,
-                                    default)
+                                    default, c.quant)
         wiring.wire(blocks, studio, tabs, gen, hist, tr, st, cmp)
     blocks.studio = studio  # for tests and app.py; handlers get it through partial
     return blocks

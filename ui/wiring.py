@@ -193,7 +193,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(st.scan_btn.click, partial(settings_h.scan_folder, studio=studio), [st.model_path, st.version],
         {"found": st.found, "version": st.version}, **QUICK)
     _on(st.load_btn.click, partial(settings_h.load, studio),
-        [st.model_path, st.version, st.device, st.dtype, st.lazy_load, st.codec_device], status_target,
+        [st.model_path, st.version, st.device, st.dtype, st.lazy_load, st.codec_device, st.quant], status_target,
         concurrency_id=ENGINE, show_progress="minimal")
     _on(st.unload_btn.click, partial(settings_h.unload, studio), None, status_target, concurrency_id=ENGINE)
     _on(st.doctor_btn.click, partial(settings_h.doctor, studio), None, {"doctor": st.doctor},

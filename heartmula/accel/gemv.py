@@ -8,6 +8,10 @@ One program per few weight rows, reading each row once in long coalesced runs, s
 them at ~2.2 TB/s (22.7 µs), and writes float32 logits directly, so sampling needs no
 cast kernel.
 
+Int8 weights (quant.py's `quant="int8"`) go through the same kernel: it loads the int8
+bytes, widens them in registers and multiplies each output by its row's scale, so a step
+reads half the bytes and no dequantized copy is ever made.
+
 The blocks' products (q/k/v, w1/w3, w2, attention output) at 2 rows use it too: with
 `stages` of asynchronous loads in flight it streams 2.2-2.6 TB/s, and 3072-row outputs
 need none of cuBLAS's split-K reduce kernels (`bench --what products`). Tiles per shape
@@ -20,6 +24,11 @@ from __future__ import annotations
 import torch
 
 MAX_ROWS = 4  # rows the kernel was measured on; more go to F.linear
+# int8 weights: up to this many rows per pass (BLOCK_M 8); more rows take several passes.
+# torch has no int8 x bf16 product, so the alternative is widening the weight every step,
+# which moves 5 bytes per weight where a pass moves 1.
+INT8_MAX_ROWS = 8
+INT8_DECODE_ROWS = 32  # up to here decode products use the int8 kernel (8 takes x cfg x 2 positions)
 
 try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs may have none.
     import triton
@@ -31,9 +40,9 @@ except ImportError:  # pragma: no cover - depends on the install
 if triton is not None:
 
     @triton.jit
-    def _matvec_kernel(X, W, Y, M, N, K, stride_xm, stride_wn, stride_ym,
+    def _matvec_kernel(X, W, S, Y, M, N, K, stride_xm, stride_wn, stride_ym,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       STAGES: tl.constexpr):
+                       STAGES: tl.constexpr, SCALED: tl.constexpr):
         rm = tl.arange(0, BLOCK_M)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -50,8 +59,20 @@ if triton is not None:
             # Each weight is read once per step: keep it from pushing activations out of L2.
             w = tl.load(W + rn[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0,
                         eviction_policy="evict_first")
-            acc += x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
+            if SCALED:
+                # int8 -> float32 without the conversion instruction, which Hopper issues at a
+                # quarter of the FMA rate and which then limits the stream: 2^23 + 128 + q, built
+                # in the bits, holds q exactly in its low mantissa bits; one add removes the rest.
+                wf = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+            else:
+                wf = w.to(tl.float32)
+            acc += x.to(tl.float32)[:, None, :] * wf[None, :, :]
         y = tl.sum(acc, axis=2)
+        if SCALED:
+            # int8 weights (quant.py): one float32 scale per output row, applied once to the
+            # row's sum rather than to every weight, so no dequantized copy exists anywhere.
+            s = tl.load(S + rn, mask=n_ok, other=0.0)
+            y = y * s[None, :]
         tl.store(Y + rm[:, None] * stride_ym + rn[None, :], y.to(Y.dtype.element_ty),
                  mask=m_ok[:, None] & n_ok[None, :])
 
@@ -79,27 +100,51 @@ def tiles(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
     return block_m, block_n, block_k // max(1, block_m // 2), warps, stages
 
 
+def int8_tiles(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
+    """`tiles` for an int8 weight: the K tile doubled so that a tile still moves as many bytes
+    as the bf16 tile it was tuned as (the stream stays as deep), and the warps doubled so that
+    each thread still holds as many partial sums (no register spills)."""
+    block_m, block_n, block_k, warps, stages = tiles(m, n, k)
+    return block_m, block_n, min(2 * block_k, max(16, triton.next_power_of_2(k))), min(2 * warps, 8), stages
+
+
 def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None = None,
-           config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+           config: tuple[int, int, int, int] | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight.T for at most MAX_ROWS rows; x: [..., K], weight: [N, K] row-major.
     The result is in out_dtype (default x's), accumulated in float32 either way.
-    config: (BLOCK_N, BLOCK_K, warps, stages) instead of `tiles`' choice (the benchmark's sweep)."""
+    config: (BLOCK_N, BLOCK_K, warps, stages) instead of `tiles`' choice (the benchmark's sweep).
+    scale: for an int8 `weight` (quant.py), its float32 per-row scales [N]: the result is
+    (x @ weight.T) * scale, read from the int8 bytes directly."""
     lead, k = x.shape[:-1], x.shape[-1]
     x2 = x.reshape(-1, k)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     m, n = x2.shape[0], weight.shape[0]
-    if m > MAX_ROWS or weight.shape[1] != k or weight.stride(-1) != 1:
-        raise ValueError(f"matvec takes at most {MAX_ROWS} rows of a row-major [N, {k}] weight; "
+    if m > (INT8_DECODE_ROWS if scale is not None else MAX_ROWS) or weight.dim() != 2 or weight.shape[1] != k or weight.stride(-1) != 1:
+        raise ValueError(f"matvec takes at most {MAX_ROWS} rows ({INT8_DECODE_ROWS} of an int8 one) of a row-major "
+                         f"[N, {k}] weight; "
                          f"got x {tuple(x.shape)}, weight {tuple(weight.shape)}")
+    if (weight.dtype == torch.int8) != (scale is not None):
+        raise ValueError(f"an int8 weight needs its per-row scales and only an int8 weight takes them; got a "
+                         f"{weight.dtype} weight and scale={None if scale is None else tuple(scale.shape)}")
+    if scale is not None and (scale.shape != (n,) or scale.dtype != torch.float32 or scale.stride(0) != 1):
+        raise ValueError(f"scale must be contiguous float32 [{n}] (one per weight row); got "
+                         f"{scale.dtype} {tuple(scale.shape)}")
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
-    block_m, block_n, block_k, warps, stages = tiles(m, n, k)
-    if config is not None:
-        block_n, block_k, warps, stages = config
-    _matvec_kernel[(triton.cdiv(n, block_n),)](
-        x2, weight, y, m, n, k, x2.stride(0), weight.stride(0), y.stride(0),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages, num_warps=warps,
-    )
+    if m == 0 or n == 0:
+        return y.reshape(*lead, n)
+    per_pass = INT8_MAX_ROWS if scale is not None else MAX_ROWS
+    for r0 in range(0, m, per_pass):  # one pass for up to per_pass rows (all decode shapes but the largest)
+        xs, ys = x2[r0:r0 + per_pass], y[r0:r0 + per_pass]
+        rows = xs.shape[0]
+        block_m, block_n, block_k, warps, stages = (int8_tiles if scale is not None else tiles)(rows, n, k)
+        if config is not None:
+            block_n, block_k, warps, stages = config
+        _matvec_kernel[(triton.cdiv(n, block_n),)](
+            xs, weight, scale if scale is not None else ys, ys, rows, n, k, xs.stride(0), weight.stride(0),
+            ys.stride(0), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages,
+            SCALED=scale is not None, num_warps=warps,
+        )
     return y.reshape(*lead, n)
 
 
@@ -120,3 +165,20 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if torch.compiler.is_compiling():
         return _matvec_op(x, weight)
     return matvec(x, weight)
+
+
+@torch.library.custom_op("heartmula::matvec_int8", mutates_args=())
+def _matvec_int8_op(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return matvec(x, weight, scale=scale)
+
+
+@_matvec_int8_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def linear_int8(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """`matvec(x, weight, scale=scale)` for an int8 weight, from compiled and eager code alike."""
+    if torch.compiler.is_compiling():
+        return _matvec_int8_op(x, weight, scale)
+    return matvec(x, weight, scale=scale)

@@ -135,10 +135,14 @@ def plan_chunks(files: list[list[TensorEntry]], chunk_bytes: int = CHUNK_BYTES) 
 
 
 def load_files(paths: list[Path], device: torch.device, dtype: torch.dtype | None = None,
-               *, chunk_bytes: int = CHUNK_BYTES, workers: int = WORKERS) -> dict[str, torch.Tensor]:
-    """Every tensor of `paths` on `device`; floating-point ones cast to `dtype` if given."""
+               *, chunk_bytes: int = CHUNK_BYTES, workers: int = WORKERS,
+               only: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of `paths` on `device`; floating-point ones cast to `dtype` if given.
+    `only`: just these tensors (the others' bytes are not read)."""
     device = torch.device(device)
     files = [read_header(p) for p in paths]
+    if only is not None:
+        files = [[e for e in entries if e.name in only] for entries in files]
     state: dict[str, torch.Tensor] = {}
     for entries in files:
         for e in entries:

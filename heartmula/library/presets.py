@@ -2,7 +2,9 @@
 
 A preset is partial: keys it leaves out keep their defaults. Keys are field names of
 `GenerateOptions` (generation) and `TranscribeOptions` (transcription) that their
-declarations allow in presets (heartmula/options.py). As nanoGPT's
+declarations allow in presets (heartmula/options.py), and `quant` (the language model's
+weights, a load-time choice: `python -m heartmula generate --preset` loads with it unless
+`--quant` says otherwise; a preset without it leaves the choice to the loader). As nanoGPT's
 configurator does, an unknown key or a value of another type is refused with a message
 that names the file, the key and the fix.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 from ..audio import atomic_write_bytes
 from ..asr.transcribe import TranscribeOptions
 from ..mula.generate import GenerateOptions
+from ..mula.quant import QUANT_MODES
 from ..options import options_of
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "presets"  # the repository's presets/
@@ -31,10 +34,12 @@ class Preset:
     transcribe: TranscribeOptions
     description: str = ""
     builtin: bool = False
+    quant: str | None = None  # "none" or "int8" weights when loading for this preset; None: the loader's choice
 
     def to_dict(self) -> dict:
         return {"description": self.description, **{k: getattr(self.generate, k) for k in preset_keys(GenerateOptions)},
-                **{k: getattr(self.transcribe, k) for k in preset_keys(TranscribeOptions)}}
+                **{k: getattr(self.transcribe, k) for k in preset_keys(TranscribeOptions)},
+                **({"quant": self.quant} if self.quant is not None else {})}
 
 
 def preset_keys(cls) -> list[str]:
@@ -75,12 +80,15 @@ def preset_from_dict(name: str, data: dict, where: str, builtin: bool = False) -
         raise ValueError(f"{where}: a preset is a mapping of option: value, found {type(data).__name__}")
     gen_defaults, tr_defaults = GenerateOptions(), TranscribeOptions()
     gen_keys, tr_keys = set(preset_keys(GenerateOptions)), set(preset_keys(TranscribeOptions))
-    unknown = sorted(str(k) for k in set(data) - gen_keys - tr_keys - {"description"})  # YAML keys may be numbers
+    unknown = sorted(str(k) for k in set(data) - gen_keys - tr_keys - {"description", "quant"})  # YAML keys may be numbers
     if unknown:
         raise ValueError(
             f"{where}: unknown key(s) {', '.join(unknown)}; allowed: description, "
-            f"{', '.join(sorted(gen_keys | tr_keys))}"
+            f"{', '.join(sorted(gen_keys | tr_keys | {'quant'}))}"
         )
+    quant = data.get("quant")
+    if quant is not None and quant not in QUANT_MODES:
+        raise ValueError(f"{where}: quant={quant!r} is not allowed; allowed: {', '.join(QUANT_MODES)}")
     kinds = {**{k: o.kind for k, o in options_of(GenerateOptions).items()},
              **{k: o.kind for k, o in options_of(TranscribeOptions).items()}}
     gen = {k: _coerce(k, v, kinds[k], where) for k, v in data.items() if k in gen_keys}
@@ -92,6 +100,7 @@ def preset_from_dict(name: str, data: dict, where: str, builtin: bool = False) -
             transcribe=replace(tr_defaults, **tr),
             description=_description(data.get("description", ""), where),
             builtin=builtin,
+            quant=quant,
         )
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e

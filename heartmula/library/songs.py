@@ -40,7 +40,7 @@ def song_metadata(result, take: int) -> dict:
         "takes": len(result.audio),
         "seed": result.seeds[take],
         "options": opts,
-        "model": {"heartmula_version": result.model_version, "heartcodec": "HeartCodec-oss"},
+        "model": {"heartmula_version": result.model_version, "heartcodec": "HeartCodec-oss", "quant": result.quant},
         "frames": int(result.frames[take].shape[0]),
         "duration_s": round(audio.shape[-1] / result.sample_rate, 3),
         "sample_rate": result.sample_rate,

@@ -115,7 +115,7 @@ class StepBuffers:
 
     def __init__(self, model: HeartMuLa, takes: int, guided: bool, compiled: bool = False,
                  topk_cap: int | None = TOPK_CAP, audit: bool = False):
-        dev = model.codebook0_head.weight.device
+        dev = model.device
         k = model.args.n_codebooks
         self.takes, self.guided, self.topk_cap = takes, guided, topk_cap
         self.rows = takes * (2 if guided else 1)
@@ -186,10 +186,20 @@ def prefill(model: HeartMuLa, prompt: Prompt, buf: StepBuffers, kept: torch.Tens
     With `kept` ([takes, F, K] codes of frames already made), those frames follow the prompt
     as rows at the positions the frame loop gave them, in the same one step, and the frame
     drawn is frame F: a song continues exactly as a longer run of it would have."""
+    h = prompt_inputs(model, prompt, buf, kept)
+    input_pos = torch.arange(h.shape[1], device=h.device)
+    last_h = model.backbone(h, input_pos)[:, -1]
+    buf.input_pos.fill_(h.shape[1] - 1)
+    return depth_frame(model, last_h, buf)
+
+
+def prompt_inputs(model: HeartMuLa, prompt: Prompt, buf: StepBuffers, kept: torch.Tensor | None = None) -> torch.Tensor:
+    """The backbone's inputs of the prompt step [rows, L (+ F), dim]: the prompt's rows, and
+    the kept frames' summed embeddings after them (see `prefill`)."""
     dev = buf.codes.device
     tokens = torch.from_numpy(prompt.tokens).to(dev).expand(buf.rows, -1, -1)  # [rows, L, K+1]
     mask = torch.from_numpy(prompt.mask).to(dev)  # [L, K+1]
-    dtype = model.codebook0_head.weight.dtype
+    dtype = model.compute_dtype
     text = model.text_embeddings(tokens[..., -1])  # [rows, L, dim]
     muq = model.muq_linear(torch.zeros(model.args.muq_dim, device=dev, dtype=dtype))  # no reference audio
     muq = muq.expand(buf.rows, -1).clone()
@@ -203,10 +213,7 @@ def prefill(model: HeartMuLa, prompt: Prompt, buf: StepBuffers, kept: torch.Tens
     if kept is not None and kept.shape[1]:
         rows = kept.repeat(2, 1, 1) if buf.guided else kept  # both rows of a take saw its frames
         h = torch.cat([h, model.audio_embeddings(rows + buf.offsets).sum(dim=2)], dim=1)  # as decode_frame sums
-    input_pos = torch.arange(h.shape[1], device=dev)
-    last_h = model.backbone(h, input_pos)[:, -1]
-    buf.input_pos.fill_(h.shape[1] - 1)
-    return depth_frame(model, last_h, buf)
+    return h
 
 
 def decode_frame(model: HeartMuLa, buf: StepBuffers, attn_len: int | None = None) -> torch.Tensor:

@@ -3,19 +3,50 @@ checkpoint's tensors adopted as its parameters, names and shapes checked."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import CheckpointError, check_keys, load_state_dict, read_json
+from . import quant as quantization
 from .model import HeartMuLa, HeartMuLaArgs
 
 
+@dataclass(frozen=True)
+class _Quantized:
+    """A checkpoint tensor already quantized (q, scale), with the shape it had in the
+    checkpoint, so that `check_keys` checks it like any other tensor."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+    shape: torch.Size
+
+
+def _quantize_on_arrival(name: str, tensor: torch.Tensor):
+    if not quantization.QUANTIZED.match(name):
+        return tensor
+    if not torch.isfinite(tensor).all():
+        raise CheckpointError(f"checkpoint tensor {name} holds inf or NaN values, which int8 cannot represent; "
+                              "download the checkpoint again, or load it with quant='none'")
+    # audio_head is [K-1, ddim, vocab]: quantized per vocab entry, as the [K-1, vocab, ddim]
+    # rows the heads are read as.
+    rows = tensor.transpose(1, 2) if name == "audio_head" else tensor
+    q, scale = quantization.quantize_rows(rows)
+    return _Quantized(q, scale, tensor.shape)
+
+
 def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                   fuse: bool = True):
+                   fuse: bool = True, quant: str = "none"):
     """Build HeartMuLa on the meta device (no memory, no init), then adopt the
     checkpoint's tensors as its parameters, already on `device` in `dtype`. With `fuse`,
-    q/k/v and w1/w3 are stacked for speed (the state dict then has other names)."""
+    q/k/v and w1/w3 are stacked for speed (the state dict then has other names).
+
+    quant="int8" (quant.py) stores the blocks' products, the projection and the heads as
+    int8 with per-row scales, quantized one checkpoint file at a time as it is read."""
+    quantization.check_quant(quant)
+    if quant != "none" and not fuse:
+        raise ValueError(f"quant={quant!r} needs fuse=True (the quantized model is stored fused)")
     folder = Path(folder)
     config_path = folder / "config.json"
     try:
@@ -25,9 +56,25 @@ def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype
     with torch.device("meta"):
         model = HeartMuLa(args)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    state = load_state_dict(folder, device, dtype)
+    if quant == "none":
+        state = load_state_dict(folder, device, dtype)
+        check_keys(state, expected, str(folder))
+        model.load_state_dict(state, assign=True, strict=True)
+        del state
+        model.eval().requires_grad_(False)
+        return model.fuse_projections() if fuse else model
+    state = load_state_dict(folder, device, dtype, convert=_quantize_on_arrival)
     check_keys(state, expected, str(folder))
-    model.load_state_dict(state, assign=True, strict=True)
-    del state
-    model.eval().requires_grad_(False)
-    return model.fuse_projections() if fuse else model
+    # The quantized, fused structure is built on the meta device too, then adopts the
+    # int8 tensors: nothing is ever allocated twice.
+    quantization.quantize_model(model.fuse_projections())
+    # Handed over one entry at a time: state drops each tensor as the fused dict takes it.
+    pairs = {}
+    for k in list(state):
+        v = state.pop(k)
+        pairs[k] = (v.q, v.scale) if isinstance(v, _Quantized) else v
+    del state, v
+    fused = quantization.fused_int8_state(pairs)
+    model.load_state_dict(fused, assign=True, strict=True)
+    del fused
+    return model.eval().requires_grad_(False)

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..accel import gemv
+from .quant import Int8Linear
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,16 @@ class KVCache(nn.Module):
 SHORT_ATTENTION = 16  # attention lengths (the depth decoder's) taken as elementwise products
 
 
-def product(layer: nn.Linear, x: torch.Tensor, matvec: bool) -> torch.Tensor:
+def product(layer: nn.Linear | Int8Linear, x: torch.Tensor, matvec: bool) -> torch.Tensor:
     """layer(x); decode steps of at most two rows through gemv.py's kernel when `matvec`
-    (set by `HeartMuLa.use_gemv`), which streams the weights faster than cuBLAS there."""
-    if matvec and x.numel() // x.shape[-1] <= 2:
+    (set by `HeartMuLa.use_gemv`), which streams the weights faster than cuBLAS there.
+    An int8 layer (quant.py) goes through the same kernel reading its int8 bytes."""
+    rows = x.numel() // x.shape[-1]
+    if matvec and isinstance(layer, Int8Linear) and rows <= gemv.INT8_DECODE_ROWS:
+        # Every decode shape (several takes, the depth decoder's 2-position step): torch's
+        # path would widen the whole weight each step. Prompt steps stay on it.
+        return gemv.linear_int8(x, layer.weight_q, layer.scale)
+    if matvec and rows <= 2:
         return gemv.linear(x, layer.weight)
     return layer(x)
 
@@ -342,13 +349,24 @@ class HeartMuLa(nn.Module):
         self.audio_head = nn.Parameter(torch.empty(args.n_codebooks - 1, ddim, vocab))
         self.muq_linear = nn.Linear(args.muq_dim, bdim)
         self.gemv = False  # heads and projection through gemv.py's kernel (see use_gemv)
+        self.audio_heads: nn.ModuleList | None = None  # the int8 heads, once quant.quantize_model has run
+        self.quant = "none"  # "int8" once quant.quantize_model has run
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations and KV caches use (the weights' own, int8 aside)."""
+        return self.text_embeddings.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_embeddings.weight.device
 
     def setup_caches(self, batch: int, max_len: int) -> None:
         """Caches for `batch` rows and `max_len` backbone positions (the depth decoder
         needs only one position per codebook). Idempotent for an unchanged shape."""
-        p = self.codebook0_head.weight
-        self.backbone.setup_cache(batch, max_len, p.dtype, p.device)
-        self.decoder.setup_cache(batch, self.args.n_codebooks, p.dtype, p.device)
+        dtype, device = self.compute_dtype, self.device
+        self.backbone.setup_cache(batch, max_len, dtype, device)
+        self.decoder.setup_cache(batch, self.args.n_codebooks, dtype, device)
 
     def free_caches(self) -> None:
         self.backbone.free_cache()
@@ -376,6 +394,8 @@ class HeartMuLa(nn.Module):
 
     def codebook0_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Codebook 0's float32 logits from the backbone's last hidden state h [B, bdim]."""
+        if isinstance(self.codebook0_head, Int8Linear):
+            return self.codebook0_head(h, torch.float32, kernel=self._gemv_rows(h))
         if self._gemv_rows(h):
             return gemv.matvec(h, self.codebook0_head.weight, torch.float32)
         return self.codebook0_head(h).float()
@@ -384,6 +404,8 @@ class HeartMuLa(nn.Module):
         """Codebook i+1's float32 logits from the depth decoder's hidden state h [B, ddim]."""
         if self.audio_head is not None:
             return (h @ self.audio_head[i]).float()
+        if self.audio_heads is not None:
+            return self.audio_heads[i](h, torch.float32, kernel=self._gemv_rows(h))
         if self._gemv_rows(h):
             return gemv.matvec(h, self.audio_head_t[i], torch.float32)
         return F.linear(h, self.audio_head_t[i]).float()
@@ -394,7 +416,8 @@ class HeartMuLa(nn.Module):
         return product(self.projection, x, self.gemv)
 
     def _gemv_rows(self, x: torch.Tensor) -> bool:
-        return self.gemv and x.numel() // x.shape[-1] <= gemv.MAX_ROWS
+        limit = gemv.INT8_DECODE_ROWS if self.quant == "int8" else gemv.MAX_ROWS
+        return self.gemv and x.numel() // x.shape[-1] <= limit
 
     def use_gemv(self, blocks: bool = True) -> "HeartMuLa":
         """Run the heads and projection of decode steps, and with `blocks` the blocks'

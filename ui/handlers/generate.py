@@ -100,7 +100,7 @@ def _results_text(result, songs) -> str:
         f"{fmt_s(result.frames_s)} · decode {fmt_s(result.decode_s)} · total {fmt_s(result.total_s)}"
         if result.frames_per_s else f"total {fmt_s(result.total_s)}",
         f"peak memory {fmt_bytes(result.peak_memory_bytes) if result.peak_memory_bytes else 'not reported'} "
-        f"on {result.device} · saved to History",
+        f"on {result.device}{' · int8 weights (experimental)' if result.quant == 'int8' else ''} · saved to History",
     ]
     return "  \n".join(lines)
 

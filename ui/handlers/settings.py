@@ -6,7 +6,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from heartmula import (DEFAULT_PRESET, GenerateOptions, Preset, TranscribeOptions, delete_preset, device_choices,
+from heartmula import (DEFAULT_PRESET, QUANT_MODES, GenerateOptions, Preset, TranscribeOptions, delete_preset,
+                       device_choices,
                        device_utilization, find_versions, from_shown_values, load_engine, load_presets, options_of,
                        preset_user_dir, run_doctor, save_preset)
 
@@ -17,6 +18,14 @@ from .generate import GEN_NAMES, apply_preset
 
 SAME = "same as the language model"
 PRECISIONS = ["auto", "bfloat16", "float16", "float32"]
+# The language model's weights: the engine's modes, int8 labelled experimental until it has been
+# checked on the real checkpoint (docs/performance.md has its figures on random weights).
+QUANT_LABELS = {"none": "as the precision (no quantization)", "int8": "int8 (experimental: ~half the memory)"}
+QUANT_CHOICES = [(QUANT_LABELS.get(m, m), m) for m in QUANT_MODES]
+
+
+def quant_text(quant: str) -> str:
+    return "int8 (experimental)" if quant == "int8" else "not quantized"
 # The options Settings holds defaults for, in order: name -> its options class.
 SETTINGS_FIELDS = {name: cls for cls in (GenerateOptions, TranscribeOptions)
                    for name, opt in options_of(cls).items() if opt.in_settings and opt.in_presets}
@@ -31,7 +40,7 @@ def engine_status(studio) -> str:
     codec = f" · codec on **{e.codec_device}**" if e.codec_device != e.device else ""
     return (f"**Model** `{c.model_path}` · version **{c.version}** · device **{e.device}** "
             f"({c.device} asked){codec} · precision **{str(e.dtype).replace('torch.', '')}** · "
-            f"lazy load {'on' if c.lazy_load else 'off'}  \n"
+            f"weights **{quant_text(c.quant)}** · lazy load {'on' if c.lazy_load else 'off'}  \n"
             f"Loaded now: {', '.join(loaded) or 'nothing (loads on first use)'}{demo}")
 
 
@@ -52,7 +61,7 @@ def scan_folder(model_path: str, current: str | None = None, *, studio=None) -> 
                                                  (versions[0] if versions else None))}
 
 
-def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAME) -> dict:
+def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAME, quant="none") -> dict:
     """Open the folder with these settings and load the models (replaces the current engine).
     The codec may sit on another card (or the CPU) than the language model."""
     if not version:
@@ -63,19 +72,22 @@ def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAM
             raise ValueError(f"{what} {value!r} is not available here; available: {', '.join(choices)}")
     if dtype not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
+    if quant not in QUANT_MODES:
+        raise ValueError(f"weights must be one of {', '.join(QUANT_MODES)}, got {quant!r}")
     codec_device = None if codec_device in (SAME, None) else codec_device
     model_path = str(studio.check_model_folder(model_path))
     found = find_versions(model_path)
     if version not in found:  # a version is a folder name: only the ones a scan lists
         raise ValueError(f"no version {version!r} in {model_path}; found: {', '.join(found) or 'none'}")
     c = studio.engine.config
-    same = (model_path, version, device, codec_device, dtype, bool(lazy_load)) == (
-        str(Path(c.model_path).expanduser().resolve()), c.version, c.device, c.codec_device, c.dtype, c.lazy_load)
+    same = (model_path, version, device, codec_device, dtype, bool(lazy_load), quant) == (
+        str(Path(c.model_path).expanduser().resolve()), c.version, c.device, c.codec_device, c.dtype, c.lazy_load,
+        c.quant)
     if same:
         studio.engine.load(codec=studio.engine.paths.codec.is_dir())
     else:
         engine = load_engine(model_path, version=version, device=device, codec_device=codec_device, dtype=dtype,
-                             lazy_load=bool(lazy_load), preload=False)
+                             lazy_load=bool(lazy_load), quant=quant, preload=False)
         studio.replace_engine(engine)
         if not lazy_load:
             engine.load(codec=engine.paths.codec.is_dir())

@@ -9,7 +9,7 @@ import gradio as gr
 from heartmula import device_choices
 
 from ..controls import control
-from ..handlers.settings import PRECISIONS, SAME, SETTINGS_FIELDS
+from ..handlers.settings import PRECISIONS, QUANT_CHOICES, SAME, SETTINGS_FIELDS
 
 @dataclass
 class SettingsComponents:
@@ -21,6 +21,7 @@ class SettingsComponents:
     device: gr.Dropdown
     codec_device: gr.Dropdown
     dtype: gr.Dropdown
+    quant: gr.Dropdown
     lazy_load: gr.Checkbox
     load_btn: gr.Button
     unload_btn: gr.Button
@@ -39,7 +40,7 @@ class SettingsComponents:
 
 
 def build(model_path: str, version: str, device: str, codec_device: str | None, dtype: str, lazy_load: bool,
-          presets: list[str], preset: str) -> SettingsComponents:
+          presets: list[str], preset: str, quant: str = "none") -> SettingsComponents:
     with gr.Row(equal_height=False):
         with gr.Column():
             gr.Markdown("### Model and device")
@@ -59,6 +60,10 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
                                        choices=[SAME, *choices], value=codec_device or SAME, min_width=260, scale=2,
                                        elem_id="set-codec-device")
                 dtype_dd = gr.Dropdown(label="Precision", choices=PRECISIONS, value=dtype, elem_id="set-dtype")
+            quant_dd = gr.Dropdown(label="Language model weights", choices=QUANT_CHOICES, value=quant,
+                                   elem_id="set-quant",
+                                   info="int8 halves the language model's memory and reads; experimental until "
+                                        "checked on the real checkpoint")
             lazy = gr.Checkbox(label="Lazy load (free each model after its phase: less memory, slower)",
                                value=lazy_load)
             with gr.Row():
@@ -85,7 +90,7 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
             delete_btn = gr.Button("Delete this preset", variant="stop", elem_id="set-delete")
     return SettingsComponents(
         engine_status=engine_status, model_path=model_path_box, scan_btn=scan_btn, found=found, version=version_dd,
-        device=device_dd, codec_device=codec_dd, dtype=dtype_dd, lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
+        device=device_dd, codec_device=codec_dd, dtype=dtype_dd, quant=quant_dd, lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
         timer=timer, preset=preset, preset_note=preset_note, preset_problems=preset_problems, fields=fields, new_name=new_name,
         description=description, save_btn=save_btn, delete_btn=delete_btn, doctor_btn=doctor_btn, doctor=doctor,
     )
