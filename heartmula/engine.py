@@ -316,6 +316,12 @@ class Engine:
         """A real request is waiting for the engine or running on it."""
         return self._requests > 0
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no request waits for or runs on the engine (a stopped job's last codec
+        window may still be finishing); False if `timeout` seconds passed first."""
+        with self._requests_cv:
+            return self._requests_cv.wait_for(lambda: self._requests == 0, timeout=timeout)
+
     def warm_shapes(self, shapes: list[GenerateOptions], *, should_stop: Callable[[], bool] | None = None,
                     on_warmed: Callable[[GenerateOptions, float], None] | None = None) -> list[GenerateOptions]:
         """Warm the request shapes in `shapes` (most likely first), in the background: for each,
@@ -532,6 +538,14 @@ class Engine:
         from .codec.decoder import HOP_FRAMES, WINDOW_FRAMES, StreamDecoder, n_windows_for
 
         opts = replace(options or GenerateOptions(), **overrides)
+        if self.config.lazy_load:
+            # One model at a time is the point of lazy load, and streaming needs both at once:
+            # the song is heard when it is decoded, as `generate` makes it (which frees each model).
+            result = self.generate(lyrics, tags, opts, on_progress=on_progress, should_stop=should_stop)
+            for take, audio in enumerate(result.audio):
+                yield AudioChunk(take=take, audio=audio, start_sample=0, sample_rate=result.sample_rate)
+            yield result
+            return
         if opts.seed is None:  # the codec's noise needs the seeds before the frames exist
             opts = replace(opts, seed=take_seeds(opts)[0])
         seeds = take_seeds(opts)
@@ -585,6 +599,8 @@ class Engine:
                     fr = payload
                     if fr.stopped:
                         raise GenerationCancelled("stopped while generating frames", partial=fr)
+                    if stop():  # pressed as the last frame came: the windows left are not decoded
+                        raise GenerationCancelled("stopped while decoding", partial=fr)
                     if on_progress is not None:  # the song's last windows decode after its frames: say so
                         total = max(n_windows_for(len(f)) for f in fr.frames)
                         on_progress(Progress("decode", min(min(decoder.next_window), total), total,
@@ -602,6 +618,11 @@ class Engine:
                     emitted[take] += chunk.shape[1]
                 if kind == "done":
                     break
+        except BaseException as e:  # a stop, an error, or the caller gone: free what the job held
+            abandoned.set()
+            worker.join()
+            self._after_failure(e)
+            raise
         finally:
             abandoned.set()  # a no-op once the frames are done
             worker.join()

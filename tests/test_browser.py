@@ -88,9 +88,19 @@ def check(box):
 
 
 def set_number(page, selector, value):
+    """Type a number until the page keeps it (a control still mounting, e.g. in the Advanced
+    accordion on a loaded machine, takes its first value after the fill)."""
+    from playwright.sync_api import Error as PlaywrightError
+
     box = page.locator(selector)
-    box.fill(str(value))
-    box.press("Enter")
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Enter")
+        try:
+            expect(box).to_have_value(str(value), timeout=3_000)
+            return
+        except (AssertionError, PlaywrightError):
+            continue
     expect(box).to_have_value(str(value))
 
 

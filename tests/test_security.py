@@ -228,7 +228,7 @@ def test_path_traversal_through_files_and_the_api(studio_app, tmp_path):
     assert len(names) == 2  # Scan and Load
     for name in names:
         args = ["/etc", None] if len(next(d for d in config["dependencies"] if d["api_name"] == name)["inputs"]) == 2 \
-            else ["/etc", "tiny", "cpu", "auto", False, "same as the language model"]
+            else ["/etc", "tiny", "cpu", "auto", False, "same as the language model", "none"]
         event, data = _call(studio_app.url, name, args)
         assert event == "error" and "model folders must be inside" in data, (name, data)
 

@@ -162,3 +162,16 @@ def test_deleting_a_preset_in_use_falls_back(studio):
 def test_a_new_preset_does_not_inherit_a_description(studio):
     values = settings.preset_values(DEFAULT_PRESET)
     assert values["description"]["value"] == "" and "official" in values["description"]["placeholder"].lower()
+
+
+def test_a_new_job_leaves_a_stopped_job_stopped():
+    """Stop, then Generate again while the stopped job's last codec window still finishes in the
+    background: the old job keeps seeing its Stop (a cleared flag would make it decode the rest of
+    its song, and the new job would wait for all of it)."""
+    from ui.handlers import common
+
+    session = Session()
+    old = session.cancel
+    common.stop(session)
+    common.start(session)
+    assert old.is_set() and not session.cancel.is_set() and session.cancel is not old

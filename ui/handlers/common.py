@@ -186,8 +186,10 @@ STOPPING = "⏹ Stopping"
 
 # ----- the Run / Stop pair every long job has (keys: run_btn, stop_btn, status) -----------------
 def start(session) -> dict:
-    """Before a job is queued (outside the queue): clear the session's Stop flag, swap the buttons."""
-    session.cancel.clear()
+    """Before a job is queued (outside the queue): a fresh Stop flag, swap the buttons. Fresh, not
+    cleared: a stopped job may still be finishing its last codec window in the background, and
+    it must keep seeing its own Stop (cleared, it would decode the rest of its song first)."""
+    session.cancel = threading.Event()
     return {"run_btn": _update(interactive=False), "stop_btn": _update(interactive=True),
             "status": "⏳ Waiting for the engine…"}
 
