@@ -307,7 +307,8 @@ def test_stop_in_every_phase_frees_and_keeps_nothing(demo_path, tmp_path, phase,
     # 3 s: 37 frames, progress every 8, so "frames" stops mid-way
     outs = run(generate_h.generate, *gen_args(studio, session, duration_s=3, takes=2))
     assert studio.stats.pressed and outs[-1]["status"] == "⏹ Stopped. Nothing was saved."
-    assert not any("audios" in o for o in outs)
+    assert not any(a.get("visible") for o in outs for a in o.get("audios", []))  # no take shown as made
+    assert session.last_song_ids == []  # nor one the result buttons could act on
     assert files_in(tmp_path / "outputs") == [] and studio.history.scan() == ([], [])
     # the page is told at once; a codec window under way finishes in the background, then frees
     assert engine.wait_idle(timeout=120)

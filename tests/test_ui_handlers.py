@@ -148,7 +148,7 @@ def test_stop_ends_the_job_and_leaves_no_history(studio):
             stopper.start()
             stopper.join()
     assert session.cancel.is_set()
-    assert not any("audios" in o for o in seen)  # ended without results
+    assert not any(a.get("visible") for o in seen for a in o.get("audios", []))  # ended without results
     assert studio.history.list() == [] and studio.stats.snapshot().job is None
     # the engine is free again: the next job runs to the end
     common.start(session)
@@ -263,7 +263,7 @@ def test_compare_two_presets(studio):
     table = [o["table"] for o in outs if "table" in o][-1]
     assert [r[0] for r in table] == ["test-full", "speed"]
     assert all(r[1] > 0 and r[4] > 0 for r in table)  # frames/s, total s
-    players = [o["audios"] for o in outs if "audios" in o][-1]
+    players = [o["audios"] for o in outs if "audios" in o][-1]  # the last: the finished takes
     assert sum(bool(a.get("visible")) for a in players) == 2
     assert studio.history.list() == []  # compare renders are temporary
     with pytest.raises(gr.Error, match="pick 2 to 4"):
@@ -608,7 +608,7 @@ def test_take_one_plays_while_it_is_made_and_the_file_is_what_was_heard(demo_stu
         if isinstance(out.get("live"), bytes) and frames_when_first_live is None:
             snap = demo_studio.stats.snapshot()
             frames_when_first_live = snap.done if snap.phase == "frames" else 1100
-            assert not any("audios" in o for o in outs)  # before the finished takes
+            assert not any(a.get("visible") for o in outs for a in o.get("audios", []))  # before the finished takes
         if heard_take2 is None and 1 in session.live_files:
             heard_take2 = generate.hear_take(session, "Take 2")
     live = [o["live"] for o in outs if isinstance(o.get("live"), bytes)]
@@ -649,3 +649,16 @@ def test_a_stop_while_playing_ends_within_a_second_and_keeps_what_was_heard(demo
     assert demo_studio.history.list() == [] and "Stopped" in outs[-1]["status"]
     common.start(session)  # the engine takes the next job
     assert "audios" in run(generate.generate, *gen_args(demo_studio, session, duration_s=2))[-1]
+
+
+def test_a_new_run_clears_the_last_ones_results(studio):
+    """A run that is then stopped never shows the previous run's takes as its own, and the result
+    buttons (Extend…, Check lyrics) no longer act on them (reviewer: they stayed, unlabelled)."""
+    session = Session()
+    run(generate.generate, *gen_args(studio, session, seed=61))
+    assert session.last_song_ids
+    first = next(user_errors(generate.generate)(*gen_args(studio, session, seed=62)))
+    assert [a["visible"] for a in first["audios"]] == [False] * generate.MAX_TAKES
+    assert first["downloads"] is None and first["check_take"]["choices"] == [] and session.last_song_ids == []
+    with pytest.raises(gr.Error, match="generate a song first"):
+        user_errors(generate.open_in_history)(studio, session, "Take 1")

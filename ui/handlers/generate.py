@@ -122,12 +122,16 @@ def generate(studio, session, lyrics, tags, *values):
     live = LivePlayback(options.takes, round(options.max_audio_length_ms / FRAME_MS), streaming=can_stream())
     session.play_now.clear()
     session.live_files = {}
+    session.last_song_ids = []  # the result buttons act on this run's takes, once there are some
     studio.stats.start("generate")
     try:
-        # the last song leaves the live player (a new stream opens with this one's first audio)
+        # the last song leaves the page (it is in History): the live player, the takes, their
+        # downloads and the Take picker, so a stopped run never shows the previous one as its own
         yield {"live": gr.update(value=None), "live_note": live.note(), "play_now": gr.update(visible=False),
                "hear": gr.update(choices=[f"Take {i + 1}" for i in range(options.takes)], value=None,
-                                 visible=options.takes > 1)}
+                                 visible=options.takes > 1),
+               "audios": [gr.update(value=None, visible=False)] * MAX_TAKES, "downloads": None, "metadata": None,
+               "check_take": gr.update(choices=[], value=None), "check_result": ""}
         job = run_job(lambda **kw: engine.generate_stream(lyrics, tags, options, **kw), session.cancel,
                       on_progress=studio.stats.progress, stream=True, stop_grace_s=STOP_GRACE_S)
         try:

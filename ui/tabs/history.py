@@ -43,7 +43,8 @@ class HistoryComponents:
 
 
 def build() -> HistoryComponents:
-    search = gr.Textbox(placeholder="Search titles, tags and lyrics", show_label=False, elem_id="hist-search")
+    search = gr.Textbox(label="Search songs", placeholder="Search titles, tags and lyrics", show_label=False,
+                        elem_id="hist-search")
     with gr.Row(equal_height=True):
         favourites_only = gr.Checkbox(label="Favourites only", value=False, scale=0, min_width=170,
                                       elem_id="hist-favs")
