@@ -448,7 +448,11 @@ def test_extend_then_regenerate_a_song_from_history(page, studio_app):
     meta = json.loads(extended.read_text())
     assert meta["parent"]["mode"] == "extend" and meta["frames"] == 37 + 12  # 3 s is 37 frames; + 1 s: 3.96 s
     page.wait_for_function(f"document.querySelector('#hist-table').innerText.includes('extend of')")
-    page.locator("#hist-regen-at textarea, #hist-regen-at input").first.fill("0:02")
+    # the new song is picked, and its pick (one answer) sets the regenerate time inside it: type ours after
+    expect(page.locator("#hist-now")).to_contain_text(extended.stem)
+    regen_at = page.locator("#hist-regen-at textarea, #hist-regen-at input").first
+    regen_at.fill("0:02")
+    expect(regen_at).to_have_value("0:02")
     before = set(studio_app.sidecars())
     page.locator("#hist-regen").click()
     watch(page, "#hist-continue-status", ["✅ regenerated from 0:02"], timeout_s=120)
