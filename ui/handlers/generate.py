@@ -185,15 +185,21 @@ def generate(studio, session, lyrics, tags, *values):
     }
 
 
-def open_in_history(studio, session, take_label: str) -> dict:
-    """Extend… / Regenerate from… on a result: the take, picked in History, where both are done."""
+def _last_take(session, take_label: str, none_yet: str, pick: str) -> tuple[int, str]:
+    """(index, History id) of the last run's take named by the picker ("Take 2"); ValueError
+    `none_yet` before any run, `pick` with the range for a label that names no take."""
     if not session.last_song_ids:
-        raise ValueError("generate a song first")
+        raise ValueError(none_yet)
     try:
         index = int(str(take_label).split()[-1]) - 1
-        song_id = session.last_song_ids[index]
+        return index, session.last_song_ids[index]
     except (ValueError, IndexError):
-        raise ValueError(f"pick a take (1 to {len(session.last_song_ids)})") from None
+        raise ValueError(f"{pick} (1 to {len(session.last_song_ids)})") from None
+
+
+def open_in_history(studio, session, take_label: str) -> dict:
+    """Extend… / Regenerate from… on a result: the take, picked in History, where both are done."""
+    index, song_id = _last_take(session, take_label, "generate a song first", "pick a take")
     try:
         studio.history.get(song_id)
     except ValueError:
@@ -258,13 +264,8 @@ def check_take(studio, session, take_label: str, lyrics: str, *tr_values):
     """Transcribe one take of the last generation and compare it with the lyrics (word error
     rate), with the Transcribe tab's options (`tr_values`, in TR_NAMES order)."""
     options = transcribe_options(*tr_values) if tr_values else TranscribeOptions()
-    if not session.last_song_ids:
-        raise ValueError("generate a song first, then check its lyrics")
-    try:
-        index = int(str(take_label).split()[-1]) - 1
-        song_id = session.last_song_ids[index]
-    except (ValueError, IndexError):
-        raise ValueError(f"pick a take to check (1 to {len(session.last_song_ids)})") from None
+    index, song_id = _last_take(session, take_label, "generate a song first, then check its lyrics",
+                                "pick a take to check")
     song = studio.history.get(song_id)
     yield {"check_result": f"⏳ Transcribing take {index + 1}…"}
     transcriber = studio.transcriber()
