@@ -33,6 +33,7 @@ from .mula.prompt import GenConfig, Prompt, build_prompt, load_tokenizer
 
 MAX_LYRICS_CHARS = 20_000
 MAX_TAGS_CHARS = 1_000
+RESERVE_SHARE = 0.5  # reserved caches may take at most this share of the memory free for them
 
 
 class DeviceOutOfMemory(RuntimeError):
@@ -160,8 +161,10 @@ class Engine:
         self.tokenizer = load_tokenizer(self.paths.tokenizer)
         self.mula = None
         self.codec = None
-        self._buffers: StepBuffers | None = None
-        self._step = None  # a GraphedStep bound to the current caches, when graphs are on
+        # Per request shape (graphed_step.request_shape): its step buffers and, when graphs are
+        # on, its GraphedStep; kept across requests so that changing takes or guidance back
+        # and forth costs nothing after the first time (see reserve_for).
+        self._ready: dict[tuple, tuple[StepBuffers, object]] = {}
         self._lock = threading.RLock()  # re-entered by generate -> generate_frames (decode takes _codec_lock)
         self._codec_lock = threading.Lock()  # one decode at a time
         # Requests waiting for or holding the engine: a background warm-up gives way to them.
@@ -218,7 +221,7 @@ class Engine:
         if mula and self.mula is not None:
             self.mula.free_caches()
             self.mula = None
-            self._buffers = self._step = None
+            self._ready = {}
         if codec and self.codec is not None:
             self.codec = None
         gc.collect()
@@ -227,9 +230,10 @@ class Engine:
             devices.empty_cache(d)
 
     def free_caches(self) -> None:
+        """Free the KV caches, the step buffers and graphs of every shape, and any reservation."""
         if self.mula is not None:
             self.mula.free_caches()
-        self._buffers = self._step = None
+        self._ready = {}
         gc.collect()
         devices.empty_cache(self.device)
 
@@ -254,12 +258,39 @@ class Engine:
         check_fits(len(prompt), options, model_max)
 
     # ----- generation ---------------------------------------------------------------
-    def _prepare(self, prompt: Prompt, opts: GenerateOptions, kept_frames: int = 0) -> StepBuffers:
-        self._buffers, step = prepare_step(self._ensure_mula(), len(prompt), opts, self._buffers, self._step,
-                                           compiled=self.config.compile, graphs=self.graphs_enabled,
-                                           kept_frames=kept_frames)
-        self._step = step or self._step
-        return self._buffers
+    def _prepare(self, prompt: Prompt, opts: GenerateOptions, kept_frames: int = 0):
+        """(step buffers, graphed step or None) for this request, kept per shape in `_ready`."""
+        return prepare_step(self._ensure_mula(), len(prompt), opts, self._ready, compiled=self.config.compile,
+                            graphs=self.graphs_enabled, kept_frames=kept_frames)
+
+    @property
+    def reserved(self) -> bool:
+        """The caches are sized once for every shape (`reserve_for`) and outlive stopped jobs."""
+        return self.mula is not None and self.mula.backbone.reserved != (0, 0)
+
+    def reserve_for(self, shapes: list[GenerateOptions]) -> bool:
+        """Size the KV caches once for the most rows of `shapes` and the model's every position,
+        so that requests of any of those takes and guidance, at any length, share one set of
+        caches and so keep their compiled code and device graphs. Not under lazy load (the
+        model is freed after each song), nor where the caches would take more than
+        RESERVE_SHARE of the memory free for them: then each request's caches fit it alone,
+        as without a reservation. Returns whether the caches are reserved."""
+        if not shapes or self.config.lazy_load:
+            return False
+        with self._lock:
+            model = self._ensure_mula()
+            rows = max(o.takes * (2 if o.guided else 1) for o in shapes)
+            positions = model.args.backbone.max_seq_len
+            if model.backbone.reserved[0] >= rows and model.backbone.reserved[1] >= positions:
+                return True
+            held = model.cache_bytes(model.backbone.cache_rows, model.backbone.cache_len)  # freed if replaced
+            need = model.cache_bytes(rows, positions)
+            if need > RESERVE_SHARE * (devices.free_memory(self.device) + held):
+                self.last_timings["reserve"] = f"not reserved: {need / 2**30:.1f} GiB is too much of the free memory"
+                return False
+            model.reserve_caches(rows, positions)
+            self.last_timings["reserve"] = f"{rows} rows x {positions} positions ({need / 2**30:.2f} GiB)"
+            return True
 
     def _graphs_on(self, device: torch.device) -> bool:
         wanted = self.config.graphs
@@ -281,23 +312,34 @@ class Engine:
         opts = options or GenerateOptions()
         t = time.perf_counter()
         with self._lock:
+            self._warm_frames(opts, lambda: False)
+            if self.config.compile or self.codec_graphs_enabled:
+                self.warm_codec(opts)
+        self.last_timings["warmup_s"] = time.perf_counter() - t
+        return self.last_timings["warmup_s"]
+
+    def _warm_frames(self, opts: GenerateOptions, should_stop: Callable[[], bool]) -> bool:
+        """A short run of `opts`' shape, then every attention bucket's graph of it: what its first
+        request would otherwise compile and capture. False when `should_stop` ended it (nothing is
+        half-made that a request could see: it resets positions, and graphs are whole or absent)."""
+        with self._lock:
+            if should_stop():
+                return False
             try:
                 prompt = self.build_prompt("la la la", "pop")
                 room = self._ensure_mula().args.backbone.max_seq_len - len(prompt)  # test models hold less
                 opts = replace(opts, max_audio_length_ms=min(opts.max_audio_length_ms, room * FRAME_MS))
-                buf = self._prepare(prompt, opts)
+                buf, step = self._prepare(prompt, opts)
                 short = replace(opts, max_audio_length_ms=16 * FRAME_MS, ignore_eos=True, seed=0)
-                generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=self._step)
-                if self._step is not None:
-                    self._step.capture_all()
+                fr = generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=step,
+                                     should_stop=should_stop)
+                if fr.stopped or (step is not None and not step.capture_all(should_stop)):
+                    return False
                 devices.synchronize(self.device)
-                if self.config.compile or self.codec_graphs_enabled:
-                    self.warm_codec(opts)
+                return True
             except BaseException as e:
                 self._after_failure(e)
                 raise
-        self.last_timings["warmup_s"] = time.perf_counter() - t
-        return self.last_timings["warmup_s"]
 
     @contextmanager
     def _request(self):
@@ -325,21 +367,23 @@ class Engine:
     def warm_shapes(self, shapes: list[GenerateOptions], *, should_stop: Callable[[], bool] | None = None,
                     on_warmed: Callable[[GenerateOptions, float], None] | None = None) -> list[GenerateOptions]:
         """Warm the request shapes in `shapes` (most likely first), in the background: for each,
-        what its first request would otherwise pay (caches, compiled code and graphs, the
-        codec at its batch). It gives way to real requests: one that arrives stops the warm step
-        within a frame, and the shape is tried again once the engine is idle. Returns the shapes
-        warmed (all of them unless `should_stop` ended it).
-
-        The engine keeps one set of caches and CUDA graphs (for one shape) at a time, so what
-        carries over from one shape to the next is what torch.compile keeps per shape; graphs
-        are captured again when the shape changes. The first shape is left ready."""
+        what its first request would otherwise pay (compiled code, graphs of every attention
+        bucket, the codec at its batch). The caches are first reserved for all of them at any
+        length (`reserve_for`), so every shape warmed stays warm. It gives way to real requests:
+        one that arrives stops the warm step within a frame or a graph, and the shape is tried
+        again once the engine is idle. Returns the shapes warmed (all unless `should_stop` ended it)."""
         stop = should_stop or (lambda: False)
         pending, warmed = list(shapes), []
+        reserved = False
         while pending and not stop():
             with self._requests_cv:  # let real requests go first
                 if self._requests:
                     self._requests_cv.wait(timeout=0.1)
                     continue
+            if not reserved:
+                reserved = True
+                self.reserve_for(shapes)
+                continue
             opts = pending[0]
             t = time.perf_counter()
             if self._warm_one(opts, lambda: self.busy or stop()):
@@ -348,34 +392,12 @@ class Engine:
                     on_warmed(opts, time.perf_counter() - t)
             elif self.busy:
                 self.last_timings["warm_gave_way"] = self.last_timings.get("warm_gave_way", 0) + 1
-        # The engine holds one set of caches and graphs: the last shape warmed is the one left
-        # ready, so that is the most likely again (the others keep what outlives it: compiled code).
-        if len(warmed) > 1 and not pending and not self.busy:
-            self._warm_one(shapes[0], lambda: self.busy or stop())
         return warmed
 
     def _warm_one(self, opts: GenerateOptions, should_stop: Callable[[], bool]) -> bool:
-        """One shape's warm step (as `warmup`); False when a request came first (nothing is
-        half-made that a request could see: it resets positions, and buffers fit or are rebuilt)."""
-        with self._lock:
-            if should_stop():
-                return False
-            try:
-                prompt = self.build_prompt("la la la", "pop")
-                room = self._ensure_mula().args.backbone.max_seq_len - len(prompt)
-                opts = replace(opts, max_audio_length_ms=min(opts.max_audio_length_ms, room * FRAME_MS))
-                buf = self._prepare(prompt, opts)
-                short = replace(opts, max_audio_length_ms=16 * FRAME_MS, ignore_eos=True, seed=0)
-                fr = generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=self._step,
-                                     should_stop=should_stop)
-                if fr.stopped:
-                    return False
-                if self._step is not None:
-                    self._step.capture_all()
-                devices.synchronize(self.device)
-            except BaseException as e:
-                self._after_failure(e)
-                raise
+        """One shape's warm step (frames as `warmup`, then the codec); False when a request came first."""
+        if not self._warm_frames(opts, should_stop):
+            return False
         if self.config.compile or self.codec_graphs_enabled:
             if should_stop():  # the codec's warm step cannot stop half-way: not when a request waits
                 return False
@@ -418,15 +440,15 @@ class Engine:
             try:
                 vocab = self._ensure_mula().args.audio_vocab_size
                 kept_arr = kept_frames(kept, opts.takes, vocab) if kept is not None else None
-                buf = self._prepare(prompt, opts, 0 if kept_arr is None else kept_arr.shape[1])
+                buf, step = self._prepare(prompt, opts, 0 if kept_arr is None else kept_arr.shape[1])
                 result = generate_frames(
-                    self.mula, prompt, self.gen, opts, buffers=buf, step=self._step,
+                    self.mula, prompt, self.gen, opts, buffers=buf, step=step,
                     on_progress=on_progress, should_stop=should_stop, kept=kept_arr, on_frames=on_frames,
                 )
             except BaseException as e:
                 self._after_failure(e)
                 raise
-            if result.stopped:
+            if result.stopped and not self.reserved:  # reserved caches are the engine's, not the job's
                 self.free_caches()
             if self.config.lazy_load:
                 self.unload(mula=True, codec=False)
@@ -659,7 +681,9 @@ class Engine:
         # The traceback's frames hold the failed phase's tensors: drop their locals first,
         # or the memory stays held for as long as the exception lives.
         traceback.clear_frames(error.__traceback__)
-        if free_mula:  # not after a decode failure: a generation may be running beside it
+        # Not after a decode failure: a generation may be running beside it. Nor after a stop
+        # while the caches are reserved: they belong to the engine, and stay warm for the next song.
+        if free_mula and not (isinstance(error, GenerationCancelled) and self.reserved):
             self.free_caches()
         if self.config.lazy_load:
             self.unload(mula=free_mula)

@@ -1,8 +1,9 @@
 """Which request shapes a studio warms in the background, most likely first.
 
-What a request compiles and captures depends on its shape: the takes, guidance on or off, the
-top-k bound and the length (the caches and the attention buckets). A musician starts from a
-preset and changes the takes or the guidance; those are the shapes worth having ready.
+What a request compiles and captures depends on its shape: the takes, guidance on or off and the
+top-k bound. Its length does not, once the engine's caches are reserved for every position
+(`Engine.reserve_for`): every attention bucket of every shape is captured once. A musician
+starts from a preset and changes the takes or the guidance; those are the shapes worth having ready.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .mula.generate import GenerateOptions
-from .mula.sampling import topk_cap_for
+from .mula.graphed_step import request_shape
 
 LIKELY_TAKES = (1, 2, 4, 3)  # after the presets' own: the takes people pick, most picked first
 
 
 def shape_of(opts: GenerateOptions) -> tuple:
-    """What decides a request's compiled code, graphs and caches (requests alike here share them)."""
-    return (opts.takes, opts.guided, topk_cap_for(opts.topk), opts.max_frames)
+    """What decides a request's compiled code and graphs (requests alike here share them)."""
+    return request_shape(opts)[:3]
 
 
 def likely_shapes(presets: dict, default: str) -> list[GenerateOptions]:

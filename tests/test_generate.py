@@ -177,8 +177,10 @@ def test_partial_topk_draws_what_the_full_sort_draws():
 
 
 def test_topk_above_the_cap_rebuilds_the_buffers(engine):
-    small = engine.generate_frames("la", "pop", GenerateOptions(max_audio_length_ms=20 * 80, seed=4, topk=20, ignore_eos=True))
-    cap = engine._buffers.topk_cap
-    large = engine.generate_frames("la", "pop", GenerateOptions(max_audio_length_ms=20 * 80, seed=4, topk=5000, ignore_eos=True))
-    assert cap == 256 and engine._buffers.topk_cap is None
+    from heartmula.mula.graphed_step import request_shape
+
+    opts = [GenerateOptions(max_audio_length_ms=20 * 80, seed=4, topk=k, ignore_eos=True) for k in (20, 5000)]
+    small = engine.generate_frames("la", "pop", opts[0])
+    large = engine.generate_frames("la", "pop", opts[1])
+    assert [engine._ready[request_shape(o)][0].topk_cap for o in opts] == [256, None]
     assert small.frames[0].shape == large.frames[0].shape == (20, 8)

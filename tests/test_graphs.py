@@ -28,7 +28,7 @@ def test_reading_part_of_the_cache_changes_nothing(engine):
     """Small buckets (several per song) give the frames of attending to the whole cache."""
     opts = GenerateOptions(max_audio_length_ms=120 * 80, seed=11, ignore_eos=True)
     prompt = engine.build_prompt("la la la", "pop")
-    buf = engine._prepare(prompt, opts)
+    buf, _ = engine._prepare(prompt, opts)
     model = engine.mula
     whole = generate_frames(model, prompt, engine.gen, opts, buffers=buf,
                             step=lambda m, b, pos: decode_frame(m, b, m.backbone.cache_len))
@@ -70,7 +70,7 @@ def test_graph_replay_makes_the_eager_frames_on_cuda(tiny_ckpt):
     eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cuda", dtype="float32").load(codec=False)
     opts = GenerateOptions(max_audio_length_ms=150 * 80, seed=3, takes=2, ignore_eos=True)
     prompt = eng.build_prompt("la la la", "pop")
-    buf = eng._prepare(prompt, opts)
+    buf, _ = eng._prepare(prompt, opts)
     eager = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf)
     graphed = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf, step=GraphedStep(eng.mula, buf, bucket=64))
     for a, b in zip(eager.frames, graphed.frames):
@@ -105,6 +105,28 @@ def test_compiled_engine_on_cuda_makes_songs_and_stops(tmp_path):
     stopped = eng.generate_frames("la", "pop", GenerateOptions(max_audio_length_ms=60_000, seed=1),
                                   should_stop=iter([False] * 20 + [True] * 10_000).__next__)
     assert stopped.stopped and len(stopped.frames[0]) <= 21
+
+
+@pytest.mark.requires_cuda
+def test_warmed_shapes_capture_nothing_more_on_cuda(tmp_path):
+    """Issue 19's cold requests: after warm_shapes, requests of every warmed shape at any length
+    replay graphs captured during the warm-up; none is captured, and the codec's graphs per
+    batch are all there already."""
+    from heartmula.demo import DEMO_VERSION, ensure_demo_bundle
+
+    bundle = ensure_demo_bundle(tmp_path)
+    eng = Engine(model_path=str(bundle), version=DEMO_VERSION, device="cuda", compile=True)
+    shapes = [GenerateOptions(max_audio_length_ms=4000, takes=t, cfg_scale=c) for t in (1, 2) for c in (1.0, 1.5)]
+    assert eng.warm_shapes(shapes) == shapes and eng.reserved
+    steps = {shape: (id(step), len(step.graphs)) for shape, (_, step) in eng._ready.items()}
+    assert all(n == len(eng._ready[s][1].lens) for s, (_, n) in steps.items())  # every bucket captured
+    codec_graphs = len(eng.codec._graphs)
+    for takes, cfg, seconds in ((2, 1.5, 3), (1, 1.0, 20), (1, 1.5, 9), (2, 1.0, 1)):
+        r = eng.generate("la la", "pop", GenerateOptions(max_audio_length_ms=seconds * 1000, takes=takes,
+                                                         cfg_scale=cfg, seed=1, ignore_eos=True))
+        assert len(r.audio) == takes
+        assert {shape: (id(step), len(step.graphs)) for shape, (_, step) in eng._ready.items()} == steps
+        assert len(eng.codec._graphs) == codec_graphs
 
 
 @pytest.mark.requires_cuda

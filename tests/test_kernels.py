@@ -83,7 +83,7 @@ n = 5
 opts = GenerateOptions(max_audio_length_ms=n * 80, cfg_scale=1.5, topk=1, ignore_eos=True, seed=0)
 fr = engine.generate_frames(meta["lyrics"], meta["tags"], opts)
 blocks = all(layer.attn.matvec and layer.mlp.matvec for layer in engine.mula.backbone.layers + engine.mula.decoder.layers)
-print(json.dumps(dict(gemv=engine.mula.gemv and blocks, kth=engine._buffers.kth_kernel, ours=fr.frames[0].tolist(), gold=gold["frames_cfg1.5"][:n].tolist())))
+print(json.dumps(dict(gemv=engine.mula.gemv and blocks, kth=next(iter(engine._ready.values()))[0].kth_kernel, ours=fr.frames[0].tolist(), gold=gold["frames_cfg1.5"][:n].tolist())))
 """
 
 

@@ -109,7 +109,32 @@ def test_setup_caches_is_idempotent(tiny_ckpt):
     ptr = model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr()
     model.setup_caches(2, 128)
     assert model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr() == ptr
-    model.setup_caches(1, 128)  # another batch size re-creates them (cfg switched off)
+    model.setup_caches(1, 128)  # fewer rows (cfg switched off): the first row of the same store
     assert model.backbone.layers[0].attn.kv_cache.k_cache.shape[0] == 1
+    assert model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr() == ptr
     with pytest.raises(ValueError, match="exceeds"):
         model.setup_caches(1, 10_000)
+
+
+def test_caches_are_views_of_a_store_that_grows_only_when_outgrown(tiny_ckpt):
+    model = load_heartmula(tiny_ckpt / "HeartMuLa-oss-tiny")
+    kv = lambda: model.backbone.layers[0].attn.kv_cache  # noqa: E731
+    model.setup_caches(4, 128)
+    ptr = kv().k_cache.data_ptr()
+    model.setup_caches(2, 64)  # smaller: a view, the store's length kept
+    assert kv().k_cache.data_ptr() == ptr and kv().k_cache.shape[0] == 2 and model.backbone.cache_len == 128
+    model.setup_caches(2, 200)  # longer than the store: replaced by one of the size asked (no reservation)
+    assert kv().k_cache.shape[0] == 2 and model.backbone.cache_len == 200 and model.backbone.cache_rows == 2
+    # every layer and the depth decoder follow; writes through a view land in the store
+    assert all(layer.attn.kv_cache.k_cache.shape[0] == 2 for layer in model.decoder.layers)
+    model.reserve_caches(6, 256)
+    ptr = kv().k_cache.data_ptr()
+    for rows, length in [(1, 16), (6, 256), (3, 100), (2, 256)]:
+        model.setup_caches(rows, length)
+        assert kv().k_cache.data_ptr() == ptr and kv().k_cache.shape[0] == rows and model.backbone.cache_len == 256
+    assert model.cache_bytes(6, 256) == sum(k.numel() * k.element_size() * 2 for m in (model.backbone, model.decoder)
+                                           for k, _ in m._store)
+    model.setup_caches(8, 64)  # more rows than reserved: a larger store, still the reserved length
+    assert model.backbone.cache_rows == 8 and model.backbone.cache_len == 256 and model.backbone.reserved == (6, 256)
+    model.free_caches()  # ends the reservation
+    assert model.backbone.reserved == (0, 0) and model.backbone.cache_len == 0 and kv() is None

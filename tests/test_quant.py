@@ -380,7 +380,7 @@ def test_int8_engine_on_cuda_graphs_and_compile_make_the_eager_frames(tiny_ckpt,
     assert eng.mula.backbone.layers[0].attn.matvec  # the blocks' products through the int8 kernel
     opts = GenerateOptions(max_audio_length_ms=100 * 80, seed=3, takes=2, ignore_eos=True)
     prompt = eng.build_prompt("la la la", "pop")
-    buf = eng._prepare(prompt, opts)
+    buf, _ = eng._prepare(prompt, opts)
     eager = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf)
     graphed = generate_frames(eng.mula, prompt, eng.gen, opts, buffers=buf, step=GraphedStep(eng.mula, buf, bucket=64))
     for a, b in zip(eager.frames, graphed.frames):

@@ -69,7 +69,7 @@ def files_in(folder: Path) -> list[str]:
 
 
 def caches_freed(engine) -> bool:
-    return engine._buffers is None and (engine.mula is None or engine.mula.backbone.cache_len == 0)
+    return not engine._ready and (engine.mula is None or engine.mula.backbone.cache_len == 0)
 
 
 class OOMOnce:

@@ -662,3 +662,27 @@ def test_a_new_run_clears_the_last_ones_results(studio):
     assert first["downloads"] is None and first["check_take"]["choices"] == [] and session.last_song_ids == []
     with pytest.raises(gr.Error, match="generate a song first"):
         user_errors(generate.open_in_history)(studio, session, "Take 1")
+
+
+def test_after_the_run_a_take_picked_to_hear_keeps_its_seed_and_the_picker_goes(studio):
+    """Reviewer 2: picking Take 2 after the end relabelled its player "Take 2", dropping the seed,
+    and the "audio so far" picker stayed beside players that already hold every take's file."""
+    session = Session()
+    outs = run(generate.generate, *gen_args(studio, session, seed=71, takes=2))
+    assert outs[-1]["hear"]["visible"] is False
+    heard = generate.hear_take(session, "Take 2")["audios"][1]
+    final = outs[-1]["audios"][1]
+    assert heard["value"] == final["value"] and heard.get("label", final["label"]) == final["label"] == "Take 2 · seed 72"
+
+
+def test_a_refused_run_leaves_no_live_note_promising_audio(studio):
+    """Reviewer 2: a run the engine refuses (here the prompt fills the tiny model's 256 positions)
+    left the live note saying take 1 would start soon beside the error."""
+    session = Session()
+    outs = []
+    with pytest.raises(gr.Error, match="shorten the lyrics"):
+        for out in user_errors(generate.generate)(*gen_args(studio, session, lyrics="hello world " * 40, duration_s=15)):
+            outs.append(out)
+    notes = [o["live_note"] for o in outs if "live_note" in o]
+    assert notes and notes[-1] == "Nothing was made."
+    assert [o for o in outs if "hear" in o][-1]["hear"]["visible"] is False

@@ -22,7 +22,7 @@ def test_likely_shapes_start_with_the_default_and_cover_takes_and_guidance():
     assert shape_of(shapes[0]) == shape_of(presets[DEFAULT_PRESET].generate)
     keys = [shape_of(s) for s in shapes]
     assert len(keys) == len(set(keys))  # each shape once
-    covered = {(takes, guided) for takes, guided, _, _ in keys}
+    covered = {(takes, guided) for takes, guided, _ in keys}
     assert {(t, g) for t in (1, 2, 3, 4) for g in (True, False)} <= covered
     # the presets' own requests come before the takes and guidance nobody has picked yet
     preset_keys = {shape_of(p.generate) for p in presets.values()}
@@ -77,3 +77,50 @@ def test_the_studio_warms_after_its_page_is_served(studio_app):
     presets, _ = load_presets()
     assert str(shape_of(presets[DEFAULT_PRESET].generate)) in warmed[0]
     assert "warm-up failed" not in log
+
+
+def test_warmed_shapes_share_reserved_caches_and_stay_warm_whatever_the_length(tiny_ckpt):
+    """After warm_shapes, a request of any warmed shape at any length reuses the one reserved set of
+    caches and that shape's own buffers (on CUDA, its graphs): none is allocated, compiled or
+    captured again, also after a stop; and the songs are those of an engine without a reservation."""
+    from heartmula.mula.graphed_step import request_shape
+
+    engine = load_engine(str(tiny_ckpt), version="tiny", device="cpu")
+    plain = load_engine(str(tiny_ckpt), version="tiny", device="cpu")
+    shapes = [GenerateOptions(max_audio_length_ms=2000, takes=t, cfg_scale=c) for t, c in ((1, 1.5), (2, 1.0), (3, 1.5))]
+    assert engine.warm_shapes(shapes) == shapes and engine.reserved
+    model = engine.mula
+    assert (model.backbone.cache_rows, model.backbone.cache_len) == (6, model.args.backbone.max_seq_len)
+    store = model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr()
+    ready = {shape: id(buf) for shape, (buf, _) in engine._ready.items()}
+    assert set(ready) == {request_shape(s) for s in shapes}
+    for i, (takes, cfg, seconds) in enumerate([(3, 1.5, 0.8), (1, 1.5, 12), (2, 1.0, 4), (1, 1.5, 0.4), (3, 1.5, 6)]):
+        opts = GenerateOptions(max_audio_length_ms=int(seconds * 1000), takes=takes, cfg_scale=cfg, seed=i,
+                               ignore_eos=True)
+        stop_at = [0]
+        stopping = i == 2  # a stopped job keeps the reserved caches: the next request is still warm
+
+        def should_stop():
+            stop_at[0] += 1
+            return stopping and stop_at[0] > 5
+
+        fr = engine.generate_frames("la la la", "pop", opts, should_stop=should_stop)
+        assert fr.stopped == stopping
+        assert model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr() == store
+        assert {shape: id(buf) for shape, (buf, _) in engine._ready.items()} == ready
+        if not stopping:
+            for a, b in zip(fr.frames, plain.generate_frames("la la la", "pop", opts).frames):
+                np.testing.assert_array_equal(a, b)
+    engine.free_caches()  # the memory button: the reservation ends with the caches
+    assert not engine.reserved and not engine._ready
+
+
+def test_no_reservation_where_it_would_take_too_much_memory(tiny_ckpt, monkeypatch):
+    from heartmula.accel import device as devices
+
+    engine = load_engine(str(tiny_ckpt), version="tiny", device="cpu")
+    monkeypatch.setattr(devices, "free_memory", lambda device: 1000)  # a nearly full card
+    assert not engine.reserve_for([GenerateOptions(takes=4)]) and not engine.reserved
+    assert "not reserved" in engine.last_timings["reserve"]
+    lazy = load_engine(str(tiny_ckpt), version="tiny", device="cpu", lazy_load=True)
+    assert not lazy.reserve_for([GenerateOptions()])  # lazy load frees the model after every song

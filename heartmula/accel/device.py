@@ -8,6 +8,7 @@ no-op on the CPU.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 
 import torch
@@ -220,6 +221,25 @@ def total_memory(device: torch.device | str) -> int:
     if device.type == "mps":
         return int(mod.recommended_max_memory()) if hasattr(mod, "recommended_max_memory") else 0
     return int(mod.get_device_properties(device).total_memory)
+
+
+def free_memory(device: torch.device | str) -> int:
+    """Bytes that new tensors on `device` could still take: the driver's free memory plus what
+    torch's allocator caches unused; on CPU the memory the system reports available; 0 where
+    the backend does not say."""
+    device = torch.device(device)
+    mod = _module(device)
+    if mod is None:
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not every system has these names
+            return 0
+    if device.type == "mps":
+        return max(0, total_memory(device) - int(mod.driver_allocated_memory()))
+    if not hasattr(mod, "mem_get_info"):
+        return 0
+    free, _ = mod.mem_get_info(device)
+    return int(free) + int(mod.memory_reserved(device)) - int(mod.memory_allocated(device))
 
 
 def device_name(device: torch.device | str) -> str:

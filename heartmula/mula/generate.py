@@ -241,9 +241,11 @@ def eager_step(model: HeartMuLa, buf: StepBuffers, pos: int) -> torch.Tensor:
 
 
 def cache_length(prompt_len: int, max_frames: int, model_max: int) -> int:
-    """Backbone positions needed, rounded up so similar requests reuse one cache."""
+    """Backbone positions needed, rounded up to whole attention buckets: then a step's
+    attention length is its bucket's end whatever the cache's size (a reserved cache, an
+    extension's longer one), so the same request makes the same frames in any of them."""
     need = prompt_len + max_frames
-    return min(model_max, -(-need // 256) * 256)
+    return min(model_max, -(-need // BUCKET) * BUCKET)
 
 
 def check_fits(prompt_len: int, opts: GenerateOptions, model_max: int, kept_frames: int = 0) -> None:

@@ -54,10 +54,14 @@ class GraphedStep:
         self.graphs[attn_len] = capture_graph(lambda: decode_frame(self.model, self.buf, attn_len), pool=self.pool,
                                               capture_error_mode="thread_local")
 
-    def capture_all(self) -> None:
+    def capture_all(self, should_stop=None) -> bool:
+        """Capture every bucket's graph not captured yet; False if `should_stop` ended it first."""
         for n in self.lens:
+            if should_stop is not None and should_stop():
+                return False
             if n not in self.graphs:
                 self.capture(n)
+        return True
 
     def __call__(self, model: HeartMuLa, buf: StepBuffers, pos: int) -> torch.Tensor:
         n = self.bucket_for(pos)
@@ -68,21 +72,34 @@ class GraphedStep:
         return out  # overwritten by the next replay: the loop copies it out first
 
 
-def prepare_step(model: HeartMuLa, prompt_len: int, opts: GenerateOptions, buffers: StepBuffers | None = None,
-                 step: GraphedStep | None = None, *, compiled: bool = False, graphs: bool = False,
-                 audit: bool = False, kept_frames: int = 0) -> tuple[StepBuffers, GraphedStep | None]:
+def request_shape(opts: GenerateOptions, audit: bool = False) -> tuple:
+    """What a request's step buffers, compiled sampling and graphs depend on (besides the caches)."""
+    return opts.takes, opts.guided, topk_cap_for(opts.topk), audit
+
+
+def prepare_step(model: HeartMuLa, prompt_len: int, opts: GenerateOptions, ready: dict | None = None, *,
+                 compiled: bool = False, graphs: bool = False, audit: bool = False,
+                 kept_frames: int = 0) -> tuple[StepBuffers, GraphedStep | None]:
     """What a request needs before its prompt step: the KV caches set up for its rows and
     length, step buffers for its (takes, guidance, top-k bound), and with `graphs` the graphed
-    frame step (captured on first use). `buffers` and `step` are reused while they still fit.
-    The engine and the benchmark both prepare requests here."""
+    frame step (captured on first use). The engine and the benchmark both prepare requests here.
+
+    `ready` (request_shape -> (buffers, step)) keeps what each shape prepared: a shape seen
+    before gets its buffers and graphs back, as long as the caches they were captured on are
+    still the ones in use (see `Llama.setup_cache`)."""
     model_max = model.args.backbone.max_seq_len
     check_fits(prompt_len, opts, model_max, kept_frames)
+    ready = {} if ready is None else ready
+    before = model.backbone.cache_rows and model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr()
     model.setup_caches(opts.takes * (2 if opts.guided else 1), cache_length(prompt_len, opts.max_frames, model_max))
-    shape = (opts.takes, opts.guided, topk_cap_for(opts.topk), audit)
-    if buffers is None or (buffers.takes, buffers.guided, buffers.topk_cap, buffers.tally is not None) != shape:
+    if model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr() != before:  # new caches: every graph is stale
+        for key, (buffers, _) in ready.items():
+            ready[key] = (buffers, None)
+    shape = request_shape(opts, audit)
+    buffers, step = ready.get(shape, (None, None))
+    if buffers is None:
         buffers = StepBuffers(model, opts.takes, opts.guided, compiled=compiled, topk_cap=shape[2], audit=audit)
-    if not graphs:
-        return buffers, None
-    if step is None or step.key != GraphedStep.cache_key(model, buffers):
-        step = GraphedStep(model, buffers)
-    return buffers, step
+    if graphs and (step is None or step.key != GraphedStep.cache_key(model, buffers)):
+        step = GraphedStep(model, buffers)  # the caches were replaced: graphs of the old ones are dropped
+    ready[shape] = (buffers, step if graphs else None)
+    return ready[shape]

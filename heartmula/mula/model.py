@@ -144,13 +144,13 @@ class RMSNorm(nn.Module):
 
 
 class KVCache(nn.Module):
-    """Keys and values of every position so far, preallocated for one (batch, length)."""
+    """Keys and values of every position so far, for one layer: views of the first `batch`
+    rows of its layer's store (see `Llama.setup_cache`)."""
 
-    def __init__(self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device):
+    def __init__(self, k_cache: torch.Tensor, v_cache: torch.Tensor):
         super().__init__()
-        shape = (batch, n_kv_head, max_len, head_dim)
-        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("k_cache", k_cache, persistent=False)  # [batch, n_kv_head, positions, head_dim]
+        self.register_buffer("v_cache", v_cache, persistent=False)
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         # input_pos: [S] device tensor; k, v: [B, H, S, D]. index_copy_ keeps shapes static.
@@ -295,29 +295,58 @@ class Llama(nn.Module):
         self.register_buffer("rope", None, persistent=False)  # [cache_len, head_dim/2, 2]
         self.register_buffer("key_pos", None, persistent=False)  # [cache_len]
         self.cache_len = 0
+        self._store: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: k, v [rows, n_kv_head, cache_len, head_dim]
+        self._views: dict[int, list[KVCache]] = {}  # batch -> per layer, the store's first `batch` rows
+        self.reserved = (0, 0)  # (rows, positions) the store is never made smaller than (`reserve_cache`)
 
     def setup_cache(self, batch: int, max_len: int, dtype, device) -> None:
-        """Allocate the KV caches and RoPE table; a no-op when (batch, length) is unchanged."""
+        """Point every layer at KV caches of `batch` rows and at least `max_len` positions.
+
+        The caches are views of one store per layer: a request of no more rows and positions
+        than the store holds reuses it (same addresses, so device graphs captured for it stay
+        valid, whatever the takes or length). A larger one replaces the store with one of the
+        size asked, or of the reserved size where that is larger."""
         if max_len > self.args.max_seq_len:
             raise ValueError(f"cache length {max_len} exceeds the model's {self.args.max_seq_len} positions")
-        first = self.layers[0].attn.kv_cache
-        if first is not None and tuple(first.k_cache.shape[::2]) == (batch, max_len) and first.k_cache.dtype == dtype \
-                and first.k_cache.device == torch.device(device):
-            return
-        self.free_cache()
-        for layer in self.layers:
-            a = layer.attn
-            layer.attn.kv_cache = KVCache(batch, a.n_kv_head, max_len, a.head_dim, dtype, device)
-        self.rope = rope_table(self.args, max_len, device)
-        self.key_pos = torch.arange(max_len, device=device)
-        self.cache_len = max_len
+        device = torch.device(device)
+        k0 = self._store[0][0] if self._store else None
+        if k0 is None or k0.shape[0] < batch or k0.shape[2] < max_len or k0.dtype != dtype or k0.device != device:
+            rows, length = max(batch, self.reserved[0]), max(max_len, self.reserved[1])
+            self._drop_store()  # before allocating: the old store and the new never coexist
+            a = self.args
+            shape = (rows, a.n_kv_head, length, a.head_dim)
+            self._store = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+                           for _ in self.layers]
+            self.rope = rope_table(a, length, device)
+            self.key_pos = torch.arange(length, device=device)
+            self.cache_len = length
+        if batch not in self._views:
+            self._views[batch] = [KVCache(k[:batch], v[:batch]) for k, v in self._store]
+        for layer, kv in zip(self.layers, self._views[batch]):
+            layer.attn.kv_cache = kv
 
-    def free_cache(self) -> None:
+    def reserve_cache(self, rows: int, positions: int, dtype, device) -> None:
+        """Size the store once for the most rows and positions requests will ask, so that none
+        of them replaces it (`free_cache` ends the reservation)."""
+        self.reserved = (rows, positions)
+        self.setup_cache(rows, positions, dtype, device)
+
+    def _drop_store(self) -> None:
         for layer in self.layers:
             layer.attn.kv_cache = None
+        self._store, self._views = [], {}
         self.rope = None
         self.key_pos = None
         self.cache_len = 0
+
+    def free_cache(self) -> None:
+        self._drop_store()
+        self.reserved = (0, 0)
+
+    @property
+    def cache_rows(self) -> int:
+        """Rows the store holds (0 when there is none)."""
+        return self._store[0][0].shape[0] if self._store else 0
 
     def forward(self, x: torch.Tensor, input_pos: torch.Tensor, attn_len: int | None = None) -> torch.Tensor:
         # x: [B, S, dim]; input_pos: [S] positions of these S inputs (a device tensor).
@@ -362,11 +391,24 @@ class HeartMuLa(nn.Module):
         return self.text_embeddings.weight.device
 
     def setup_caches(self, batch: int, max_len: int) -> None:
-        """Caches for `batch` rows and `max_len` backbone positions (the depth decoder
-        needs only one position per codebook). Idempotent for an unchanged shape."""
+        """Caches for `batch` rows and at least `max_len` backbone positions (the depth decoder
+        needs only one position per codebook); views of stores kept while they fit."""
         dtype, device = self.compute_dtype, self.device
         self.backbone.setup_cache(batch, max_len, dtype, device)
         self.decoder.setup_cache(batch, self.args.n_codebooks, dtype, device)
+
+    def reserve_caches(self, rows: int, max_len: int) -> None:
+        """Caches sized once for up to `rows` rows and `max_len` positions: every request within
+        them reuses the same memory (and its device graphs). Ended by `free_caches`."""
+        dtype, device = self.compute_dtype, self.device
+        self.backbone.reserve_cache(rows, max_len, dtype, device)
+        self.decoder.reserve_cache(rows, self.args.n_codebooks, dtype, device)
+
+    def cache_bytes(self, rows: int, max_len: int) -> int:
+        """Bytes of the KV caches for `rows` rows and `max_len` backbone positions."""
+        size = torch.empty((), dtype=self.compute_dtype).element_size()
+        return sum(2 * a.n_layer * rows * a.n_kv_head * n * a.head_dim * size
+                   for a, n in ((self.args.backbone, max_len), (self.args.decoder, self.args.n_codebooks)))
 
     def free_caches(self) -> None:
         self.backbone.free_cache()

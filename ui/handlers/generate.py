@@ -156,6 +156,10 @@ def generate(studio, session, lyrics, tags, *values):
             if isinstance(e, JobLeftRunning):
                 raise GenerationCancelled(str(e)) from None
             raise
+        except Exception:  # refused or failed: the note must not promise audio beside the error
+            yield {"live_note": "Nothing was made.", "play_now": gr.update(visible=False),
+                   "hear": gr.update(visible=False)}
+            raise
         live.frames_ended = True  # whatever is left plays now: it is all there
         yield from _play(live, session)
         studio.stats.generation_done(result)
@@ -182,6 +186,7 @@ def generate(studio, session, lyrics, tags, *values):
         "live_note": (f"🔊 Take 1 in full ({fmt_s(live.playable_s(0))}) on the live player; every take's file is below."
                       if live.playing else "Every take's file is below."),
         "play_now": gr.update(visible=False),
+        "hear": gr.update(value=None, visible=False),  # every take has its player and file now
     }
 
 
@@ -250,13 +255,14 @@ def hear_take(session, take_label: str | None) -> dict:
     if path is None:
         raise ValueError(f"take {index + 1} has no audio yet: it comes a codec window (about 30 s of song) "
                          "at a time")
-    label = f"Take {index + 1}"
+    audios = [gr.update() for _ in range(MAX_TAKES)]
     if path.endswith(SO_FAR):
         import soundfile as sf
 
-        label += f" · its first {fmt_s(sf.info(path).duration)} (so far)"
-    audios = [gr.update() for _ in range(MAX_TAKES)]
-    audios[index] = gr.update(value=path, visible=True, label=label)
+        label = f"Take {index + 1} · its first {fmt_s(sf.info(path).duration)} (so far)"
+        audios[index] = gr.update(value=path, visible=True, label=label)
+    else:  # the finished file: its player already says which take and seed it is
+        audios[index] = gr.update(value=path, visible=True)
     return {"audios": audios}
 
 
