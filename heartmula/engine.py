@@ -27,8 +27,8 @@ from .mula.load import load_heartmula
 from .mula.quant import check_quant
 from .accel.graphs import graphs_supported
 from .mula.graphed_step import prepare_step
-from .mula.generate import (FramesResult, FramesSoFar, GenerateOptions, Progress, StepBuffers, check_fits, generate_frames,
-                            take_seeds)
+from .mula.generate import (BUCKET, FramesResult, FramesSoFar, GenerateOptions, Progress, StepBuffers, attention_length,
+                            check_fits, generate_frames, take_seeds)
 from .mula.prompt import GenConfig, Prompt, build_prompt, load_tokenizer
 
 MAX_LYRICS_CHARS = 20_000
@@ -318,10 +318,11 @@ class Engine:
         self.last_timings["warmup_s"] = time.perf_counter() - t
         return self.last_timings["warmup_s"]
 
-    def _warm_frames(self, opts: GenerateOptions, should_stop: Callable[[], bool]) -> bool:
-        """A short run of `opts`' shape, then every attention bucket's graph of it: what its first
-        request would otherwise compile and capture. False when `should_stop` ended it (nothing is
-        half-made that a request could see: it resets positions, and graphs are whole or absent)."""
+    def _warm_frames(self, opts: GenerateOptions, should_stop: Callable[[], bool], every_length: bool = True) -> bool:
+        """A short run of `opts`' shape, then its attention buckets' graphs (those its own length
+        reaches, or with `every_length` all the caches hold): what its first request would
+        otherwise compile and capture. False when `should_stop` ended it (nothing is half-made
+        that a request could see: it resets positions, and graphs are whole or absent)."""
         with self._lock:
             if should_stop():
                 return False
@@ -333,7 +334,10 @@ class Engine:
                 short = replace(opts, max_audio_length_ms=16 * FRAME_MS, ignore_eos=True, seed=0)
                 fr = generate_frames(self.mula, prompt, self.gen, short, buffers=buf, step=step,
                                      should_stop=should_stop)
-                if fr.stopped or (step is not None and not step.capture_all(should_stop)):
+                # A song's own lyrics make its prompt longer than this one's: one bucket more covers them.
+                upto = None if every_length else attention_length(len(prompt) + opts.max_frames - 1 + BUCKET,
+                                                                   self.mula.backbone.cache_len)
+                if fr.stopped or (step is not None and not step.capture_all(should_stop, upto)):
                     return False
                 devices.synchronize(self.device)
                 return True
@@ -367,14 +371,17 @@ class Engine:
     def warm_shapes(self, shapes: list[GenerateOptions], *, should_stop: Callable[[], bool] | None = None,
                     on_warmed: Callable[[GenerateOptions, float], None] | None = None) -> list[GenerateOptions]:
         """Warm the request shapes in `shapes` (most likely first), in the background: for each,
-        what its first request would otherwise pay (compiled code, graphs of every attention
-        bucket, the codec at its batch). The caches are first reserved for all of them at any
-        length (`reserve_for`), so every shape warmed stays warm. It gives way to real requests:
-        one that arrives stops the warm step within a frame or a graph, and the shape is tried
-        again once the engine is idle. Returns the shapes warmed (all unless `should_stop` ended it)."""
+        what its first request would otherwise pay (compiled code, device graphs, the codec at
+        its batch). The caches are first reserved for all of them at any length (`reserve_for`),
+        so every shape warmed stays warm. A first pass warms each shape up to its own length
+        (`on_warmed` is called then); a second captures the graphs of every longer length.
+
+        It gives way to real requests: one that arrives stops the warm step within a frame or a
+        graph, and the step is tried again once the engine is idle. Returns the shapes warmed in
+        the first pass (all of them unless `should_stop` ended it)."""
         stop = should_stop or (lambda: False)
-        pending, warmed = list(shapes), []
-        reserved = False
+        pending = [(opts, False) for opts in shapes] + [(opts, True) for opts in shapes]
+        warmed, reserved = [], False
         while pending and not stop():
             with self._requests_cv:  # let real requests go first
                 if self._requests:
@@ -384,21 +391,24 @@ class Engine:
                 reserved = True
                 self.reserve_for(shapes)
                 continue
-            opts = pending[0]
+            opts, every_length = pending[0]
             t = time.perf_counter()
-            if self._warm_one(opts, lambda: self.busy or stop()):
-                warmed.append(pending.pop(0))
-                if on_warmed is not None:
-                    on_warmed(opts, time.perf_counter() - t)
+            if self._warm_one(opts, lambda: self.busy or stop(), every_length):
+                pending.pop(0)
+                if not every_length:
+                    warmed.append(opts)
+                    if on_warmed is not None:
+                        on_warmed(opts, time.perf_counter() - t)
             elif self.busy:
                 self.last_timings["warm_gave_way"] = self.last_timings.get("warm_gave_way", 0) + 1
         return warmed
 
-    def _warm_one(self, opts: GenerateOptions, should_stop: Callable[[], bool]) -> bool:
-        """One shape's warm step (frames as `warmup`, then the codec); False when a request came first."""
-        if not self._warm_frames(opts, should_stop):
+    def _warm_one(self, opts: GenerateOptions, should_stop: Callable[[], bool], every_length: bool = False) -> bool:
+        """One shape's warm step: frames (see `_warm_frames`), then the codec at its batch on the
+        first pass; False when a request came first."""
+        if not self._warm_frames(opts, should_stop, every_length):
             return False
-        if self.config.compile or self.codec_graphs_enabled:
+        if not every_length and (self.config.compile or self.codec_graphs_enabled):
             if should_stop():  # the codec's warm step cannot stop half-way: not when a request waits
                 return False
             with self._codec_lock:

@@ -54,9 +54,12 @@ class GraphedStep:
         self.graphs[attn_len] = capture_graph(lambda: decode_frame(self.model, self.buf, attn_len), pool=self.pool,
                                               capture_error_mode="thread_local")
 
-    def capture_all(self, should_stop=None) -> bool:
-        """Capture every bucket's graph not captured yet; False if `should_stop` ended it first."""
+    def capture_all(self, should_stop=None, upto: int | None = None) -> bool:
+        """Capture every bucket's graph not captured yet (those attending to at most `upto`
+        positions, if given); False if `should_stop` ended it first."""
         for n in self.lens:
+            if upto is not None and n > upto:
+                break
             if should_stop is not None and should_stop():
                 return False
             if n not in self.graphs:
