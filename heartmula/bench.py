@@ -6,6 +6,7 @@ synchronized before the clock is read.
 
     python -m heartmula.bench --device cuda --what generate,codec,load,transcribe
     python -m heartmula.bench --device cuda --what quality,memory,generate --quant none,int8
+    python -m heartmula.bench --device cuda --what products --quant int8   # int8 tiles -> INT8_TUNED
 """
 
 from __future__ import annotations
@@ -703,6 +704,104 @@ def bench_products(dev, dtype, results: dict, rows_in: int = 2) -> list[Row]:
     return rows + _bench_kth(dev, rows_in)
 
 
+# The products the depth decoder's first step runs at 2 positions a row (the backbone's last
+# hidden state and codebook 0's embedding, projected): twice the rows of the other steps.
+DEPTH_STEP_PRODUCTS = ("decoder q/k/v", "output, projection", "w1/w3", "w2")
+
+
+def int8_sweep_shapes() -> list[tuple[int, str, int, int]]:
+    """(rows, name, N, K) the int8 sweep times: every product at 2 rows (one take, guided) and
+    8 rows (four takes guided; more rows run in 8-row passes), and the depth decoder's
+    2-position products at 4 rows (one take guided). gemv.INT8_TUNED is keyed by these rows."""
+    shapes = [(rows, name, n, k) for rows in (2, 8) for name, (n, k) in PRODUCTS.items()]
+    return shapes + [(4, name, *PRODUCTS[name]) for name in DEPTH_STEP_PRODUCTS]
+
+
+def _int8_out_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """The heads write float32 logits (sampling reads them); every other product, x's dtype."""
+    return torch.float32 if name == "codebook head" else dtype
+
+
+def bench_products_int8(dev, dtype, results: dict) -> list[Row]:
+    """Every decode product with int8 weights at the rows of `int8_sweep_shapes`: cuBLAS on bf16
+    weights, gemv.py at today's `int8_tiles`, and the best of `tuning.int8_sweep_configs`, on
+    rotating weights as `_rotating_weights` (~400 MB, so every call reads memory, not L2). Each
+    config's result is checked against a float32 product of the same int8 weights before it
+    is timed; one that errs is reported and left out. Ends with `INT8_TUNED` for gemv.py."""
+    from .accel import tuning
+
+    if dev.type != "cuda" or gemv.triton is None:
+        return [Row("int8 products sweep", float("nan"), "not run: needs CUDA and Triton")]
+    shapes = int8_sweep_shapes()
+    sweeps = {(rows, n, k): tuning.int8_sweep_configs(gemv.int8_tiles(rows, n, k)[0], k) for rows, _, n, k in shapes}
+    xname = str(dtype).replace("torch.", "")
+    jobs = sorted({(rows, n, k, xname, str(_int8_out_dtype(name, dtype)).replace("torch.", ""), cfg)
+                   for rows, name, n, k in shapes for cfg in sweeps[rows, n, k] + [gemv.int8_tiles(rows, n, k)[1:]]})
+    print(f"int8 sweep: {sum(map(len, sweeps.values()))} configs over {len(shapes)} shapes, {len(jobs)} kernels",
+          file=sys.stderr, flush=True)
+    for f in tuning.compile_in_parallel(jobs):
+        print(f"int8 sweep: refused: {f}", file=sys.stderr, flush=True)
+    rows_out: list[Row] = []
+    tuned: dict = {}
+    g = torch.Generator(device=dev).manual_seed(0)
+    for rows, name, n, k in shapes:
+        t0 = time.perf_counter()
+        out_dtype = _int8_out_dtype(name, dtype)
+        x = torch.randn(rows, k, device=dev, dtype=dtype, generator=g)
+        copies = max(4, int(400e6 // (n * k)))
+        qs = [quantization.quantize_rows(torch.randn(n, k, device=dev, generator=g) * 0.02) for _ in range(copies)]
+        q0, s0 = qs[0]
+        ref = (x.float() @ q0.float().T) * s0  # the same int8 weights, in float32
+        bound = 1e-5 if out_dtype == torch.float32 else 1e-2  # a bf16 output keeps ~3 digits
+
+        def timed(fn) -> float:
+            return _graph_time(lambda: [fn(q, s) for q, s in qs], len(qs))
+
+        def rel_err(config) -> float:
+            y = gemv.matvec(x, q0, out_dtype, config=config, scale=s0).float()
+            return ((y - ref).abs().max() / ref.abs().max()).item()
+
+        ws = _rotating_weights(n, k, dev, dtype)
+        cublas = _graph_time(lambda: [F.linear(x, w) for w in ws], len(ws))
+        del ws
+        today = gemv.int8_tiles(rows, n, k)[1:]
+        ours = timed(lambda q, s: gemv.matvec(x, q, out_dtype, scale=s))
+        sweep, refused = {}, []
+        for cfg in sweeps[rows, n, k]:
+            try:
+                err = rel_err(cfg)
+            except Exception as e:  # noqa: BLE001 - over the card's shared memory, say: skipped, reported
+                refused.append(f"{cfg} {type(e).__name__}")
+                continue
+            if not err <= bound:
+                refused.append(f"{cfg} max rel. err {err:.1e}")
+                continue
+            sweep[cfg] = timed(lambda q, s, cfg=cfg: gemv.matvec(x, q, out_dtype, config=cfg, scale=s))
+        del qs
+        gb = (n * k + 4 * n) / 1e12  # int8 bytes and float32 scales a call reads
+        label = f"{name} [{n}x{k}] int8, {rows} rows"
+        rows_out += [Row(f"{label}: cuBLAS bf16 ({2 * n * k / 1e12 / cublas:.2f} TB/s)", cublas * 1e6, "us"),
+                     Row(f"  int8_tiles() {today} ({gb / ours:.2f} TB/s)", ours * 1e6, "us")]
+        top5 = sorted((v * 1e6, c) for c, v in sweep.items())[:5]
+        results[f"products_int8_{rows}rows_{name}"] = dict(cublas_us=cublas * 1e6, tiles_us=ours * 1e6,
+                                                           tiles=today, top5=top5, refused=refused)
+        if sweep:
+            best = min(sweep, key=sweep.get)
+            rows_out.append(Row(f"  best (BLOCK_N, BLOCK_K, warps, stages) = {best} ({gb / sweep[best]:.2f} TB/s, "
+                                f"max rel. err {rel_err(best):.1e}; {len(sweep)} configs)", sweep[best] * 1e6, "us"))
+            tuned[rows, n, k] = (best, f"{name}, {gb / sweep[best]:.2f} TB/s (int8_tiles {gb / ours:.2f})")
+            print(f"int8 {label}: top 5 {[(round(us, 2), c) for us, c in top5]}; "
+                  f"INT8_TUNED entry {(rows, n, k)}: {best}", file=sys.stderr, flush=True)
+        else:
+            rows_out.append(Row(f"  no config of the sweep ran: {refused[:3]}", float("nan"), "us"))
+        if refused:
+            print(f"int8 {label}: {len(refused)} configs left out: {refused[:8]}", file=sys.stderr, flush=True)
+        print(f"int8 {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        announce(rows_out)
+    results["int8_tuned_table"] = tuning.format_int8_tuned(tuned)
+    return rows_out
+
+
 def _bench_kth(dev, rows_in: int) -> list[Row]:
     """kth.py's top-k threshold over the 8,197 codes, by (arity, warps)."""
     from .accel import kth
@@ -943,7 +1042,8 @@ def main(argv: list[str] | None = None) -> int:
                         "stream (time to first audio, cold vs warm requests),library (the History index, host only)")
     p.add_argument("--quant", default="none",
                    help="comma-separated weights of the language model for generate/greedy/song: none, int8 "
-                        "(e.g. none,int8 measures both in one run)")
+                        "(e.g. none,int8 measures both in one run); for products, which tile sweep runs "
+                        "(int8: gemv.py's int8 tiles at 2, 4 and 8 rows, ending with INT8_TUNED)")
     p.add_argument("--frames", type=int, default=512,
                    help="frames per timed generation (the eager baseline runs at most 256)")
     p.add_argument("--takes", type=int, default=4, help="takes of the several-takes figure (1: not run)")
@@ -1009,7 +1109,10 @@ def main(argv: list[str] | None = None) -> int:
     if "heads" in what:
         measured(bench_heads(dev, dtype, results))
     if "products" in what:
-        measured(bench_products(dev, dtype, results))
+        if "none" in quants:
+            measured(bench_products(dev, dtype, results))
+        if "int8" in quants:
+            measured(bench_products_int8(dev, dtype, results))
     if "transcribe" in what:
         measured(bench_transcribe(dev, results))
     if "stream" in what:
@@ -1017,6 +1120,9 @@ def main(argv: list[str] | None = None) -> int:
     if "library" in what:
         measured(bench_library(results))
     print_table(rows, dev, results)
+    if "int8_tuned_table" in results:  # for gemv.py, measured on this card
+        print("\n# python -m heartmula.bench --what products --quant int8, on " + devices.device_name(dev))
+        print(results["int8_tuned_table"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"card": devices.device_name(dev), "torch": torch.__version__,

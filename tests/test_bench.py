@@ -45,3 +45,48 @@ def test_small_cpu_quality_rows_compare_int8_with_the_float_model(capsys):
     rel, overlap, agree, kl, same = (r.value for r in rows)
     assert 0 < rel < 2 and 95 <= overlap <= 100 and 90 <= agree <= 100 and 0 <= kl < 1e-3 and 0 <= same <= 100
     assert results["quality_positions"] == 12 and results["quality_topk"] == 50
+
+
+def test_int8_sweep_covers_every_decode_shape_within_its_register_and_time_bounds():
+    """The int8 tile sweep (`--what products --quant int8`) times every product at the rows
+    gemv.INT8_TUNED is keyed by, tries only configs whose partial sums fit the registers, and
+    stays small enough to time on an H200 in a few minutes."""
+    from heartmula.accel import gemv, tuning
+
+    shapes = bench.int8_sweep_shapes()
+    keys = {(rows, n, k) for rows, _, n, k in shapes}
+    assert len(keys) == len(shapes)  # no shape timed twice
+    assert {(rows, n, k) for rows in (2, 8) for n, k in bench.PRODUCTS.values()} <= keys
+    # the depth decoder's 2-position step of one guided take: 4 rows, a bucket of its own
+    assert {(4, *bench.PRODUCTS[name]) for name in bench.DEPTH_STEP_PRODUCTS} <= keys
+    assert set(gemv.INT8_TUNED) <= keys  # every tuned entry is one the sweep measures
+    total = 0
+    for rows, _, n, k in shapes:
+        block_m = gemv.int8_tiles(rows, n, k)[0]
+        configs = tuning.int8_sweep_configs(block_m, k)
+        assert configs and len(set(configs)) == len(configs), (rows, n, k)
+        for block_n, block_k, warps, stages in configs:
+            assert block_k <= k and block_n in tuning.BLOCK_N and stages in tuning.STAGES, (block_n, block_k)
+            assert 16 <= block_m * block_n * block_k // (32 * warps) <= 128, (rows, block_n, block_k, warps)
+        # the bounds keep every corner the brief named: 1 and 16 rows a program, 2 and 8 warps
+        assert {c[0] for c in configs} == set(tuning.BLOCK_N) and {c[2] for c in configs} == set(tuning.WARPS)
+        total += len(configs)
+    # ~10-20 ms a timing (one graph over ~400 MB; the kernels compiled beforehand): ~1 minute
+    assert 1000 <= total <= 2500, total
+
+
+def test_int8_sweep_prints_a_table_gemv_takes_and_is_not_run_on_the_cpu(capsys):
+    import ast
+
+    from heartmula.accel import tuning
+
+    text = tuning.format_int8_tuned({(8, 3072, 8192): ((4, 512, 4, 2), "w2, 3.9 TB/s"),
+                                     (2, 5120, 3072): ((8, 1024, 4, 3), "backbone q/k/v")})
+    name, _, value = text.partition(" = ")
+    table = ast.literal_eval(value)  # pastes as it prints (comments and all)
+    assert name == "INT8_TUNED" and table == {(2, 5120, 3072): (8, 1024, 4, 3), (8, 3072, 8192): (4, 512, 4, 2)}
+    assert text.splitlines()[1].startswith("    (2, 5120, 3072)")  # sorted by rows, then shape
+    assert bench.main(["--device", "cpu", "--size", "small", "--what", "products", "--quant", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "int8 products sweep" in out and "not run: needs CUDA and Triton" in out
+    assert "INT8_TUNED" not in out  # nothing measured, no table

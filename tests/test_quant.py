@@ -173,6 +173,69 @@ def test_int8_kernel_matches_torch_on_odd_shapes_and_extreme_rows():
     assert "one per weight row" in refusals[3]
 
 
+INT8_TILES_CHECK = r"""
+import json, torch
+from heartmula.accel import gemv
+from heartmula.mula import quant
+launches = []
+kernel = gemv._matvec_kernel
+
+
+class Recorded:
+    # gemv.matvec's launches, passed on to the real kernel: which tiles each pass ran with
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            launches.append(dict(grid=list(grid), BLOCK_M=kw["BLOCK_M"], config=[kw["BLOCK_N"], kw["BLOCK_K"],
+                                 kw["num_warps"], kw["STAGES"]]))
+            return kernel[grid](*args, **kw)
+        return launch
+
+
+gemv._matvec_kernel = Recorded()
+torch.manual_seed(0)
+n, k = 24, 512
+gemv.INT8_TUNED[(8, n, k)] = (16, 256, 2, 2)  # a tuned entry for the 8-row bucket of this shape
+q, s = quant.quantize_rows(torch.randn(n, k))
+out = []
+for m, config in ((13, None), (2, None), (13, (1, 512, 4, 1)), (3, (2, 128, 8, 5))):
+    x = torch.randn(m, k)
+    launches.clear()
+    y = gemv.matvec(x, q, torch.float32, config=config, scale=s)
+    ref = quant.int8_linear(x.double(), q, s)
+    out.append(dict(m=m, config=config, launches=list(launches),
+                    err=((y.double() - ref).norm() / ref.norm()).item()))
+out.append(dict(rule=list(gemv._int8_rule(2, n, k)[1:])))
+print(json.dumps(out))
+"""
+
+
+def test_int8_passes_take_the_tuned_tiles_of_their_rows_bucket_or_the_given_config():
+    """gemv.INT8_TUNED serves each pass by its rows bucket (BLOCK_M) and shape; shapes it lacks
+    take `_int8_rule`; `config=` (the sweep's) overrides both. Launches are recorded on their
+    way to the real kernel (Triton's interpreter), and every result is checked."""
+    *runs, rule = run_interpreted(INT8_TILES_CHECK)
+    for r in runs:
+        assert r["err"] < KERNEL_VS_TORCH_F32, r
+    tuned, untuned, forced, forced_small = runs
+    # 13 rows: an 8-row pass and a 5-row one, both in the 8 bucket, both at the tuned tiles
+    assert [(la["BLOCK_M"], la["config"], la["grid"]) for la in tuned["launches"]] == [(8, [16, 256, 2, 2], [2])] * 2
+    # 2 rows: no entry for (2, 24, 512), so the rule
+    assert [(la["BLOCK_M"], la["config"]) for la in untuned["launches"]] == [(2, rule["rule"])]
+    assert [(la["BLOCK_M"], la["config"], la["grid"]) for la in forced["launches"]] == [(8, [1, 512, 4, 1], [24])] * 2
+    assert [(la["BLOCK_M"], la["config"]) for la in forced_small["launches"]] == [(4, [2, 128, 8, 5])]
+
+
+def test_int8_tiles_reads_the_tuned_table_by_rows_bucket_and_falls_back_to_the_rule(monkeypatch):
+    from heartmula.accel import gemv
+
+    monkeypatch.setitem(gemv.INT8_TUNED, (4, 3072, 8192), (2, 2048, 8, 5))
+    for rows in (3, 4):  # 3 rows run as a 4-row tile
+        assert gemv.int8_tiles(rows, 3072, 8192) == (4, 2, 2048, 8, 5)
+    assert gemv.int8_tiles(1, 3072, 8192) == gemv._int8_rule(1, 3072, 8192)  # no 1-row entry
+    assert gemv.int8_tiles(5, 3072, 8192) == (8, *gemv.INT8_TUNED[(8, 3072, 8192)])
+    assert gemv.int8_tiles(2, 40, 96) == gemv._int8_rule(2, 40, 96)  # a shape not in the table
+
+
 def _ckpt_tensors(tiny_ckpt) -> dict[str, torch.Tensor]:
     return load_file(str(tiny_ckpt / "HeartMuLa-oss-tiny" / "model.safetensors"))
 
