@@ -66,6 +66,8 @@ def _compile_jobs(jobs: list[Job]) -> list[str]:
     is one; the sweep skips it)."""
     from . import gemv
 
+    if not jobs:
+        return []
     dev = torch.device("cuda")
     failed, shape, tensors = [], None, None
     for rows, n, k, x_dtype, out_dtype, config in sorted(jobs):
