@@ -501,8 +501,8 @@ def random_checkpoint(dev, dtype, folder: str | None, results: dict) -> str:
 def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
     """Checkpoint load: a random 3B checkpoint (float32 safetensors, sharded as on the hub)
     written to local disk, then load_heartmula to the device in `dtype`."""
-    from .checkpoint import load_state_dict, weight_files
-    from .mula.load import load_heartmula
+    from .checkpoint import CONVERT_GROUP_BYTES, load_state_dict, weight_files
+    from .mula.load import QuantizeOnArrival, load_heartmula
     from .accel.stream_load import CHUNK_BYTES as STREAM_CHUNK
     from .accel.stream_load import WORKERS as STREAM_WORKERS
     from .accel.stream_load import load_files
@@ -531,6 +531,16 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
         devices.empty_cache(dev)
         return _time(lambda: fn().clear(), dev, reps=2)
 
+    # Where int8's added time goes: the read alone in the groups quantizing reads in (each
+    # tensor kept as it arrives), then that read quantizing each group on the device.
+    whole = read(lambda: load_state_dict(folder, dev, dtype))
+    grouped = read(lambda: load_state_dict(folder, dev, dtype, convert=lambda name, t: t))
+    rows.append(Row(f"  read only, in {CONVERT_GROUP_BYTES / 2**30:g} GiB groups as int8 loads read "
+                    f"(+{grouped - whole:.2f} s against one read)", grouped, "s"))
+    quantized = read(lambda: load_state_dict(folder, dev, dtype, convert=QuantizeOnArrival()))
+    rows.append(Row(f"  read only, in groups, quantizing on the device (+{quantized - grouped:.2f} s for "
+                    "the quantization)", quantized, "s"))
+    announce(rows)
     per_tensor = read(lambda: load_state_dict(folder, dev, dtype, streamed=False))
     rows.append(Row(f"  read only, safetensors per tensor ({gb / per_tensor:.1f} GB/s)", per_tensor, "s"))
     announce(rows)

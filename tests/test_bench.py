@@ -18,7 +18,11 @@ def test_small_cpu_load_row_names_what_ran_and_does_not_judge_the_gpu_target(cap
     assert "3B" not in load and "NO" not in load.split()
     assert load.split()[-2:] == ["—", "—"]  # target and met: the targets are for CUDA at 3B
     assert "not judged here" in out
-    assert len(rows) == len(set(r.strip().split("  ")[0] for r in rows)) == 8  # every row name once (int8 too)
+    assert len(rows) == len(set(r.strip().split("  ")[0] for r in rows)) == 10  # every row name once (int8 too)
+    # int8's added load time, split into reading in groups and quantizing
+    assert any(r.startswith("  read only, in 1 GiB groups as int8 loads read (+") for r in rows), out
+    assert any(r.startswith("  read only, in groups, quantizing on the device (+") for r in rows), out
+    assert any(r.startswith("checkpoint load, small float32 safetensors -> cpu int8, quantized at load (+") for r in rows)
 
 
 def test_device_flag_takes_the_one_device_syntax(capsys):
