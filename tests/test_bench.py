@@ -94,3 +94,37 @@ def test_int8_sweep_prints_a_table_gemv_takes_and_is_not_run_on_the_cpu(capsys):
     out = capsys.readouterr().out
     assert "int8 products sweep" in out and "not run: needs CUDA and Triton" in out
     assert "INT8_TUNED" not in out  # nothing measured, no table
+
+
+INT8_SWEEP_CHECK = r"""
+import json, torch
+from heartmula import bench
+from heartmula.accel import tuning
+from heartmula.mula import quant
+# The sweep's own code at toy sizes (Triton's interpreter, eager timing): two shapes, a few
+# configs, one of which Triton refuses (BLOCK_N must be a power of two).
+bench.int8_sweep_shapes = lambda: [(2, "w2", 24, 512), (8, "codebook head", 37, 256)]
+bench._rotating_weights = lambda n, k, dev, dtype: [torch.randn(n, k, dtype=dtype) for _ in range(2)]
+bench._rotating_int8_weights = lambda n, k, dev, g: [quant.quantize_rows(torch.randn(n, k, generator=g)) for _ in range(2)]
+tuning.int8_sweep_configs = lambda block_m, k: [(1, 256, 2, 1), (4, 128, 4, 2), (3, 256, 2, 1), (16, 256, 8, 1)]
+results = {}
+rows = bench.bench_products_int8(torch.device("cpu"), torch.float32, results)
+print(json.dumps(dict(rows=[r.what for r in rows], table=results["int8_tuned_table"],
+                      refused=results["products_int8_2rows_w2"]["refused"])))
+"""
+
+
+def test_int8_sweep_runs_end_to_end_under_the_interpreter_and_prints_its_table():
+    import ast
+
+    from test_kernels import run_interpreted
+
+    out = run_interpreted(INT8_SWEEP_CHECK)
+    rows = out["rows"]
+    assert rows[0].startswith("w2 [24x512] int8, 2 rows: cuBLAS float32") and rows[1].startswith("  int8_tiles() (")
+    assert rows[2].startswith("  best (BLOCK_N, BLOCK_K, warps, stages) = (") and "3 configs ran" in rows[2]
+    assert rows[3].startswith("codebook head [37x256] int8, 8 rows")
+    assert len(out["refused"]) == 1 and out["refused"][0].startswith("(3, 256, 2, 1) "), out  # named, left out
+    table = ast.literal_eval(out["table"].partition(" = ")[2])
+    assert set(table) == {(2, 24, 512), (8, 37, 256)}
+    assert all(cfg in [(1, 256, 2, 1), (4, 128, 4, 2), (16, 256, 8, 1)] for cfg in table.values())
