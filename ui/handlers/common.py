@@ -146,9 +146,9 @@ def weights_note(studio, quant: str, preset: str | None = None) -> str:
     if quant == have:
         return ""
     who = f"Preset **{preset}** asks for" if preset else "You chose"
-    return (f"⚠️ {who} **{weights_text(quant)}** weights; the language model is set up with "
-            f"**{weights_text(have)}**. To use them, press **Load** (it reloads the model); until then "
-            f"songs are made with **{weights_text(have)}** weights.")
+    return (f"⚠️ {who} **{weights_text(quant)}** weights, and the studio's language model is "
+            f"**{weights_text(have)}**: press **Load** to reload it with them (nothing reloads by itself). "
+            f"Until then, songs are made as now.")
 
 
 def preset_weights(studio, name: str | None) -> dict:
