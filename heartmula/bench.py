@@ -6,6 +6,7 @@ synchronized before the clock is read.
 
     python -m heartmula.bench --device cuda --what generate,codec,load,transcribe
     python -m heartmula.bench --device cuda --what quality,memory,generate --quant none,int8
+    python -m heartmula.bench --device cuda --what products --quant int8   # int8 tiles -> INT8_TUNED
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -500,8 +502,8 @@ def random_checkpoint(dev, dtype, folder: str | None, results: dict) -> str:
 def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
     """Checkpoint load: a random 3B checkpoint (float32 safetensors, sharded as on the hub)
     written to local disk, then load_heartmula to the device in `dtype`."""
-    from .checkpoint import load_state_dict, weight_files
-    from .mula.load import load_heartmula
+    from .checkpoint import CONVERT_GROUP_BYTES, load_state_dict, weight_files
+    from .mula.load import QuantizeOnArrival, load_heartmula
     from .accel.stream_load import CHUNK_BYTES as STREAM_CHUNK
     from .accel.stream_load import WORKERS as STREAM_WORKERS
     from .accel.stream_load import load_files
@@ -530,6 +532,16 @@ def bench_load(dev, dtype, folder: str | None, results: dict) -> list[Row]:
         devices.empty_cache(dev)
         return _time(lambda: fn().clear(), dev, reps=2)
 
+    # Where int8's added time goes: the read alone in the groups quantizing reads in (each
+    # tensor kept as it arrives), then that read quantizing each group on the device.
+    whole = read(lambda: load_state_dict(folder, dev, dtype))
+    grouped = read(lambda: load_state_dict(folder, dev, dtype, convert=lambda name, t: t))
+    rows.append(Row(f"  read only, in {CONVERT_GROUP_BYTES / 2**30:g} GiB groups as int8 loads read "
+                    f"(+{grouped - whole:.2f} s against one read)", grouped, "s"))
+    quantized = read(lambda: load_state_dict(folder, dev, dtype, convert=QuantizeOnArrival()))
+    rows.append(Row(f"  read only, in groups, quantizing on the device (+{quantized - grouped:.2f} s for "
+                    "the quantization)", quantized, "s"))
+    announce(rows)
     per_tensor = read(lambda: load_state_dict(folder, dev, dtype, streamed=False))
     rows.append(Row(f"  read only, safetensors per tensor ({gb / per_tensor:.1f} GB/s)", per_tensor, "s"))
     announce(rows)
@@ -701,6 +713,133 @@ def bench_products(dev, dtype, results: dict, rows_in: int = 2) -> list[Row]:
         print(f"{name}: top 5 {results[f'products_{name}']['top5']}", flush=True)
         del ws
     return rows + _bench_kth(dev, rows_in)
+
+
+# The products the depth decoder's first step runs at 2 positions a row (the backbone's last
+# hidden state and codebook 0's embedding, projected): twice the rows of the other steps.
+DEPTH_STEP_PRODUCTS = ("decoder q/k/v", "output, projection", "w1/w3", "w2")
+
+
+def int8_sweep_shapes() -> list[tuple[int, str, int, int]]:
+    """(rows, name, N, K) the int8 sweep times: every product at 2 rows (one take, guided) and
+    8 rows (four takes guided; more rows run in 8-row passes), and the depth decoder's
+    2-position products at 4 rows (one take guided). gemv.INT8_TUNED is keyed by these rows."""
+    shapes = [(rows, name, n, k) for rows in (2, 8) for name, (n, k) in PRODUCTS.items()]
+    return shapes + [(4, name, *PRODUCTS[name]) for name in DEPTH_STEP_PRODUCTS]
+
+
+def _rotating_int8_weights(n: int, k: int, dev, generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(q, scale) copies of an int8 [n, k] weight filling ~400 MB, as `_rotating_weights`:
+    quantized Gaussian rows, as a checkpoint's are."""
+    copies = max(4, int(400e6 // (n * k)))
+    return [quantization.quantize_rows(torch.randn(n, k, device=dev, generator=generator) * 0.02)
+            for _ in range(copies)]
+
+
+def _int8_out_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """The heads write float32 logits (sampling reads them); every other product, x's dtype."""
+    return torch.float32 if name == "codebook head" else dtype
+
+
+# Wall time the int8 sweep may take, compiling included: with the kernels compiled in parallel
+# it needs ~3 minutes on an H200 host; where that fails (one CUDA context per card, say) it
+# compiles one kernel at a time and would need ~15, so each shape then gets an equal share of
+# what is left and times a random sample of its configs (the rows say how many).
+INT8_SWEEP_BUDGET_S = 450.0
+
+
+def bench_products_int8(dev, dtype, results: dict, budget_s: float = INT8_SWEEP_BUDGET_S) -> list[Row]:
+    """Every decode product with int8 weights at the rows of `int8_sweep_shapes`: cuBLAS on
+    `dtype` (bf16) weights, gemv.py at today's `int8_tiles`, and the best of `tuning.int8_sweep_configs`, on
+    rotating weights as `_rotating_weights` (~400 MB, so every call reads memory, not L2). Each
+    config's result is checked against a float64 product of the same int8 weights before it
+    is timed; one that errs is reported and left out. Ends with `INT8_TUNED` for gemv.py."""
+    from .accel import tuning
+
+    if not devices.triton_kernels_available(dev):
+        return [Row("int8 products sweep", float("nan"), "not run: needs CUDA and Triton")]
+    # One CUDA graph per timing (no launch gaps); under Triton's interpreter (tests) the
+    # same code path runs eagerly, for its logic rather than its figures.
+    timer = _graph_time if dev.type == "cuda" else (lambda fn, calls: _time(fn, dev, reps=1) / calls)
+    shapes = int8_sweep_shapes()
+    sweeps = {(rows, n, k): tuning.int8_sweep_configs(gemv.int8_tiles(rows, n, k)[0], k) for rows, _, n, k in shapes}
+    xname = str(dtype).replace("torch.", "")
+    jobs = sorted({(rows, n, k, xname, str(_int8_out_dtype(name, dtype)).replace("torch.", ""), cfg)
+                   for rows, name, n, k in shapes for cfg in sweeps[rows, n, k] + [gemv.int8_tiles(rows, n, k)[1:]]})
+    print(f"int8 sweep: {sum(map(len, sweeps.values()))} configs over {len(shapes)} shapes, {len(jobs)} kernels",
+          file=sys.stderr, flush=True)
+    deadline = time.perf_counter() + budget_s
+    for f in tuning.compile_in_parallel(jobs):
+        print(f"int8 sweep: refused: {f}", file=sys.stderr, flush=True)
+    rows_out: list[Row] = []
+    tuned: dict = {}
+    g = torch.Generator(device=dev).manual_seed(0)
+    for i, (rows, name, n, k) in enumerate(shapes):
+        t0 = time.perf_counter()
+        shape_deadline = t0 + (deadline - t0) / (len(shapes) - i)
+        # In a random order, so that a sweep cut short by the budget samples the whole space.
+        configs = sweeps[rows, n, k][:]
+        random.Random(i).shuffle(configs)
+        out_dtype = _int8_out_dtype(name, dtype)
+        x = torch.randn(rows, k, device=dev, dtype=dtype, generator=g)
+        qs = _rotating_int8_weights(n, k, dev, g)
+        q0, s0 = qs[0]
+        ref = (x.double() @ q0.double().T) * s0.double()  # the same int8 weights, in float64 (no TF32 either)
+        # Loose enough for float32 sums in another order (~1e-6 here) and a bf16 output's
+        # rounding (2^-9); a config that reads or masks wrongly errs by O(1).
+        bound = 1e-4 if out_dtype == torch.float32 else 1e-2
+
+        def timed(fn) -> float:
+            return timer(lambda: [fn(q, s) for q, s in qs], len(qs))
+
+        def rel_err(config) -> float:
+            y = gemv.matvec(x, q0, out_dtype, config=config, scale=s0).double()
+            return ((y - ref).abs().max() / ref.abs().max()).item()
+
+        ws = _rotating_weights(n, k, dev, dtype)
+        cublas = timer(lambda: [F.linear(x, w) for w in ws], len(ws))
+        del ws
+        today = gemv.int8_tiles(rows, n, k)[1:]
+        ours = timed(lambda q, s: gemv.matvec(x, q, out_dtype, scale=s))
+        sweep, refused = {}, []
+        for cfg in configs:
+            if time.perf_counter() > shape_deadline:
+                break
+            try:
+                err = rel_err(cfg)
+            except Exception as e:  # noqa: BLE001 - over the card's shared memory, say: skipped, reported
+                refused.append(f"{cfg} {type(e).__name__}")
+                continue
+            if not err <= bound:
+                refused.append(f"{cfg} max rel. err {err:.1e}")
+                continue
+            sweep[cfg] = timed(lambda q, s, cfg=cfg: gemv.matvec(x, q, out_dtype, config=cfg, scale=s))
+        del qs
+        gb = (n * k + 4 * n) / 1e12  # int8 bytes and float32 scales a call reads
+        tried = len(sweep) + len(refused)
+        label = f"{name} [{n}x{k}] int8, {rows} rows"
+        rows_out += [Row(f"{label}: cuBLAS {xname} ({2 * n * k / 1e12 / cublas:.2f} TB/s)", cublas * 1e6, "us"),
+                     Row(f"  int8_tiles() {today} ({gb / ours:.2f} TB/s)", ours * 1e6, "us")]
+        top5 = sorted((v * 1e6, c) for c, v in sweep.items())[:5]
+        results[f"products_int8_{rows}rows_{name}"] = dict(cublas_us=cublas * 1e6, tiles_us=ours * 1e6,
+                                                           tiles=today, top5=top5, refused=refused)
+        if sweep:
+            best = min(sweep, key=sweep.get)
+            rows_out.append(Row(f"  best (BLOCK_N, BLOCK_K, warps, stages) = {best} ({gb / sweep[best]:.2f} TB/s, "
+                                f"max rel. err {rel_err(best):.1e}; {len(sweep)} configs ran"
+                                + (f", {len(configs) - tried} not tried: time budget)" if tried < len(configs) else ")"),
+                                sweep[best] * 1e6, "us"))
+            tuned[rows, n, k] = (best, f"{name}, {gb / sweep[best]:.2f} TB/s (int8_tiles {gb / ours:.2f})")
+            print(f"int8 {label}: top 5 {[(round(us, 2), c) for us, c in top5]}; "
+                  f"INT8_TUNED entry {(rows, n, k)}: {best}", file=sys.stderr, flush=True)
+        else:
+            rows_out.append(Row(f"  no config of the sweep ran: {refused[:3]}", float("nan"), "us"))
+        if refused:
+            print(f"int8 {label}: {len(refused)} configs left out: {refused[:8]}", file=sys.stderr, flush=True)
+        print(f"int8 {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        announce(rows_out)
+    results["int8_tuned_table"] = tuning.format_int8_tuned(tuned)
+    return rows_out
 
 
 def _bench_kth(dev, rows_in: int) -> list[Row]:
@@ -946,7 +1085,8 @@ def main(argv: list[str] | None = None) -> int:
                         "stream (time to first audio, cold vs warm requests),library (the History index, host only)")
     p.add_argument("--quant", default="none",
                    help="comma-separated weights of the language model for generate/greedy/song: none, int8 "
-                        "(e.g. none,int8 measures both in one run)")
+                        "(e.g. none,int8 measures both in one run); for products, which tile sweep runs "
+                        "(int8: gemv.py's int8 tiles at 2, 4 and 8 rows, ending with INT8_TUNED)")
     p.add_argument("--frames", type=int, default=512,
                    help="frames per timed generation (the eager baseline runs at most 256)")
     p.add_argument("--takes", type=int, default=4, help="takes of the several-takes figure (1: not run)")
@@ -1012,7 +1152,10 @@ def main(argv: list[str] | None = None) -> int:
     if "heads" in what:
         measured(bench_heads(dev, dtype, results))
     if "products" in what:
-        measured(bench_products(dev, dtype, results))
+        if "none" in quants:
+            measured(bench_products(dev, dtype, results))
+        if "int8" in quants:
+            measured(bench_products_int8(dev, dtype, results))
     if "transcribe" in what:
         measured(bench_transcribe(dev, results))
     if "stream" in what:
@@ -1020,6 +1163,9 @@ def main(argv: list[str] | None = None) -> int:
     if "library" in what:
         measured(bench_library(results))
     print_table(rows, dev, results)
+    if "int8_tuned_table" in results:  # for gemv.py, measured on this card
+        print("\n# python -m heartmula.bench --what products --quant int8, on " + devices.device_name(dev))
+        print(results["int8_tuned_table"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"card": devices.device_name(dev), "torch": torch.__version__,

@@ -677,3 +677,29 @@ def test_another_take_plays_from_its_audio_so_far_when_picked(demo_page):
     seen = watch(page, "#gen-status", ["✅", "❌"])
     assert "✅" in seen[-1] and "2 take(s)" in seen[-1], seen
     expect(page.locator("#gen-take-2")).not_to_contain_text("(so far)")  # the finished file now
+
+
+def test_a_preset_asking_for_int8_sets_the_weights_choice_and_waits_for_load(page, studio_app):
+    """Picking a preset that names `quant` moves the Settings weights choice and says Load
+    applies it (on Settings, and under Generate's preset); the choice moved back says nothing.
+    Nothing is loaded: the header still shows the model as it was."""
+    preset = studio_app.home / "presets" / "small-card.yaml"
+    preset.write_text("description: fits small cards\nquant: int8\n")
+    try:
+        page.reload()
+        wait_idle(page)
+        tab(page, "Settings")
+        pick(page, "set-preset", "small-card")
+        expect(page.locator("#set-quant input")).to_have_value("int8 (experimental: ~half the memory)")
+        expect(page.locator("#set-quant-note")).to_contain_text("press Load to reload it")
+        expect(page.locator("#set-engine")).to_contain_text("weights not quantized")
+        tab(page, "Generate")
+        pick(page, "gen-preset", "balanced")
+        pick(page, "gen-preset", "small-card")
+        expect(page.locator("#gen-preset-info")).to_contain_text("press Load on the Settings tab")
+        tab(page, "Settings")
+        page.locator("#set-quant input").click()
+        page.get_by_role("option", name="as the precision (no quantization)", exact=True).click()
+        expect(page.locator("#set-quant-note")).not_to_contain_text("Load")
+    finally:
+        preset.unlink()

@@ -91,6 +91,130 @@ def test_quantize_rows_of_stacked_weights_is_per_slice_and_refuses_non_floats():
         quant.quantize_rows(torch.ones(5))
 
 
+def _quantize_rows_before(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_rows as it was defined before it was made cheap at load (commit 83c2421): the
+    reference the current one must equal bit for bit."""
+    flat = w.reshape(-1, w.shape[-1])
+    q = torch.empty(flat.shape, dtype=torch.int8, device=w.device)
+    scale = torch.empty(flat.shape[0], dtype=torch.float32, device=w.device)
+    for r0 in range(0, flat.shape[0], 4096):
+        rows = flat[r0:r0 + 4096].float()
+        s = rows.abs().amax(dim=-1) / quant.QMAX if rows.shape[-1] else rows.new_zeros(rows.shape[0])
+        safe = torch.where(s > 0, s, torch.ones_like(s))[:, None]
+        q[r0:r0 + rows.shape[0]] = (rows / safe).round_().clamp_(-quant.QMAX, quant.QMAX).to(torch.int8)
+        scale[r0:r0 + rows.shape[0]] = s
+    return q.reshape(w.shape), scale.reshape(w.shape[:-1])
+
+
+def _assert_same_as_before(w: torch.Tensor, what) -> None:
+    q, s = quant.quantize_rows(w)
+    q0, s0 = _quantize_rows_before(w)
+    assert q.shape == q0.shape and s.shape == s0.shape, what
+    # bit for bit: the same float32 scales (a -0 row's scale is +0, as before) and the same codes
+    assert torch.equal(s.view(torch.int32), s0.view(torch.int32)), what
+    assert torch.equal(q, q0), what
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("pass_elements", [1 << 24, 37])  # one pass per slice; many, cutting rows mid-slice
+def test_quantize_rows_equals_its_previous_definition_bit_for_bit(seed, pass_elements, monkeypatch):
+    monkeypatch.setattr(quant, "_PASS_ELEMENTS", pass_elements)
+    g = torch.Generator().manual_seed(300 + seed)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for kind in KINDS + ("negzero", "one huge"):
+            n, k = int(torch.randint(1, 40, (1,), generator=g)), [1, 3, 64, 77, 513][seed % 5]
+            w = _rows("gauss" if kind in ("negzero", "one huge") else kind, n, k, dtype, g)
+            if kind == "negzero":
+                w[::2] = -0.0
+            elif kind == "one huge":  # one entry near the dtype's max, the rest of its row ordinary
+                w[:, k // 2] = torch.finfo(dtype).max / 2
+            _assert_same_as_before(w, (dtype, kind, n, k))
+            _assert_same_as_before(w[:, ::2], (dtype, kind, "strided"))
+        # the audio heads: [K-1, ddim, vocab] read as [K-1, vocab, ddim] rows (a transposed view)
+        heads = _rows("mixed", 3 * 19, 40, dtype, g).reshape(3, 19, 40)
+        _assert_same_as_before(heads.transpose(1, 2), (dtype, "audio_head"))
+    w64 = torch.randn(9, 33, generator=g, dtype=torch.float64) * 1e-3
+    _assert_same_as_before(w64, "float64")
+    _assert_same_as_before(torch.zeros(0, 5), "no rows")
+    q, s = quant.quantize_rows(torch.zeros(4, 0))  # the previous definition could not reshape this one
+    assert q.shape == (4, 0) and torch.equal(s, torch.zeros(4))
+
+
+def test_quantize_rows_gives_rows_int8_cannot_hold_a_non_finite_scale():
+    w = torch.randn(5, 64)
+    w[1, 3], w[2, 0], w[3, 63] = float("inf"), float("-inf"), float("nan")
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        q, s = quant.quantize_rows(w.to(dtype))
+        assert s[1] == float("inf") and s[2] == float("inf") and s[3].isnan(), (dtype, s)
+        q0, s0 = _quantize_rows_before(w.to(dtype)[[0, 4]])  # the finite rows are untouched by the others
+        assert torch.equal(q[[0, 4]], q0) and torch.equal(s[[0, 4]], s0)
+
+
+def test_building_the_quantized_structure_on_meta_computes_nothing():
+    """The loader builds the 3B quantized model on the meta device before adopting the int8
+    tensors; tracing quantize_rows' arithmetic there cost ~0.4 s of each int8 load."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from heartmula.mula.model import FLAVORS, HeartMuLa, HeartMuLaArgs
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with torch.device("meta"):
+        model = HeartMuLa(HeartMuLaArgs(backbone=FLAVORS["llama-3B"], decoder=FLAVORS["llama-300M"]))
+    model.fuse_projections()
+    with Ops() as ops:
+        quant.quantize_model(model)
+    assert not ops.seen & {"div", "round", "clamp", "amax", "amin", "abs", "where", "copy_"}, ops.seen
+    layer = model.backbone.layers[0].mlp.w13
+    assert layer.weight_q.shape == (16384, 3072) and layer.weight_q.dtype == torch.int8
+    assert layer.scale.shape == (16384,) and layer.scale.dtype == torch.float32 and layer.scale.is_meta
+    assert len(model.audio_heads) == 7 and model.audio_heads[0].weight_q.shape == (8197, 3072)
+
+
+def test_loading_int8_reads_no_value_back_to_the_host_per_tensor(tiny_ckpt, monkeypatch):
+    """Quantizing at load is queued on the device like the read itself: no tensor's value is
+    read back to the host (each such read stalls until the device has caught up, so reading
+    the next group could not overlap quantizing this one). The inf/NaN check reads one
+    stacked flag per load, after the last group (on the CPU not even that dispatches)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ == "_local_scalar_dense":  # .item(), bool(t), int(t)
+                Reads.count += 1
+            return func(*args, **(kwargs or {}))
+
+    from heartmula import checkpoint
+
+    # streamed, as off the CPU (safetensors' CPU reader reads bytes through the dispatcher itself)
+    monkeypatch.setattr("heartmula.mula.load.load_state_dict",
+                        lambda *a, **k: checkpoint.load_state_dict(*a, streamed=True, **k))
+    with Reads():
+        model = load_heartmula(tiny_ckpt / "HeartMuLa-oss-tiny", quant="int8")
+    assert model.quant == "int8" and Reads.count == 0
+
+
+@pytest.mark.requires_cuda
+def test_quantize_rows_on_cuda_equals_its_previous_definition_at_the_3b_shapes():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for n, k in ((5120, 3072), (16384, 3072), (3072, 8192)):
+            w = torch.randn(n, k, device="cuda", generator=g).mul_(0.02).to(dtype)
+            w[0], w[1, 7] = 0.0, 30.0  # a zero row, a row with one huge value
+            _assert_same_as_before(w, (dtype, n, k))
+        heads = torch.randn(7, 3072, 8197, device="cuda", generator=g).mul_(0.02).to(dtype)
+        _assert_same_as_before(heads.transpose(1, 2), (dtype, "audio_head"))
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_int8_products_match_the_dequantized_weights_and_stay_near_the_float_ones(seed):
     g = torch.Generator().manual_seed(100 + seed)
@@ -171,6 +295,69 @@ def test_int8_kernel_matches_torch_on_odd_shapes_and_extreme_rows():
     assert "at most 4 rows (32 of an int8 one)" in refusals[1]
     assert "needs its per-row scales" in refusals[2]
     assert "one per weight row" in refusals[3]
+
+
+INT8_TILES_CHECK = r"""
+import json, torch
+from heartmula.accel import gemv
+from heartmula.mula import quant
+launches = []
+kernel = gemv._matvec_kernel
+
+
+class Recorded:
+    # gemv.matvec's launches, passed on to the real kernel: which tiles each pass ran with
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            launches.append(dict(grid=list(grid), BLOCK_M=kw["BLOCK_M"], config=[kw["BLOCK_N"], kw["BLOCK_K"],
+                                 kw["num_warps"], kw["STAGES"]]))
+            return kernel[grid](*args, **kw)
+        return launch
+
+
+gemv._matvec_kernel = Recorded()
+torch.manual_seed(0)
+n, k = 24, 512
+gemv.INT8_TUNED[(8, n, k)] = (16, 256, 2, 2)  # a tuned entry for the 8-row bucket of this shape
+q, s = quant.quantize_rows(torch.randn(n, k))
+out = []
+for m, config in ((13, None), (2, None), (13, (1, 512, 4, 1)), (3, (2, 128, 8, 5))):
+    x = torch.randn(m, k)
+    launches.clear()
+    y = gemv.matvec(x, q, torch.float32, config=config, scale=s)
+    ref = quant.int8_linear(x.double(), q, s)
+    out.append(dict(m=m, config=config, launches=list(launches),
+                    err=((y.double() - ref).norm() / ref.norm()).item()))
+out.append(dict(rule=list(gemv._int8_rule(2, n, k)[1:])))
+print(json.dumps(out))
+"""
+
+
+def test_int8_passes_take_the_tuned_tiles_of_their_rows_bucket_or_the_given_config():
+    """gemv.INT8_TUNED serves each pass by its rows bucket (BLOCK_M) and shape; shapes it lacks
+    take `_int8_rule`; `config=` (the sweep's) overrides both. Launches are recorded on their
+    way to the real kernel (Triton's interpreter), and every result is checked."""
+    *runs, rule = run_interpreted(INT8_TILES_CHECK)
+    for r in runs:
+        assert r["err"] < KERNEL_VS_TORCH_F32, r
+    tuned, untuned, forced, forced_small = runs
+    # 13 rows: an 8-row pass and a 5-row one, both in the 8 bucket, both at the tuned tiles
+    assert [(la["BLOCK_M"], la["config"], la["grid"]) for la in tuned["launches"]] == [(8, [16, 256, 2, 2], [2])] * 2
+    # 2 rows: no entry for (2, 24, 512), so the rule
+    assert [(la["BLOCK_M"], la["config"]) for la in untuned["launches"]] == [(2, rule["rule"])]
+    assert [(la["BLOCK_M"], la["config"], la["grid"]) for la in forced["launches"]] == [(8, [1, 512, 4, 1], [24])] * 2
+    assert [(la["BLOCK_M"], la["config"]) for la in forced_small["launches"]] == [(4, [2, 128, 8, 5])]
+
+
+def test_int8_tiles_reads_the_tuned_table_by_rows_bucket_and_falls_back_to_the_rule(monkeypatch):
+    from heartmula.accel import gemv
+
+    monkeypatch.setitem(gemv.INT8_TUNED, (4, 3072, 8192), (2, 2048, 8, 5))
+    for rows in (3, 4):  # 3 rows run as a 4-row tile
+        assert gemv.int8_tiles(rows, 3072, 8192) == (4, 2, 2048, 8, 5)
+    assert gemv.int8_tiles(1, 3072, 8192) == gemv._int8_rule(1, 3072, 8192)  # no 1-row entry
+    assert gemv.int8_tiles(5, 3072, 8192) == (8, *gemv.INT8_TUNED[(8, 3072, 8192)])
+    assert gemv.int8_tiles(2, 40, 96) == gemv._int8_rule(2, 40, 96)  # a shape not in the table
 
 
 def _ckpt_tensors(tiny_ckpt) -> dict[str, torch.Tensor]:

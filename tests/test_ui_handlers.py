@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from heartmula import GenerateOptions, History, load_engine
+from heartmula import GenerateOptions, History, load_engine, save_preset
 from ui.errors import INTERNAL, user_errors
 from ui.handlers import common, compare, generate, history, settings, transcribe
 from ui.session import Session
@@ -302,14 +302,94 @@ def test_settings_loads_int8_weights_and_each_song_says_so(studio, tiny_ckpt):
     assert "weights **int8 (experimental)**" in out["engine_status"]
     outs = run(generate.generate, *gen_args(studio, Session()))
     text = [o["status"] for o in outs if "status" in o][-1]
-    assert "int8 weights (experimental)" in text and "peak memory" in text
+    assert "weights int8 (experimental)" in text and "peak memory not reported on CPU" in text  # the CPU says none
     song = studio.history.list()[0]
     sidecar = json.loads(song.sidecar_path.read_text())
     assert sidecar["model"]["quant"] == "int8"
+    picked = history.select(studio, song.id)  # History's details: the summary line and the sidecar's fields
+    assert "weights int8 (experimental) · peak memory not reported on CPU" in picked["now"], picked["now"]
+    assert picked["details"]["model"]["quant"] == "int8" and "peak_memory_bytes" in picked["details"]
     with pytest.raises(gr.Error, match="weights must be one of none, int8, got 'int4'"):
         user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, settings.SAME, "int4")
     back = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, settings.SAME, "none")
     assert studio.engine.config.quant == "none" and "weights **not quantized**" in back["engine_status"]
+    outs = run(generate.generate, *gen_args(studio, Session(), seed=12))
+    text = [o["status"] for o in outs if "status" in o][-1]
+    assert "weights not quantized" in text  # every song names its mode, not only int8 ones
+
+
+def test_each_song_in_history_names_its_weights_and_peak_memory(studio):
+    """A song's line in History reads the sidecar: a GPU song's peak in bytes as the page writes
+    sizes; a song from before the weights were recorded says so rather than guessing."""
+    run(generate.generate, *gen_args(studio, Session()))
+    song = studio.history.list()[0]
+    meta = json.loads(song.sidecar_path.read_text())
+    meta.update(peak_memory_bytes=6_442_450_944, device="cuda:0")
+    meta["model"]["quant"] = "int8"
+    song.sidecar_path.write_text(json.dumps(meta))
+    now = history.select(studio, song.id)["now"]
+    assert f"weights int8 (experimental) · peak memory {common.fmt_bytes(6_442_450_944)} on cuda:0" in now, now
+    del meta["model"]["quant"], meta["peak_memory_bytes"]
+    song.sidecar_path.write_text(json.dumps(meta))
+    now = history.select(studio, song.id)["now"]
+    assert "weights not recorded · peak memory not reported" in now, now
+
+
+def _int8_preset(name: str = "small-card") -> None:
+    from heartmula.library.presets import preset_from_dict
+
+    save_preset(preset_from_dict(name, {"quant": "int8", "topk": 20, "description": "fits small cards"}, "test"))
+
+
+def test_a_preset_asking_for_other_weights_sets_the_choice_and_waits_for_load(studio, tiny_ckpt):
+    """Picking a preset that names `quant` (Settings or Generate): the Settings weights choice
+    follows it and the page says a Load applies it; nothing reloads by itself (a multi-GB load).
+    A preset without `quant` leaves the choice alone; after Load the note goes."""
+    _int8_preset()
+    engine = studio.engine
+    assert engine.config.quant == "none"
+    out = user_errors(common.preset_weights)(studio, "small-card")
+    assert out["quant"] == "int8"
+    assert "Preset **small-card** asks for **int8 (experimental)** weights" in out["quant_note"]
+    assert "press **Load**" in out["quant_note"] and "not quantized" in out["quant_note"]
+    assert studio.engine is engine and engine.config.quant == "none"  # not reloaded
+    assert common.preset_weights(studio, "balanced") == {}  # no quant in it: the choice stays as it is
+    picked = user_errors(generate.pick_preset)(studio, "small-card")  # the Generate tab's picker
+    assert gen_values(picked)["topk"] == 20 and picked["quant"] == "int8"
+    assert "fits small cards" in picked["preset_info"] and "Load** on the Settings tab" in picked["preset_info"]
+    assert picked["quant_note"] == out["quant_note"] and studio.engine is engine
+    plain = generate.pick_preset(studio, "balanced")
+    assert "quant" not in plain and "Load" not in plain["preset_info"]
+    # the choice changed by hand says the same; back to the loaded mode, nothing to do
+    assert "press **Load**" in settings.weights_changed(studio, "int8")["quant_note"]
+    assert settings.weights_changed(studio, "none") == {"quant_note": ""}
+    loaded = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False, settings.SAME,
+                                        out["quant"])
+    assert studio.engine.config.quant == "int8" and loaded["quant_note"] == ""
+    assert common.preset_weights(studio, "small-card") == {"quant": "int8", "quant_note": ""}
+    with pytest.raises(gr.Error, match="no preset named 'gone'"):
+        user_errors(common.preset_weights)(studio, "gone")
+
+
+def test_the_studio_wires_preset_weights_to_the_settings_choice(engine, tmp_path):
+    """Both preset pickers reach the Settings weights choice and its note; the choice moved by
+    hand updates the note; Load clears it."""
+    from ui.blocks import build_ui
+
+    blocks = build_ui(engine, output_dir=tmp_path / "out")
+    by_id = {getattr(b, "elem_id", None): b for b in blocks.blocks.values()}
+    quant, note = by_id["set-quant"], by_id["set-quant-note"]
+    wired = {}
+    for fn in blocks.fns.values():
+        for block_id, event in fn.targets:
+            wired.setdefault((getattr(blocks.blocks.get(block_id), "elem_id", None), event), []).append(fn)
+
+    def reaches(elem_id: str, event: str, *components) -> bool:
+        return any(all(c in fn.outputs for c in components) for fn in wired.get((elem_id, event), []))
+
+    assert reaches("set-preset", "select", quant, note) and reaches("gen-preset", "select", quant, note)
+    assert reaches("set-quant", "input", note) and reaches("set-load", "click", note)
+    assert not reaches("set-preset", "change", quant)  # presets the page sets itself leave the choice alone
 
 
 def test_settings_places_the_codec_on_its_own_device(studio, tiny_ckpt, monkeypatch):

@@ -104,7 +104,10 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     gen_controls = {"options": gen_option_list, "preset_info": gen.preset_info}
     # .select: once per pick (a dropdown's .input fires again when it loses focus, and a late
     # second answer would undo what was typed in between)
-    _on(gen.preset.select, generate_h.apply_preset, [gen.preset], gen_controls, **QUICK)
+    # a preset naming weights also sets the Settings choice (a Load there applies it)
+    weights_targets = {"quant": st.quant, "quant_note": st.quant_note}
+    _on(gen.preset.select, partial(generate_h.pick_preset, studio), [gen.preset], {**gen_controls, **weights_targets},
+        **QUICK)
     for picker in gen.pickers:
         _on(picker.input, generate_h.add_tag, [gen.tags, picker], {"tags": gen.tags, "picker": picker}, **QUICK)
     gen.dice.click(generate_h.random_seed, outputs=[gen.options["seed"]], **QUICK)
@@ -193,8 +196,10 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(st.scan_btn.click, partial(settings_h.scan_folder, studio=studio), [st.model_path, st.version],
         {"found": st.found, "version": st.version}, **QUICK)
     _on(st.load_btn.click, partial(settings_h.load, studio),
-        [st.model_path, st.version, st.device, st.dtype, st.lazy_load, st.codec_device, st.quant], status_target,
-        concurrency_id=ENGINE, show_progress="minimal")
+        [st.model_path, st.version, st.device, st.dtype, st.lazy_load, st.codec_device, st.quant],
+        {**status_target, "quant_note": st.quant_note}, concurrency_id=ENGINE, show_progress="minimal")
+    _on(st.quant.input, partial(settings_h.weights_changed, studio), [st.quant], {"quant_note": st.quant_note},
+        **QUICK)
     _on(st.unload_btn.click, partial(settings_h.unload, studio), None, status_target, concurrency_id=ENGINE)
     _on(st.doctor_btn.click, partial(settings_h.doctor, studio), None, {"doctor": st.doctor},
         concurrency_id=ENGINE)
@@ -211,6 +216,9 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(st.preset.change, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK)
     _on(st.preset.select, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK).then(
         lambda *values: values, inputs=preset_fields, outputs=[run_controls[n] for n in field_names], **QUICK)
+    # Only a preset the musician picks sets the weights choice: one the page sets (first paint,
+    # save, delete) leaves what was chosen there.
+    _on(st.preset.select, partial(common.preset_weights, studio), [st.preset], weights_targets, **QUICK)
     for name in field_names:
         st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],

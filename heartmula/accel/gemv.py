@@ -16,7 +16,9 @@ The blocks' products (q/k/v, w1/w3, w2, attention output) at 2 rows use it too: 
 `stages` of asynchronous loads in flight it streams 2.2-2.6 TB/s, and 3072-row outputs
 need none of cuBLAS's split-K reduce kernels (`bench --what products`). Tiles per shape
 come from that sweep; more rows (the depth decoder's first step, several takes) stay on
-cuBLAS, where it was not measured faster.
+cuBLAS, where it was not measured faster. Int8 weights take every decode shape (up to
+INT8_DECODE_ROWS rows, in passes of INT8_MAX_ROWS) with tiles per (rows bucket, shape) from
+`bench --what products --quant int8` (INT8_TUNED).
 """
 
 from __future__ import annotations
@@ -100,12 +102,46 @@ def tiles(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
     return block_m, block_n, block_k // max(1, block_m // 2), warps, stages
 
 
-def int8_tiles(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
+# (rows bucket, N, K) -> (BLOCK_N, BLOCK_K, warps, stages) for int8 weights. The rows bucket
+# is BLOCK_M, the power of two at or above a pass's rows: 2 is one take guided, 4 the depth
+# decoder's 2-position step of it, 8 four takes guided (and each 8-row pass of more). The
+# entries are what `_int8_rule` picked before the int8 sweep existed (`python -m
+# heartmula.bench --what products --quant int8` prints a measured table to replace them);
+# shapes and buckets not listed (1 row: one take unguided) fall back to `_int8_rule`.
+INT8_TUNED = {
+    (2, 5120, 3072): (8, 512, 4, 3),  # backbone q/k/v
+    (2, 6144, 3072): (8, 512, 4, 3),  # depth decoder q/k/v
+    (2, 3072, 3072): (4, 1024, 4, 3),  # attention output, projection
+    (2, 16384, 3072): (4, 2048, 4, 4),  # w1/w3
+    (2, 3072, 8192): (4, 1024, 4, 4),  # w2
+    (2, 8197, 3072): (4, 1024, 4, 3),  # codebook heads
+    (4, 6144, 3072): (8, 256, 4, 3),
+    (4, 3072, 3072): (4, 512, 4, 3),
+    (4, 16384, 3072): (4, 1024, 4, 4),
+    (4, 3072, 8192): (4, 512, 4, 4),
+    (8, 5120, 3072): (8, 128, 4, 3),
+    (8, 6144, 3072): (8, 128, 4, 3),
+    (8, 3072, 3072): (4, 256, 4, 3),
+    (8, 16384, 3072): (4, 512, 4, 4),
+    (8, 3072, 8192): (4, 256, 4, 4),
+    (8, 8197, 3072): (4, 256, 4, 3),
+}
+
+
+def _int8_rule(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
     """`tiles` for an int8 weight: the K tile doubled so that a tile still moves as many bytes
     as the bf16 tile it was tuned as (the stream stays as deep), and the warps doubled so that
     each thread still holds as many partial sums (no register spills)."""
     block_m, block_n, block_k, warps, stages = tiles(m, n, k)
     return block_m, block_n, min(2 * block_k, max(16, triton.next_power_of_2(k))), min(2 * warps, 8), stages
+
+
+def int8_tiles(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) for one pass of m <= INT8_MAX_ROWS rows of an
+    int8 [n, k] weight: INT8_TUNED's entry for m's bucket, else `_int8_rule`."""
+    block_m = max(1, triton.next_power_of_2(m))
+    tuned = INT8_TUNED.get((block_m, n, k))
+    return (block_m, *tuned) if tuned is not None else _int8_rule(m, n, k)
 
 
 def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None = None,

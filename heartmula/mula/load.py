@@ -23,17 +23,37 @@ class _Quantized:
     shape: torch.Size
 
 
-def _quantize_on_arrival(name: str, tensor: torch.Tensor):
-    if not quantization.QUANTIZED.match(name):
-        return tensor
-    if not torch.isfinite(tensor).all():
-        raise CheckpointError(f"checkpoint tensor {name} holds inf or NaN values, which int8 cannot represent; "
-                              "download the checkpoint again, or load it with quant='none'")
-    # audio_head is [K-1, ddim, vocab]: quantized per vocab entry, as the [K-1, vocab, ddim]
-    # rows the heads are read as.
-    rows = tensor.transpose(1, 2) if name == "audio_head" else tensor
-    q, scale = quantization.quantize_rows(rows)
-    return _Quantized(q, scale, tensor.shape)
+class QuantizeOnArrival:
+    """`load_state_dict`'s `convert` for quant="int8": each QUANTIZED tensor is quantized
+    where it landed (the device) as it arrives, queued without a host sync, so reading the
+    next group overlaps this one's quantization; the rest pass through.
+
+    int8 cannot hold inf or NaN. A row holding one gets a non-finite scale (quantize_rows),
+    so each tensor leaves a flag on the device, and `check_finite` reads them all once, after
+    the last group: one sync per load instead of one per tensor."""
+
+    def __init__(self) -> None:
+        self._flags: list[tuple[str, torch.Tensor]] = []  # (name, 0-d bool: some scale is not finite)
+
+    def __call__(self, name: str, tensor: torch.Tensor):
+        if not quantization.QUANTIZED.match(name):
+            return tensor
+        # audio_head is [K-1, ddim, vocab]: quantized per vocab entry, as the [K-1, vocab, ddim]
+        # rows the heads are read as (quantize_rows reads the transposed view in place).
+        rows = tensor.transpose(1, 2) if name == "audio_head" else tensor
+        q, scale = quantization.quantize_rows(rows)
+        self._flags.append((name, ~torch.isfinite(scale).all()))
+        return _Quantized(q, scale, tensor.shape)
+
+    def check_finite(self) -> None:
+        """CheckpointError naming every tensor that held inf or NaN, if one did."""
+        if not self._flags:
+            return
+        bad = torch.stack([flag for _, flag in self._flags]).cpu().tolist()
+        names = [name for (name, _), b in zip(self._flags, bad) if b]
+        if names:
+            raise CheckpointError(f"checkpoint tensor {', '.join(names)} holds inf or NaN values, which int8 cannot "
+                                  "represent; download the checkpoint again, or load it with quant='none'")
 
 
 def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -63,7 +83,9 @@ def load_heartmula(folder: str | Path, device: torch.device | str = "cpu", dtype
         del state
         model.eval().requires_grad_(False)
         return model.fuse_projections() if fuse else model
-    state = load_state_dict(folder, device, dtype, convert=_quantize_on_arrival)
+    quantize = QuantizeOnArrival()
+    state = load_state_dict(folder, device, dtype, convert=quantize)
+    quantize.check_finite()
     check_keys(state, expected, str(folder))
     # The quantized, fused structure is built on the meta device too, then adopts the
     # int8 tensors: nothing is ever allocated twice.

@@ -20,6 +20,7 @@ never the whole model.
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -30,7 +31,7 @@ from ..accel import gemv
 
 QUANT_MODES = ("none", "int8")
 QMAX = 127  # symmetric: -128 is never used, so -q is always representable
-_ROWS_PER_PASS = 4096  # rows quantized at once: bounds the float32 temporaries (~50 MB at 3072 wide)
+_PASS_ELEMENTS = 1 << 24  # weights quantized at once: bounds the float32 temporary (64 MB)
 
 # Checkpoint tensors stored as int8 (official names, before fusing): the blocks' products,
 # the projection and the heads. audio_head is [K-1, ddim, vocab]: its output rows are its
@@ -50,28 +51,51 @@ def check_quant(quant: str) -> str:
 
 @torch.no_grad()
 def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """w [..., N, K] (any float dtype) -> (q int8 [..., N, K], scale float32 [..., N]), with
-    w ~= q * scale[..., None] and |w - q * scale| <= scale / 2 elementwise.
+    """w [..., N, K] (any float dtype, any strides) -> (q int8 [..., N, K], scale float32 [..., N]),
+    with w ~= q * scale[..., None] and |w - q * scale| <= scale / 2 elementwise.
 
-    A row of zeros gets scale 0 (and q 0): it reconstructs exactly and multiplies to 0.
-    Rows are done a few thousand at a time in float32, so quantizing a 16384-row matrix
-    needs ~50 MB beyond its int8 result."""
+    A row of zeros gets scale 0 (and q 0): it reconstructs exactly and multiplies to 0. A row
+    holding inf or NaN gets a non-finite scale (inf, NaN) and unspecified codes: int8 cannot
+    hold it, and the loader refuses such a checkpoint by looking at the scales.
+
+    It runs where w is, queued like any product: no host sync, no Python loop per row. Rows
+    go through in passes of _PASS_ELEMENTS, so the one float32 temporary stays at ~64 MB
+    however large w is, and a transposed view (the audio heads) is read in place, not copied
+    whole. Arithmetic (tests/test_quant.py holds the reference): max|row| and the division
+    in float32, round half to even, clamp to +-QMAX."""
     if not w.is_floating_point():
         raise ValueError(f"quantize_rows takes floating-point weights, got {w.dtype}")
     if w.dim() < 2:
         raise ValueError(f"quantize_rows takes [..., N, K] weights, got shape {tuple(w.shape)}")
-    flat = w.reshape(-1, w.shape[-1])
-    q = torch.empty(flat.shape, dtype=torch.int8, device=w.device)
-    scale = torch.empty(flat.shape[0], dtype=torch.float32, device=w.device)
-    for r0 in range(0, flat.shape[0], _ROWS_PER_PASS):
-        rows = flat[r0:r0 + _ROWS_PER_PASS].float()
-        s = rows.abs().amax(dim=-1) / QMAX if rows.shape[-1] else rows.new_zeros(rows.shape[0])
-        # Division rather than a product with 1/s: 1/s overflows for subnormal scales. Where
-        # rounding leaves max/s a hair above 127, the clamp keeps it in range (still within
-        # half a step).
-        safe = torch.where(s > 0, s, torch.ones_like(s))[:, None]
-        q[r0:r0 + rows.shape[0]] = (rows / safe).round_().clamp_(-QMAX, QMAX).to(torch.int8)
-        scale[r0:r0 + rows.shape[0]] = s
+    if w.device.type == "meta":
+        # The loader builds the quantized structure on the meta device (quantize_model), where
+        # only shapes exist: tracing the arithmetic there took ~0.4 s of host time at 3B.
+        return (torch.empty(w.shape, dtype=torch.int8, device="meta"),
+                torch.empty(w.shape[:-1], dtype=torch.float32, device="meta"))
+    n, k = w.shape[-2:]
+    lead = math.prod(w.shape[:-2])
+    slices = w.reshape(lead, n, k)  # merges the leading dims only: a view for every layout the loader passes
+    q = torch.empty(slices.shape, dtype=torch.int8, device=w.device)
+    scale = torch.empty(slices.shape[:2], dtype=torch.float32, device=w.device)
+    if k == 0:
+        return q.reshape(w.shape), scale.zero_().reshape(w.shape[:-1])
+    step = max(1, _PASS_ELEMENTS // k)
+    for i in range(slices.shape[0]):
+        for r0 in range(0, n, step):
+            rows = slices[i, r0:r0 + step]
+            if rows.dtype.itemsize > 4:  # float64: rounded to float32 first, as the codes are computed there
+                rows = rows.float()
+            # max|x| as max(max x, -min x): two reductions of w's own dtype and no |w| copy;
+            # exact in any float dtype, NaN propagates, and abs_ clears the sign of a -0 row.
+            s = torch.maximum(rows.amax(dim=-1), rows.amin(dim=-1).neg()).float().abs_() / QMAX
+            # Division rather than a product with 1/s: 1/s overflows for subnormal scales. Where
+            # rounding leaves max/s a hair above 127, the clamp keeps it in range (still within
+            # half a step). Dividing the stored dtype by float32 scales computes in float32
+            # without a float32 copy of the rows first.
+            safe = torch.where(s > 0, s, torch.ones_like(s))[:, None]
+            codes = torch.div(rows, safe).round_().clamp_(-QMAX, QMAX)
+            q[i, r0:r0 + step].copy_(codes)  # the float -> int8 cast happens in the copy
+            scale[i, r0:r0 + step] = s
     return q.reshape(w.shape), scale.reshape(w.shape[:-1])
 
 

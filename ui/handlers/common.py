@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from heartmula import load_presets
+
 log = logging.getLogger("heartmula.studio")
 HEARTBEAT_S = 0.5  # the UI hears from a running job at least this often
 
@@ -122,6 +124,44 @@ def fmt_bytes(n: int | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     return f"{n:.2f} TiB"
+
+
+def weights_text(quant: str | None) -> str:
+    """The language model's weights as the page names them (int8 stays labelled experimental
+    until it has been checked on the real checkpoint; docs/performance.md)."""
+    return {"int8": "int8 (experimental)", "none": "not quantized"}.get(quant, "not recorded")
+
+
+def song_resources(quant: str | None, peak_memory_bytes: int | None, device: str | None) -> str:
+    """What a song ran with, for its result line and History: 'weights int8 (experimental) ·
+    peak memory 6.00 GiB on cuda:0'. A device that reports no peak (the CPU) says so."""
+    peak = fmt_bytes(peak_memory_bytes) if peak_memory_bytes else "not reported"
+    return f"weights {weights_text(quant)} · peak memory {peak}" + (f" on {device}" if device else "")
+
+
+def weights_note(studio, quant: str, preset: str | None = None) -> str:
+    """'' when `quant` is what the engine is set up with; else that the Load button applies it.
+    Loading is the musician's call (several GB, tens of seconds): nothing reloads by itself."""
+    have = studio.engine.config.quant
+    if quant == have:
+        return ""
+    who = f"Preset **{preset}** asks for" if preset else "You chose"
+    return (f"⚠️ {who} **{weights_text(quant)}** weights, and the studio's language model is "
+            f"**{weights_text(have)}**: press **Load** to reload it with them (nothing reloads by itself). "
+            f"Until then, songs are made as now.")
+
+
+def preset_weights(studio, name: str | None) -> dict:
+    """A preset the musician picked (on Settings or Generate): one that names `quant` sets the
+    Settings weights choice, with a note when the engine is set up otherwise (Load applies it;
+    nothing reloads by itself). One that names none leaves the choice and its note as they are."""
+    presets, _ = load_presets()
+    if name not in presets:
+        raise ValueError(f"no preset named {name!r}; pick one from the list")
+    quant = presets[name].quant
+    if quant is None:
+        return {}
+    return {"quant": quant, "quant_note": weights_note(studio, quant, preset=name)}
 
 
 def bar(done: int, total: int, width: int = 24) -> str:

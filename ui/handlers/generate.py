@@ -12,7 +12,8 @@ from heartmula import (DEFAULT_PRESET, FRAME_MS, AudioChunk, GenerateOptions, Ge
                        check_lyrics, from_shown_values, load_presets, options_of, soft_limit)
 
 from ..controls import form_values, shown_value
-from .common import JobLeftRunning, exact_for_browser, ProgressLine, fmt_bytes, fmt_s, reports_end, run_job
+from .common import (JobLeftRunning, ProgressLine, exact_for_browser, fmt_s, preset_weights, reports_end, run_job,
+                     song_resources)
 from .live import LivePlayback, can_stream
 
 GEN_NAMES = list(options_of(GenerateOptions))  # the order of the Generate tab's option controls
@@ -69,6 +70,17 @@ def apply_preset(name: str) -> dict:
     }
 
 
+def pick_preset(studio, name: str) -> dict:
+    """The Generate tab's preset picker: `apply_preset`, and a preset's weights (`quant`) set
+    the Settings choice as picking it there does; the note under the preset says when a Load on
+    the Settings tab is needed to use them."""
+    out = {**apply_preset(name), **preset_weights(studio, name)}
+    if out.get("quant_note"):
+        note = out["quant_note"].replace("press **Load**", "press **Load** on the Settings tab")
+        out["preset_info"] = "  \n".join(t for t in (out["preset_info"], note) if t)
+    return out
+
+
 def add_tag(tags: str, picked: str | None) -> dict:
     """Append a quick-pick tag to the tags text (once), then clear the picker."""
     tags = tags or ""
@@ -99,8 +111,7 @@ def _results_text(result, songs) -> str:
         f"frames: {result.frames_per_s:.1f} frames/s ({1000 / result.frames_per_s:.0f} ms/frame) in "
         f"{fmt_s(result.frames_s)} · decode {fmt_s(result.decode_s)} · total {fmt_s(result.total_s)}"
         if result.frames_per_s else f"total {fmt_s(result.total_s)}",
-        f"peak memory {fmt_bytes(result.peak_memory_bytes) if result.peak_memory_bytes else 'not reported'} "
-        f"on {result.device}{' · int8 weights (experimental)' if result.quant == 'int8' else ''} · saved to History",
+        f"{song_resources(result.quant, result.peak_memory_bytes, result.device)} · saved to History",
     ]
     return "  \n".join(lines)
 

@@ -12,7 +12,7 @@ from heartmula import GenerateOptions, clock, default_title, plan_continuation
 
 from ..controls import shown_value
 from ..errors import info
-from .common import exact_for_browser
+from .common import exact_for_browser, song_resources
 from .generate import GEN_NAMES
 
 HEADERS = ["★", "Title", "Tags", "Length", "Seed", "Created", "Made from", "ID"]
@@ -116,7 +116,8 @@ def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
     out = refresh(studio, songs[0].id)
     out.update(search="", favourites_only=False)  # so the new songs are in the list
     out["continue_status"] = (f"✅ {what}: {', '.join(s.id for s in songs)} "
-                              f"({songs[0].duration_s:.1f} s, seed {songs[0].seed})")
+                              f"({songs[0].duration_s:.1f} s, seed {songs[0].seed}) · "
+                              f"{song_resources(result.quant, result.peak_memory_bytes, result.device)}")
     return out
 
 
@@ -207,9 +208,20 @@ def select(studio, song_id: str | None) -> dict:
     return {"player": str(song.audio_path), "downloads": [str(p) for p in song.downloads],
             "details": exact_for_browser(song.meta), "regen_at": clock(half),
             "now": f"**{_md(title)}**  \n{_md(song.tags)} · {song.duration_s:.1f} s · seed {song.seed}{_md(made)}  \n"
-                   f"<small>{song.id}</small>",
+                   f"{_resources(song.meta)}  \n<small>{song.id}</small>",
             "title": title, "favourite": gr.update(value=FAVOURITE if song.meta.get("favourite") is True
                                                    else NOT_FAVOURITE, interactive=True), **hide}
+
+
+def _resources(meta: dict) -> str:
+    """The weights and peak memory a song was made with, from its sidecar (songs saved before
+    the weights were recorded say so)."""
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    peak = meta.get("peak_memory_bytes")
+    device = meta.get("device")
+    # the device is the sidecar's text (escaped); the rest are the page's own words and numbers
+    return song_resources(model.get("quant"), peak if isinstance(peak, int) and not isinstance(peak, bool) else None,
+                          _md(device) if isinstance(device, str) else None)
 
 
 def _md(text: str) -> str:

@@ -13,7 +13,7 @@ from heartmula import (DEFAULT_PRESET, QUANT_MODES, GenerateOptions, Preset, Tra
 
 from ..controls import shown_value
 from ..errors import info, warning
-from .common import fmt_bytes, fmt_s
+from .common import fmt_bytes, fmt_s, weights_note, weights_text
 from .generate import GEN_NAMES, apply_preset
 
 SAME = "same as the language model"
@@ -23,9 +23,6 @@ PRECISIONS = ["auto", "bfloat16", "float16", "float32"]
 QUANT_LABELS = {"none": "as the precision (no quantization)", "int8": "int8 (experimental: ~half the memory)"}
 QUANT_CHOICES = [(QUANT_LABELS.get(m, m), m) for m in QUANT_MODES]
 
-
-def quant_text(quant: str) -> str:
-    return "int8 (experimental)" if quant == "int8" else "not quantized"
 # The options Settings holds defaults for, in order: name -> its options class.
 SETTINGS_FIELDS = {name: cls for cls in (GenerateOptions, TranscribeOptions)
                    for name, opt in options_of(cls).items() if opt.in_settings and opt.in_presets}
@@ -40,7 +37,7 @@ def engine_status(studio) -> str:
     codec = f" · codec on **{e.codec_device}**" if e.codec_device != e.device else ""
     return (f"**Model** `{c.model_path}` · version **{c.version}** · device **{e.device}** "
             f"({c.device} asked){codec} · precision **{str(e.dtype).replace('torch.', '')}** · "
-            f"weights **{quant_text(c.quant)}** · lazy load {'on' if c.lazy_load else 'off'}  \n"
+            f"weights **{weights_text(c.quant)}** · lazy load {'on' if c.lazy_load else 'off'}  \n"
             f"Loaded now: {', '.join(loaded) or 'nothing (loads on first use)'}{demo}")
 
 
@@ -93,7 +90,7 @@ def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAM
             engine.load(codec=engine.paths.codec.is_dir())
         studio.demo = studio.demo and version == "demo"
     info("Model loaded")
-    return {"engine_status": engine_status(studio)}
+    return {"engine_status": engine_status(studio), "quant_note": ""}
 
 
 def unload(studio) -> dict:
@@ -106,6 +103,11 @@ def unload(studio) -> dict:
 def doctor(studio) -> dict:
     c = studio.engine.config
     return {"doctor": run_doctor(c.model_path, matmul=True, version=c.version).text()}
+
+
+def weights_changed(studio, quant: str) -> dict:
+    """The weights choice moved by hand: whether a Load is needed to apply it."""
+    return {"quant_note": weights_note(studio, quant)}
 
 
 # ----- presets --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class SettingsComponents:
     codec_device: gr.Dropdown
     dtype: gr.Dropdown
     quant: gr.Dropdown
+    quant_note: gr.Markdown  # a weights choice (by hand or from a preset) that only a Load applies
     lazy_load: gr.Checkbox
     load_btn: gr.Button
     unload_btn: gr.Button
@@ -63,7 +64,8 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
             quant_dd = gr.Dropdown(label="Language model weights", choices=QUANT_CHOICES, value=quant,
                                    elem_id="set-quant",
                                    info="int8 halves the language model's memory and reads; experimental until "
-                                        "checked on the real checkpoint")
+                                        "checked on the real checkpoint; a preset may set it, and **Load** applies it")
+            quant_note = gr.Markdown(elem_id="set-quant-note")
             lazy = gr.Checkbox(label="Lazy load (free each model after its phase: less memory, slower)",
                                value=lazy_load)
             with gr.Row():
@@ -90,7 +92,8 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
             delete_btn = gr.Button("Delete this preset", variant="stop", elem_id="set-delete")
     return SettingsComponents(
         engine_status=engine_status, model_path=model_path_box, scan_btn=scan_btn, found=found, version=version_dd,
-        device=device_dd, codec_device=codec_dd, dtype=dtype_dd, quant=quant_dd, lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
+        device=device_dd, codec_device=codec_dd, dtype=dtype_dd, quant=quant_dd, quant_note=quant_note,
+        lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
         timer=timer, preset=preset, preset_note=preset_note, preset_problems=preset_problems, fields=fields, new_name=new_name,
         description=description, save_btn=save_btn, delete_btn=delete_btn, doctor_btn=doctor_btn, doctor=doctor,
     )
