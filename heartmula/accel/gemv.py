@@ -104,27 +104,27 @@ def tiles(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
 
 # (rows bucket, N, K) -> (BLOCK_N, BLOCK_K, warps, stages) for int8 weights. The rows bucket
 # is BLOCK_M, the power of two at or above a pass's rows: 2 is one take guided, 4 the depth
-# decoder's 2-position step of it, 8 four takes guided (and each 8-row pass of more). The
-# entries are what `_int8_rule` picked before the int8 sweep existed (`python -m
-# heartmula.bench --what products --quant int8` prints a measured table to replace them);
-# shapes and buckets not listed (1 row: one take unguided) fall back to `_int8_rule`.
+# decoder's 2-position step of it, 8 four takes guided (and each 8-row pass of more). Measured
+# by `python -m heartmula.bench --what products --quant int8` on an NVIDIA H200 (2026-12-01;
+# comments: TB/s of int8 bytes read, against what `_int8_rule` reached). Shapes and buckets
+# not listed (1 row: one take unguided) use `_int8_rule`.
 INT8_TUNED = {
-    (2, 5120, 3072): (8, 512, 4, 3),  # backbone q/k/v
-    (2, 6144, 3072): (8, 512, 4, 3),  # depth decoder q/k/v
-    (2, 3072, 3072): (4, 1024, 4, 3),  # attention output, projection
-    (2, 16384, 3072): (4, 2048, 4, 4),  # w1/w3
-    (2, 3072, 8192): (4, 1024, 4, 4),  # w2
-    (2, 8197, 3072): (4, 1024, 4, 3),  # codebook heads
-    (4, 6144, 3072): (8, 256, 4, 3),
-    (4, 3072, 3072): (4, 512, 4, 3),
-    (4, 16384, 3072): (4, 1024, 4, 4),
-    (4, 3072, 8192): (4, 512, 4, 4),
-    (8, 5120, 3072): (8, 128, 4, 3),
-    (8, 6144, 3072): (8, 128, 4, 3),
-    (8, 3072, 3072): (4, 256, 4, 3),
-    (8, 16384, 3072): (4, 512, 4, 4),
-    (8, 3072, 8192): (4, 256, 4, 4),
-    (8, 8197, 3072): (4, 256, 4, 3),
+    (2, 3072, 3072): (4, 512, 2, 3),  # output, projection, 1.50 TB/s (int8_tiles 1.23)
+    (2, 3072, 8192): (8, 1024, 4, 3),  # w2, 2.24 TB/s (int8_tiles 1.95)
+    (2, 5120, 3072): (4, 512, 2, 3),  # backbone q/k/v, 1.77 TB/s (int8_tiles 1.71)
+    (2, 6144, 3072): (8, 512, 2, 3),  # decoder q/k/v, 2.00 TB/s (int8_tiles 1.65)
+    (2, 8197, 3072): (8, 256, 2, 4),  # codebook head, 2.16 TB/s (int8_tiles 1.68)
+    (2, 16384, 3072): (8, 256, 2, 4),  # w1/w3, 2.42 TB/s (int8_tiles 1.30)
+    (4, 3072, 3072): (8, 256, 2, 4),  # output, projection, 1.15 TB/s (int8_tiles 0.85)
+    (4, 3072, 8192): (8, 256, 4, 4),  # w2, 1.67 TB/s (int8_tiles 1.27)
+    (4, 6144, 3072): (16, 256, 4, 4),  # decoder q/k/v, 1.41 TB/s (int8_tiles 1.23)
+    (4, 16384, 3072): (8, 256, 2, 4),  # w1/w3, 1.67 TB/s (int8_tiles 1.10)
+    (8, 3072, 3072): (4, 256, 2, 3),  # output, projection, 0.81 TB/s (int8_tiles 0.63)
+    (8, 3072, 8192): (8, 256, 4, 5),  # w2, 1.11 TB/s (int8_tiles 0.89)
+    (8, 5120, 3072): (4, 256, 2, 4),  # backbone q/k/v, 0.86 TB/s (int8_tiles 0.81)
+    (8, 6144, 3072): (4, 256, 2, 4),  # decoder q/k/v, 0.89 TB/s (int8_tiles 0.73)
+    (8, 8197, 3072): (4, 256, 2, 4),  # codebook head, 0.91 TB/s (int8_tiles 0.77)
+    (8, 16384, 3072): (4, 256, 2, 4),  # w1/w3, 0.95 TB/s (int8_tiles 0.76)
 }
 
 
