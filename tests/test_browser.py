@@ -703,3 +703,17 @@ def test_a_preset_asking_for_int8_sets_the_weights_choice_and_waits_for_load(pag
         expect(page.locator("#set-quant-note")).not_to_contain_text("Load")
     finally:
         preset.unlink()
+
+
+def test_a_preset_picked_on_settings_is_named_on_generate(page):
+    """Reviewer: picking `speed` on Settings changed Generate's values while its picker still said
+    `balanced` with balanced's description."""
+    tab(page, "Settings")
+    pick(page, "set-preset", "speed")
+    tab(page, "Generate")
+    expect(page.locator("#gen-preset input")).to_have_value("speed")
+    expect(page.locator("#gen-preset-info")).not_to_contain_text("official defaults")
+    tab(page, "Settings")
+    pick(page, "set-preset", "balanced")  # as the other tests expect to find it
+    tab(page, "Generate")
+    expect(page.locator("#gen-preset input")).to_have_value("balanced")

@@ -219,6 +219,8 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # Only a preset the musician picks sets the weights choice: one the page sets (first paint,
     # save, delete) leaves what was chosen there.
     _on(st.preset.select, partial(common.preset_weights, studio), [st.preset], weights_targets, **QUICK)
+    _on(st.preset.select, partial(generate_h.follow_settings_preset, studio), [st.preset],
+        {"preset": gen.preset, "preset_info": gen.preset_info}, **QUICK)
     for name in field_names:
         st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],

@@ -81,6 +81,13 @@ def pick_preset(studio, name: str) -> dict:
     return out
 
 
+def follow_settings_preset(studio, name: str) -> dict:
+    """A preset picked on Settings: Generate's picker names it too, with its description (its
+    values reach Generate's controls through Settings), so the two tabs never disagree."""
+    info = pick_preset(studio, name)["preset_info"]
+    return {"preset": gr.update(value=name), "preset_info": info}
+
+
 def add_tag(tags: str, picked: str | None) -> dict:
     """Append a quick-pick tag to the tags text (once), then clear the picker."""
     tags = tags or ""
