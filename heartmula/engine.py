@@ -610,10 +610,19 @@ class Engine:
             frames = so_far.frames[:, : so_far.n].cpu().numpy()
             events.put(("frames", [frames[i, : min(so_far.n, lengths[i])] for i in range(len(lengths))], ended))
 
+        def decoding(fr) -> None:
+            """Progress: the song's last windows decode after its frames."""
+            total = max(n_windows_for(len(f)) for f in fr.frames)
+            on_progress(Progress("decode", min(min(decoder.next_window), total), total,
+                                 time.perf_counter() - t0, 0.0, None))
+
         def make_frames() -> None:
             try:
                 fr = self.generate_frames(lyrics, tags, opts, on_progress=on_progress, should_stop=stop,
                                           on_frames=on_frames)
+                if on_progress is not None and not fr.stopped:
+                    # Said from here, at once: the listener may be busy with earlier windows for a while.
+                    decoding(fr)
                 events.put(("done", fr, None))
             except BaseException as e:  # handed to the caller's thread
                 events.put(("error", e, None))
@@ -633,10 +642,6 @@ class Engine:
                         raise GenerationCancelled("stopped while generating frames", partial=fr)
                     if stop():  # pressed as the last frame came: the windows left are not decoded
                         raise GenerationCancelled("stopped while decoding", partial=fr)
-                    if on_progress is not None:  # the song's last windows decode after its frames: say so
-                        total = max(n_windows_for(len(f)) for f in fr.frames)
-                        on_progress(Progress("decode", min(min(decoder.next_window), total), total,
-                                             time.perf_counter() - t0, 0.0, None))
                     with self._codec_lock:
                         chunks = decoder.finish([np.clip(f, 0, size - 1) for f in fr.frames])
                 else:

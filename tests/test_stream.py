@@ -85,3 +85,26 @@ def test_a_stop_ends_frames_and_decoding_and_keeps_what_was_heard(demo_engine):
                 stop.append(True)  # stop once the first chunk is heard
     assert len(heard) == 1 and heard[0].start_sample == 0
     assert demo_engine.generate("la", "pop", opts.__class__(max_audio_length_ms=160, seed=1)).audio  # free again
+
+
+def test_decoding_is_reported_as_soon_as_the_frames_end(demo_engine):
+    """Reviewer: with the listener busy (8 takes decoding on a CPU) the progress line said frames
+    1125/1125, ETA 0 for over a minute before "decoding" showed. The decode phase is reported by
+    the frames' own thread the moment they end, whatever the listener is doing."""
+    import threading
+
+    from heartmula import AudioChunk, GenerateOptions
+
+    opts = GenerateOptions(max_audio_length_ms=800 * 80, seed=5, ignore_eos=True, codec_steps=2)
+    decoding = threading.Event()
+
+    def on_progress(p):
+        if p.phase == "decode":
+            decoding.set()
+
+    stream = demo_engine.generate_stream("la la", "pop", opts, on_progress=on_progress)
+    first = next(stream)
+    assert isinstance(first, AudioChunk) and not decoding.is_set()  # heard while frames are made
+    # The listener holds the stream (as a busy page would) until the frames have ended.
+    assert decoding.wait(timeout=120), "the decode phase was not reported while the listener was busy"
+    assert list(stream)[-1].audio[0].shape[1] == 800 * 3840
