@@ -442,8 +442,17 @@ def test_extend_then_regenerate_a_song_from_history(page, studio_app):
     click_song(page, newest.stem)
     set_number(page, "#hist-extend-s input[type=number]", 1)
     before = set(studio_app.sidecars())
+    # Reviewer: both buttons stayed clickable while a job ran, and a second one queued against
+    # whichever song was picked by then. They are disabled for the job, and come back after it.
+    page.evaluate("""() => { window.__heldBoth = false;
+        const held = () => ['#hist-extend', '#hist-regen'].every(s => document.querySelector(s).disabled);
+        new MutationObserver(() => { if (held()) window.__heldBoth = true; })
+            .observe(document.body, {subtree: true, attributes: true}); }""")
     page.locator("#hist-extend").click()
     watch(page, "#hist-continue-status", ["✅ extended"], timeout_s=120)
+    assert page.evaluate("window.__heldBoth")
+    expect(page.locator("#hist-regen")).to_be_enabled()
+    expect(page.locator("#hist-extend")).to_be_enabled()
     (extended,) = set(studio_app.sidecars()) - before
     meta = json.loads(extended.read_text())
     assert meta["parent"]["mode"] == "extend" and meta["frames"] == 37 + 12  # 3 s is 37 frames; + 1 s: 3.96 s

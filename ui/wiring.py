@@ -163,13 +163,20 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(hist.confirm_btn.click, partial(history_h.delete, studio), hist_list_inputs, picked_targets, **TOAST)
     continue_targets = {**history_targets, "continue_status": hist.continue_status, "search": hist.search,
                         "favourites_only": hist.favourites_only}
-    _on(hist.extend_btn.click, partial(history_h.extend, studio), [hist.song, hist.extend_s, hist.continue_lyrics],
-        continue_targets, api_name="extend", api_visibility="public", concurrency_id=ENGINE,
-        show_progress="minimal", show_progress_on=[hist.continue_status])
-    _on(hist.regen_btn.click, partial(history_h.regenerate, studio),
-        [hist.song, hist.regen_at, hist.regen_takes, hist.continue_lyrics], continue_targets, api_name="regenerate",
-        api_visibility="public", concurrency_id=ENGINE, show_progress="minimal",
-        show_progress_on=[hist.continue_status])
+    held = {"extend_btn": hist.extend_btn, "regen_btn": hist.regen_btn, "continue_status": hist.continue_status}
+    for button, mode, fn, inputs in (
+            (hist.extend_btn, "extend", history_h.extend, [hist.song, hist.extend_s, hist.continue_lyrics]),
+            (hist.regen_btn, "regenerate", history_h.regenerate,
+             [hist.song, hist.regen_at, hist.regen_takes, hist.continue_lyrics])):
+        # Both buttons wait while either job runs (and come back however it ended).
+        job = _on(button.click, partial(history_h.continue_started, studio, mode), [hist.song], held, **QUICK).then(
+            _named(partial(fn, studio), continue_targets), inputs=inputs, outputs=_flatten(continue_targets),
+            api_name=mode, api_visibility="public", concurrency_id=ENGINE, show_progress="minimal",
+            show_progress_on=[hist.continue_status])
+        ended = dict(fn=_named(history_h.continue_ended, held), inputs=[hist.continue_status], outputs=_flatten(held),
+                     **QUICK)
+        job.then(**ended)
+        job.failure(**ended)
     _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song, hist.reuse_seed],
         {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs}, **TOAST)
 

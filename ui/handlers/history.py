@@ -121,6 +121,26 @@ def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
     return out
 
 
+def continue_started(studio, mode: str, song_id: str | None) -> dict:
+    """Extend… / Regenerate from… pressed: both wait until the job is done (a second press would
+    queue against whichever song is picked by then), and the line says which song is being made
+    from (the minimal progress bar follows it)."""
+    entries, _ = studio.history.find(ids=[song_id]) if song_id else ([], 0)
+    name = f"“{_md(entries[0].title)}”" if entries else "the picked song"  # a gone song: the job says so
+    doing = "Extending" if mode == "extend" else "Regenerating"
+    return {"extend_btn": gr.update(interactive=False), "regen_btn": gr.update(interactive=False),
+            "continue_status": f"⏳ {doing} {name}…"}
+
+
+def continue_ended(status: str) -> dict:
+    """The job ended: the buttons come back; a line still saying "⏳" means it failed (the
+    message says why)."""
+    out = {"extend_btn": gr.update(interactive=True), "regen_btn": gr.update(interactive=True)}
+    if (status or "").startswith("⏳"):
+        out["continue_status"] = "❌ Not done (see the message)."
+    return out
+
+
 def extend(studio, song_id: str | None, seconds, lyrics: str = "") -> dict:
     """The picked song, `seconds` longer: its frames kept, the same seed drawing on."""
     seconds = parse_seconds(seconds)
