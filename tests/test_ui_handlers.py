@@ -766,3 +766,11 @@ def test_a_refused_run_leaves_no_live_note_promising_audio(studio):
     notes = [o["live_note"] for o in outs if "live_note" in o]
     assert notes and notes[-1] == "Nothing was made."
     assert [o for o in outs if "hear" in o][-1]["hear"]["visible"] is False
+
+
+def test_picking_a_take_with_no_audio_yet_says_so_and_clears_the_pick():
+    """Reviewer: the picker kept showing "Take 3" beside the error while take 1 played."""
+    session = Session()
+    session.live_files = {0: "take1-so-far.wav"}
+    out = generate.hear_take(session, "Take 3")
+    assert out["hear"]["value"] is None and "audios" not in out

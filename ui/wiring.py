@@ -125,7 +125,8 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         outputs=_flatten(history_targets), **QUICK)
     _on(gen.stop_btn.click, common.stop, [gen.session], gen_run, **QUICK)
     _on(gen.play_now_btn.click, generate_h.play_now, [gen.session], {"play_now": gen.play_now_btn}, **QUICK)
-    _on(gen.hear_take.select, generate_h.hear_take, [gen.session, gen.hear_take], {"audios": gen.audios}, **TOAST)
+    _on(gen.hear_take.select, generate_h.hear_take, [gen.session, gen.hear_take], {"audios": gen.audios,
+        "hear": gen.hear_take}, **TOAST)
     _on(gen.check_btn.click, partial(generate_h.check_take, studio),
         [gen.session, gen.check_take, gen.lyrics, *tr_option_list],
         {"check_result": gen.check_result}, concurrency_id=ENGINE, show_progress="minimal")

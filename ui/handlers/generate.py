@@ -12,6 +12,7 @@ from heartmula import (DEFAULT_PRESET, FRAME_MS, AudioChunk, GenerateOptions, Ge
                        check_lyrics, from_shown_values, load_presets, options_of, soft_limit)
 
 from ..controls import form_values, shown_value
+from ..errors import warning
 from .common import (JobLeftRunning, ProgressLine, exact_for_browser, fmt_s, preset_weights, reports_end, run_job,
                      song_resources)
 from .live import LivePlayback, can_stream
@@ -270,9 +271,9 @@ def hear_take(session, take_label: str | None) -> dict:
     except ValueError:
         raise ValueError("pick a take to hear") from None
     path = session.live_files.get(index)
-    if path is None:
-        raise ValueError(f"take {index + 1} has no audio yet: it comes a codec window (about 30 s of song) "
-                         "at a time")
+    if path is None:  # a toast, and the picker let go: it must not name a take that is not playing
+        warning(f"take {index + 1} has no audio yet: it comes a codec window (about 30 s of song) at a time")
+        return {"hear": gr.update(value=None)}
     audios = [gr.update() for _ in range(MAX_TAKES)]
     if path.endswith(SO_FAR):
         import soundfile as sf
