@@ -47,7 +47,8 @@ def _convert(targets: dict, values: dict | None) -> dict:
                 out[component] = v
         else:
             out[target] = value
-    return out
+    # gradio reads an empty dict as one value, not as "no changes": say "unchanged" for each output
+    return out or {component: gr.update() for component in _flatten(targets)}
 
 
 def _named(fn, targets: dict, api_names: list[str] | None = None):
