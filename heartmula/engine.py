@@ -592,10 +592,22 @@ class Engine:
         with self._codec_lock:
             codec = self._ensure_codec()
         size = codec.config.codebook_size
-        decoder = StreamDecoder(codec, opts.takes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale,
-                                generators=[torch.Generator().manual_seed(s) for s in seeds])
         events: queue.Queue = queue.Queue()
-        state = {"next": WINDOW_FRAMES + 1, "ended": 0}
+        state = {"next": WINDOW_FRAMES + 1, "ended": 0, "frames": None}
+
+        def decoding(fr, decoding_one: bool = False) -> None:
+            """Progress: the song's windows decoded, once its frames have all been made (the
+            last windows decode after them); `decoding_one`: a window just decoded, not yet counted."""
+            total = sum(max(n_windows_for(len(fr.frames[i])) for i in group) for group in decoder.groups)
+            done = min(total, sum(decoder.next_window) + decoding_one)
+            on_progress(Progress("decode", done, total, time.perf_counter() - t0, 0.0, None))
+
+        def on_window() -> None:
+            if on_progress is not None and state["frames"] is not None:
+                decoding(state["frames"], decoding_one=True)
+
+        decoder = StreamDecoder(codec, opts.takes, num_steps=opts.codec_steps, guidance_scale=opts.codec_guidance_scale,
+                                generators=[torch.Generator().manual_seed(s) for s in seeds], on_window=on_window)
 
         def on_frames(so_far) -> None:
             # Copy out (a device wait) only when a window may have become final: every hop, or a take ended.
@@ -610,19 +622,15 @@ class Engine:
             frames = so_far.frames[:, : so_far.n].cpu().numpy()
             events.put(("frames", [frames[i, : min(so_far.n, lengths[i])] for i in range(len(lengths))], ended))
 
-        def decoding(fr) -> None:
-            """Progress: the song's last windows decode after its frames."""
-            total = max(n_windows_for(len(f)) for f in fr.frames)
-            on_progress(Progress("decode", min(min(decoder.next_window), total), total,
-                                 time.perf_counter() - t0, 0.0, None))
-
         def make_frames() -> None:
             try:
                 fr = self.generate_frames(lyrics, tags, opts, on_progress=on_progress, should_stop=stop,
                                           on_frames=on_frames)
-                if on_progress is not None and not fr.stopped:
-                    # Said from here, at once: the listener may be busy with earlier windows for a while.
-                    decoding(fr)
+                if not fr.stopped:
+                    state["frames"] = fr  # from now on each window decoded is reported (on_window)
+                    if on_progress is not None:
+                        # Said from here, at once: the listener may be busy with earlier windows for a while.
+                        decoding(fr)
                 events.put(("done", fr, None))
             except BaseException as e:  # handed to the caller's thread
                 events.put(("error", e, None))

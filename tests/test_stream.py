@@ -97,9 +97,11 @@ def test_decoding_is_reported_as_soon_as_the_frames_end(demo_engine):
 
     opts = GenerateOptions(max_audio_length_ms=800 * 80, seed=5, ignore_eos=True, codec_steps=2)
     decoding = threading.Event()
+    windows = []
 
     def on_progress(p):
         if p.phase == "decode":
+            windows.append((p.done, p.total))
             decoding.set()
 
     stream = demo_engine.generate_stream("la la", "pop", opts, on_progress=on_progress)
@@ -108,3 +110,6 @@ def test_decoding_is_reported_as_soon_as_the_frames_end(demo_engine):
     # The listener holds the stream (as a busy page would) until the frames have ended.
     assert decoding.wait(timeout=120), "the decode phase was not reported while the listener was busy"
     assert list(stream)[-1].audio[0].shape[1] == 800 * 3840
+    # reviewer 2: the line then stayed at "0 / 3 windows" for the whole decode; each window counts
+    assert windows[-1] == (3, 3) and [d for d, _ in windows] == sorted(d for d, _ in windows)
+    assert len({d for d, _ in windows}) >= 2, windows
