@@ -722,7 +722,8 @@ def test_a_preset_picked_on_settings_is_named_on_generate(page):
     tab(page, "Generate")
     expect(page.locator("#gen-preset input")).to_have_value("speed")
     expect(page.locator("#gen-preset-info")).not_to_contain_text("official defaults")
+    # reviewer 2: and the other way, a preset picked on Generate is the one Settings shows
+    pick(page, "gen-preset", "balanced")  # as the other tests expect to find it
     tab(page, "Settings")
-    pick(page, "set-preset", "balanced")  # as the other tests expect to find it
-    tab(page, "Generate")
-    expect(page.locator("#gen-preset input")).to_have_value("balanced")
+    expect(page.locator("#set-preset input")).to_have_value("balanced")
+    expect(page.locator("#set-max_audio_length_ms input[type=number]")).to_have_value("120")

@@ -230,6 +230,10 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(st.preset.select, partial(common.preset_weights, studio), [st.preset], weights_targets, **QUICK)
     _on(st.preset.select, partial(generate_h.follow_settings_preset, studio), [st.preset],
         {"preset": gen.preset, "preset_info": gen.preset_info}, **QUICK)
+    # and one picked on Generate is named on Settings, which shows its values (st.preset.change
+    # fills Settings' fields only: the run controls already hold them)
+    _on(gen.preset.select, lambda name: {"preset": gr.update(value=name)}, [gen.preset], {"preset": st.preset},
+        **QUICK)
     for name in field_names:
         st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],
