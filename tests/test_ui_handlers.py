@@ -774,3 +774,15 @@ def test_picking_a_take_with_no_audio_yet_says_so_and_clears_the_pick():
     session.live_files = {0: "take1-so-far.wav"}
     out = generate.hear_take(session, "Take 3")
     assert out["hear"]["value"] is None and "audios" not in out
+
+
+def test_a_run_waiting_for_the_last_jobs_window_says_so(studio):
+    """Reviewer 2: after a Stop the next run showed "Starting… elapsed 12.4 s" while the stopped
+    job's last codec window finished in the background. It says what it waits for."""
+    session = Session()
+    with studio.engine._request():  # a job still holds the engine (as a stopped one finishing its window)
+        steps = user_errors(generate.generate)(*gen_args(studio, session))
+        outs = [next(steps), next(steps)]
+        steps.close()
+    assert "waiting for the last job" in outs[1]["status"].lower()
+    assert not studio.engine.busy

@@ -196,9 +196,10 @@ class ProgressLine:
     decoding -> saving, and never back to a smaller count); a heartbeat (None) repeats the last
     step with a fresh elapsed time, so the line never flickers back to "Starting"."""
 
-    def __init__(self, started: float | None = None):
+    def __init__(self, started: float | None = None, waiting: str | None = None):
         self.started = time.monotonic() if started is None else started
         self.last = None
+        self.waiting = waiting  # what the line says before the first step, instead of "Starting"
 
     @staticmethod
     def _rank(p) -> tuple:
@@ -207,6 +208,8 @@ class ProgressLine:
     def __call__(self, p) -> str:
         if p is not None and (self.last is None or self._rank(p) >= self._rank(self.last)):
             self.last = p
+        if self.last is None and self.waiting:
+            return f"{self.waiting} elapsed {fmt_s(time.monotonic() - self.started)}"
         return progress_text(self.last, self.started)
 
     def saving(self) -> str:

@@ -151,6 +151,9 @@ def generate(studio, session, lyrics, tags, *values):
                                  visible=options.takes > 1),
                "audios": [gr.update(value=None, visible=False)] * MAX_TAKES, "downloads": None, "metadata": None,
                "check_take": gr.update(choices=[], value=None), "check_result": ""}
+        if engine.busy:  # a stopped job ends the codec window it is in before the engine takes another
+            line.waiting = "⏳ Waiting for the last job to finish (a stopped song ends the codec window it is in)…"
+            yield {"status": line(None)}
         job = run_job(lambda **kw: engine.generate_stream(lyrics, tags, options, **kw), session.cancel,
                       on_progress=studio.stats.progress, stream=True, stop_grace_s=STOP_GRACE_S)
         try:
