@@ -786,3 +786,16 @@ def test_a_run_waiting_for_the_last_jobs_window_says_so(studio):
         steps.close()
     assert "waiting for the last job" in outs[1]["status"].lower()
     assert not studio.engine.busy
+
+
+def test_a_preset_saved_on_settings_keeps_the_weights_chosen_there(studio, home):
+    """Helper-10: saving a preset from Settings dropped its `quant`; a preset loaded from the file
+    must ask for the weights the musician had chosen (int8), and "none" leaves it to the loader."""
+    from heartmula import load_presets
+
+    values = settings.preset_values("balanced")
+    row = [values[name] for name in settings.PRESET_FIELDS]
+    user_errors(settings.save)(studio, "small card", "", *row, "int8")
+    user_errors(settings.save)(studio, "plain", "", *row, "none")
+    presets, _ = load_presets()
+    assert presets["small card"].quant == "int8" and presets["plain"].quant is None

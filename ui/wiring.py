@@ -236,7 +236,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         **QUICK)
     for name in field_names:
         st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)
-    _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields],
+    _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields, st.quant],
         {**preset_targets, "preset_note": st.preset_note}, **TOAST)
     _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset, gen.preset, tr.preset, cmp.presets],
         {**preset_targets, "preset_note": st.preset_note, "generate_preset_info": gen.preset_info,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -144,7 +145,11 @@ def preset_from_values(name: str, description: str, values: dict) -> Preset:
 
 
 def save(studio, name, description, *values) -> dict:
-    preset = preset_from_values(name, description, dict(zip(PRESET_FIELDS, values)))
+    """Save Settings as a preset. `values`: the PRESET_FIELDS controls, then (optionally) the
+    weights choice: int8 is kept in the preset (`quant`); "none" leaves it to the loader."""
+    quant = values[len(PRESET_FIELDS)] if len(values) > len(PRESET_FIELDS) else None
+    preset = replace(preset_from_values(name, description, dict(zip(PRESET_FIELDS, values))),
+                     quant="int8" if quant == "int8" else None)
     path = save_preset(preset)
     info(f"Preset {preset.name!r} saved")
     out = dropdowns(preset.name)
