@@ -799,3 +799,13 @@ def test_a_preset_saved_on_settings_keeps_the_weights_chosen_there(studio, home)
     user_errors(settings.save)(studio, "plain", "", *row, "none")
     presets, _ = load_presets()
     assert presets["small card"].quant == "int8" and presets["plain"].quant is None
+
+
+def test_compare_says_when_a_preset_asks_for_weights_it_did_not_run_with(studio, home):
+    """Helper-10: Compare ran a preset asking for int8 with the loaded (unquantized) model, silently."""
+    (home / "presets").mkdir(parents=True, exist_ok=True)
+    (home / "presets" / "small card.yaml").write_text("quant: int8\nmax_audio_length_ms: 1600\n")
+    outs = run(compare.compare, studio, Session(), ["small card", "speed"], LYRICS, "pop", 1.6, 42)
+    assert "small card asks for int8 weights" in outs[-1]["status"] and "Load" in outs[-1]["status"]
+    outs = run(compare.compare, studio, Session(), ["test-full", "speed"], LYRICS, "pop", 1.6, 42)
+    assert "weights" not in outs[-1]["status"]

@@ -50,5 +50,10 @@ def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
         audios = list(audios)
         audios[i] = gr.update(value=str(path), visible=True, label=f"{name} · seed {result.seeds[0]}")
         yield {"table": rows, "audios": audios}
-    yield {"status": f"✅ compared {len(names)} presets · seed {options[names[0]].seed}"}
+    # A preset's weights (quant) apply at load: every preset ran on the model loaded now.
+    loaded = engine.config.quant
+    other = [n for n in names if presets[n].quant not in (None, loaded)]
+    note = "".join(f" · {n} asks for {presets[n].quant} weights, but ran with the loaded ones ({loaded}): "
+                   f"Load it on Settings to hear its weights" for n in other)
+    yield {"status": f"✅ compared {len(names)} presets · seed {options[names[0]].seed}{note}"}
 
