@@ -809,3 +809,30 @@ def test_compare_says_when_a_preset_asks_for_weights_it_did_not_run_with(studio,
     assert "small card asks for int8 weights" in outs[-1]["status"] and "Load" in outs[-1]["status"]
     outs = run(compare.compare, studio, Session(), ["test-full", "speed"], LYRICS, "pop", 1.6, 42)
     assert "weights" not in outs[-1]["status"]
+
+
+def test_a_song_being_extended_cannot_be_deleted_until_the_job_ends(studio):
+    """Reviewer 2: a song deleted during its extend left the new song naming a deleted parent."""
+    session = Session()
+    run(generate.generate, *gen_args(studio, session, seed=81))
+    song_id = session.last_song_ids[0]
+    started, release = threading.Event(), threading.Event()
+
+    def slow_progress(p):  # the extend's own progress reports: hold it mid-job until the delete was tried
+        started.set()
+        release.wait(timeout=60)
+
+    studio.stats.progress, original = slow_progress, studio.stats.progress
+    worker = threading.Thread(target=lambda: run(history.extend, studio, song_id, 1))
+    worker.start()
+    try:
+        assert started.wait(timeout=60)
+        for step in (history.ask_delete, history.delete):
+            with pytest.raises(gr.Error, match=r"in use \(a job is extending it now\)"):
+                user_errors(step)(studio, song_id)
+    finally:
+        release.set()
+        worker.join()
+        studio.stats.progress = original
+    user_errors(history.delete)(studio, song_id)  # once it is done, it can go
+    assert song_id not in [s.id for s in studio.history.list()]

@@ -28,6 +28,9 @@ class Studio:
     # Model folders the Settings tab may open (remote users must not point the studio at any
     # folder of the server). Empty: the folder holding the model the studio started with.
     model_roots: tuple[Path, ...] = ()
+    # Songs being extended or regenerated from now (id -> what the job is doing): they stay
+    # until the job ends, or the new song would name a parent that is gone.
+    continuing: dict[str, str] = field(default_factory=dict)
     _transcriber: Transcriber | None = None
     _transcriber_root: str | None = None  # the model folder _transcriber was made for
     _lock: threading.Lock = field(default_factory=threading.Lock)

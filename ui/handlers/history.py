@@ -105,11 +105,13 @@ def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
     song = studio.history.get(song_id)
     plan = plan_continuation(song.meta, song.frames(), mode, parent_id=song.id, **how)
     studio.stats.start(mode)
+    studio.continuing[song.id] = "extending it" if mode == "extend" else "regenerating from it"
     try:
         result = studio.engine.generate(plan.lyrics, plan.tags, plan.options, kept=[plan.kept],
                                         codec_seeds=plan.codec_seeds, on_progress=studio.stats.progress)
         songs = studio.history.save(replace(result, parent=plan.parent))
     finally:
+        studio.continuing.pop(song.id, None)
         studio.stats.finish()
     what = f"{'extended' if mode == 'extend' else 'regenerated from ' + clock(plan.parent['at_s'])}"
     info(f"{len(songs)} new song(s): {song.id} {what}")
@@ -253,6 +255,7 @@ def ask_delete(studio, song_id: str | None) -> dict:
     """First step of a delete: say which song goes, and show the confirm / keep buttons."""
     if not song_id:
         raise ValueError("pick a song to delete")
+    _not_continuing(studio, song_id)
     song = studio.history.get(song_id)
     return {"confirm_row": gr.update(visible=True),
             "confirm_text": f"Delete **{song.label()}**? Its audio and metadata files are removed for good."}
@@ -267,6 +270,7 @@ def delete(studio, song_id: str | None, query: str = "", favourites: bool = Fals
     another click cannot delete the next song by accident."""
     if not song_id:
         raise ValueError("pick a song to delete")
+    _not_continuing(studio, song_id)
     label = studio.history.get(song_id).label()
     removed = studio.history.delete(song_id)
     forget_served_copies({p.name for p in removed})
@@ -274,6 +278,12 @@ def delete(studio, song_id: str | None, query: str = "", favourites: bool = Fals
     out = refresh(studio, None, query, favourites, pick_first=False)
     out.update(select(studio, None))
     return out
+
+
+def _not_continuing(studio, song_id: str) -> None:
+    if song_id in studio.continuing:
+        raise ValueError(f"this song is in use (a job is {studio.continuing[song_id]} now); delete it once that "
+                         "is done")
 
 
 def forget_served_copies(names: set[str]) -> None:
