@@ -5,6 +5,7 @@ instance, and huge request bodies refused before they are read, with and without
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import stat
@@ -209,9 +210,16 @@ def test_failed_logins_back_off(guarded_app):
                             headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(20)]
         assert forged.count(429) >= 15 and set(forged) <= {400, 429}, forged
         start = time.monotonic()
-        refused = [attempt(f"guess{i}") for i in range(300)]
-        assert time.monotonic() - start < 60
-        assert {r.status_code for r in refused} == {429}, {r.status_code for r in refused}
+        answers = [attempt(f"guess{i}") for i in range(300)]
+        elapsed = time.monotonic() - start
+        assert elapsed < 60
+        # Inside a window every try is refused unchecked (429); when one runs out (a loaded machine
+        # is slow through 300 tries) one try is checked (400) and the window doubles: in t seconds
+        # at most log2(t) + 2 are checked, however fast the machine.
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {400, 429} and codes.count(400) <= math.log2(max(elapsed, 1.0)) + 2, (codes.count(400),
+                                                                                                  elapsed)
+        refused = [r for r in answers if r.status_code == 429]
         assert "too many failed logins; try again in" in refused[-1].text
         assert attempt(PASSWORD).status_code == 429  # not even the right one is checked in the window
         wait_s = int(refused[-1].headers["retry-after"])
