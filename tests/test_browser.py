@@ -383,8 +383,11 @@ def test_deleting_the_preset_generate_uses(page, studio_app):
     expect(page.locator("#set-preset-note")).to_contain_text("saved to")
     tab(page, "Generate")
     pick(page, "gen-preset", name)
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("2")  # its values landed
+    # Generate's pick names it on Settings too, with its values: delete it there. (Picking it again
+    # on Settings would leave that pick's pushes to Generate in flight, racing the delete's.)
     tab(page, "Settings")
-    pick(page, "set-preset", name)
+    expect(page.locator("#set-preset input")).to_have_value(name)
     expect(page.locator("#set-delete")).to_be_enabled()
     page.locator("#set-delete").click()
     expect(page.locator("#set-preset input")).to_have_value("balanced")  # Settings falls back too
