@@ -279,7 +279,7 @@ class Engine:
             return False
         with self._lock:
             model = self._ensure_mula()
-            rows = max(o.takes * (2 if o.guided else 1) for o in shapes)
+            rows = max(o.rows for o in shapes)
             positions = model.args.backbone.max_seq_len
             if model.backbone.reserved[0] >= rows and model.backbone.reserved[1] >= positions:
                 return True

@@ -71,6 +71,11 @@ class GenerateOptions:
     def guided(self) -> bool:
         return self.cfg_scale != 1.0
 
+    @property
+    def rows(self) -> int:
+        """Batch rows a request runs: one per take, twice that with guidance (the unconditional rows)."""
+        return self.takes * (2 if self.guided else 1)
+
 
 @dataclass(frozen=True)
 class Progress:

@@ -94,7 +94,7 @@ def prepare_step(model: HeartMuLa, prompt_len: int, opts: GenerateOptions, ready
     check_fits(prompt_len, opts, model_max, kept_frames)
     ready = {} if ready is None else ready
     before = model.backbone.cache_rows and model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr()
-    model.setup_caches(opts.takes * (2 if opts.guided else 1), cache_length(prompt_len, opts.max_frames, model_max))
+    model.setup_caches(opts.rows, cache_length(prompt_len, opts.max_frames, model_max))
     if model.backbone.layers[0].attn.kv_cache.k_cache.data_ptr() != before:  # new caches: every graph is stale
         for key, (buffers, _) in ready.items():
             ready[key] = (buffers, None)
