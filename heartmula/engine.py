@@ -170,6 +170,7 @@ class Engine:
         # Requests waiting for or holding the engine: a background warm-up gives way to them.
         self._requests = 0
         self._requests_cv = threading.Condition()
+        self._unloads = 0  # `unload` calls: a warm-up started before one ends (see warm_shapes)
         self.last_timings: dict = {}
 
     # ----- loading -------------------------------------------------------------------
@@ -217,12 +218,23 @@ class Engine:
         return self.codec
 
     def unload(self, mula: bool = True, codec: bool = True) -> None:
-        """Free the models' device memory (it measurably returns to the driver)."""
-        if mula and self.mula is not None:
-            self.mula.free_caches()
-            self.mula = None
-            self._ready = {}
-        if codec and self.codec is not None:
+        """Free the models' device memory (it measurably returns to the driver). The language
+        model waits for the job using it; a background warm-up gives way at once, and ends
+        rather than load the model again. A decode in progress keeps its codec to the end."""
+        if mula:
+            self._unloads += 1
+        self._free_models(mula, codec)
+
+    def _free_models(self, mula: bool, codec: bool) -> None:
+        if mula:
+            # A request (so a warm step stops within a frame) that holds the engine (so no job
+            # is using the caches and weights being freed).
+            with self._request(), self._lock:
+                if self.mula is not None:
+                    self.mula.free_caches()
+                    self.mula = None
+                    self._ready = {}
+        if codec:
             self.codec = None
         gc.collect()
         for d in {self.device, self.codec_device}:
@@ -230,10 +242,12 @@ class Engine:
             devices.empty_cache(d)
 
     def free_caches(self) -> None:
-        """Free the KV caches, the step buffers and graphs of every shape, and any reservation."""
-        if self.mula is not None:
-            self.mula.free_caches()
-        self._ready = {}
+        """Free the KV caches, the step buffers and graphs of every shape, and any reservation
+        (after the job using them, if one runs)."""
+        with self._request(), self._lock:
+            if self.mula is not None:
+                self.mula.free_caches()
+            self._ready = {}
         gc.collect()
         devices.empty_cache(self.device)
 
@@ -379,7 +393,8 @@ class Engine:
         It gives way to real requests: one that arrives stops the warm step within a frame or a
         graph, and the step is tried again once the engine is idle. Returns the shapes warmed in
         the first pass (all of them unless `should_stop` ended it)."""
-        stop = should_stop or (lambda: False)
+        unloads = self._unloads
+        stop = lambda: self._unloads != unloads or (should_stop is not None and should_stop())  # noqa: E731
         pending = [(opts, False) for opts in shapes] + [(opts, True) for opts in shapes]
         warmed, reserved = [], False
         while pending and not stop():
@@ -461,7 +476,7 @@ class Engine:
             if result.stopped and not self.reserved:  # reserved caches are the engine's, not the job's
                 self.free_caches()
             if self.config.lazy_load:
-                self.unload(mula=True, codec=False)
+                self._free_models(mula=True, codec=False)
             return result
 
     def decode(
@@ -509,7 +524,7 @@ class Engine:
             self._after_failure(e, free_mula=False)
             raise
         if self.config.lazy_load:
-            self.unload(mula=False, codec=True)
+            self._free_models(mula=False, codec=True)
         return audio
 
     def generate(
@@ -666,7 +681,8 @@ class Engine:
         except BaseException as e:  # a stop, an error, or the caller gone: free what the job held
             abandoned.set()
             worker.join()
-            self._after_failure(e)
+            with self._lock:  # the next job may already be running on what this one held
+                self._after_failure(e)
             raise
         finally:
             abandoned.set()  # a no-op once the frames are done
@@ -706,10 +722,11 @@ class Engine:
         traceback.clear_frames(error.__traceback__)
         # Not after a decode failure: a generation may be running beside it. Nor after a stop
         # while the caches are reserved: they belong to the engine, and stay warm for the next song.
-        if free_mula and not (isinstance(error, GenerationCancelled) and self.reserved):
+        stopped = isinstance(error, (GenerationCancelled, GeneratorExit))  # GeneratorExit: the listener left
+        if free_mula and not (stopped and self.reserved):
             self.free_caches()
         if self.config.lazy_load:
-            self.unload(mula=free_mula)
+            self._free_models(mula=free_mula, codec=True)
         else:
             for d in {self.device, self.codec_device}:
                 devices.empty_cache(d)

@@ -836,3 +836,40 @@ def test_a_song_being_extended_cannot_be_deleted_until_the_job_ends(studio):
         studio.stats.progress = original
     user_errors(history.delete)(studio, song_id)  # once it is done, it can go
     assert song_id not in [s.id for s in studio.history.list()]
+
+
+@pytest.mark.parametrize("action", ["unload", "load"])
+def test_unload_or_load_while_a_song_is_made_says_to_wait(studio, tiny_ckpt, action):
+    """Unload (or Load another model) pressed while a song is being made: the page is not held
+    until the song ends, nothing is freed under it; it says what to do."""
+    engine = studio.engine
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(p):
+        inside.set()
+        release.wait()
+
+    job = threading.Thread(target=engine.generate_frames, args=("la", "pop", GenerateOptions(max_audio_length_ms=400)),
+                           kwargs=dict(on_progress=hold))
+    job.start()
+    inside.wait()
+    try:
+        press = (lambda: settings.unload(studio)) if action == "unload" else (
+            lambda: settings.load(studio, str(tiny_ckpt), "tiny", "cpu", "float32", True))
+        answer = {}
+
+        def pressing():
+            try:
+                user_errors(press)()
+            except gr.Error as e:
+                answer["error"] = str(e)
+
+        presser = threading.Thread(target=pressing, daemon=True)
+        presser.start()
+        presser.join(timeout=60)  # the answer comes at once; a handler that waits for the song never answers
+        assert not presser.is_alive(), "the page waits for the song to end"
+        assert "a song is being made" in answer.get("error", ""), answer
+        assert studio.engine is engine and engine.mula is not None
+    finally:
+        release.set()
+        job.join()

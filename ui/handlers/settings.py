@@ -62,6 +62,7 @@ def scan_folder(model_path: str, current: str | None = None, *, studio=None) -> 
 def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAME, quant="none") -> dict:
     """Open the folder with these settings and load the models (replaces the current engine).
     The codec may sit on another card (or the CPU) than the language model."""
+    _not_while_busy(studio, "Load")
     if not version:
         raise ValueError("pick a model version (scan the folder first)")
     choices = device_choices()
@@ -94,7 +95,15 @@ def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAM
     return {"engine_status": engine_status(studio), "quant_note": ""}
 
 
+def _not_while_busy(studio, button: str) -> None:
+    # Both free the model a song is being made on: the engine would wait for the song, and
+    # the page with it.
+    if studio.engine.busy:
+        raise ValueError(f"a song is being made on the model; stop it or let it finish, then press {button}")
+
+
 def unload(studio) -> dict:
+    _not_while_busy(studio, "Unload")
     studio.engine.unload()
     studio.unload_transcriber()
     info("Models unloaded; they load again on the next job")
