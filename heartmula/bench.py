@@ -870,30 +870,45 @@ def _print_kernels(prof, dev, per: int, label: str) -> None:
         print(f"{getattr(e, key) / per / 1e3:8.3f} ms  {e.count / per:6.0f}x  {e.key[:110]}")
 
 
-def profile_step(dev, dtype, frames: int = 3) -> int:
-    """Kernel time by name for `frames` frame steps (1 take, cfg 1.5, 812 positions), then
-    for decoding 30 s of audio with the codec."""
+def profile_step(dev, dtype, frames: int = 3, codec: bool = True) -> int:
+    """Kernel time by name for `frames` frame steps (1 take, cfg 1.5, 812 positions) as a song
+    runs them (graph replays where graphs are on; weights per --quant), then for decoding 30 s
+    of audio with the codec. Also prints the step's time with and without the profiler, so
+    that its overhead is seen."""
     from torch.profiler import ProfilerActivity, profile
+
+    from .accel.graphs import graphs_supported
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     model = random_mula(dev, dtype)
     prompt = random_prompt(300, model.args.text_vocab_size)
-    opts = GenerateOptions(max_audio_length_ms=(1024 - len(prompt)) * 80, seed=0)  # 1,024 positions
-    buf, _ = prepare_step(model, len(prompt), opts, compiled=COMPILE)
+    opts = GenerateOptions(max_audio_length_ms=(1024 - len(prompt)) * 80, seed=0, ignore_eos=True)  # 1,024 positions
+    graphed = GRAPHS and graphs_supported(dev)
+    buf, step = prepare_step(model, len(prompt), opts, compiled=COMPILE, graphs=graphed)
     buf.set_request(opts, [0])
+    pos = len(prompt) + 200
+
+    def one(p: int):  # the same position again and again: its cache row is rewritten each time
+        return step(model, buf, p) if step is not None else decode_frame(model, buf, 512)
+
     with torch.inference_mode():
         buf.codes.copy_(prefill(model, prompt, buf))
+        buf.input_pos.fill_(pos)
         for _ in range(3):
-            decode_frame(model, buf, 512)
+            buf.codes.copy_(one(pos))
         devices.synchronize(dev)
+        ms = _time(lambda: buf.codes.copy_(one(pos)), dev, reps=50) * 1e3
+        print(f"frame step ({'graph' if step is not None else 'eager'}, {_model(dtype)}, weights {QUANT}): "
+              f"{ms:.3f} ms = {1e3 / ms:.1f} frames/s")
         with profile(activities=acts) as prof:
             for _ in range(frames):
-                buf.input_pos.add_(1)
-                buf.codes.copy_(decode_frame(model, buf, 512))
+                buf.codes.copy_(one(pos))
             devices.synchronize(dev)
     _print_kernels(prof, dev, frames, "frame")
-    del model, buf
+    del model, buf, step
     devices.empty_cache(dev)
+    if not codec:
+        return 0
     codec = random_codec(dev, dtype)
     codes = np.random.default_rng(0).integers(0, codec.config.codebook_size, (8, 375))
     codec.decode(codes[:, :50])
@@ -1114,7 +1129,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_triton:
         os.environ["HEARTMULA_TRITON"] = "0"
     if args.profile:
-        return profile_step(devices.resolve_device(args.device), devices.resolve_dtype(args.dtype, devices.resolve_device(args.device)))
+        dev = devices.resolve_device(args.device)
+        for i, QUANT in enumerate(quants):  # noqa: B007 - the global random_mula reads
+            profile_step(dev, devices.resolve_dtype(args.dtype, dev), codec=i == 0)
+        return 0
     dev = devices.resolve_device(args.device)
     dtype = devices.resolve_dtype(args.dtype, dev)
     global DEVICE_TYPE
