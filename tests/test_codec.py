@@ -300,3 +300,129 @@ def test_bad_codes_are_rejected(codec, golden):
         codec.decode(codes, num_steps=0)
     with pytest.raises(ValueError, match="dtype"):
         load_codec(Path("unused"), dtype=torch.float64)
+
+
+# ----- the scalar decoder in time chunks (issue 21: the decode's peak memory) -------------------
+class LiveBytes:
+    """Peak bytes of the tensors ops make while it is on (storages counted once, views free;
+    weights and inputs not counted): what a decode holds beside its weights, on any device."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        owner = self
+        self.live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors on it]
+        self.now = self.peak = 0
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else [out]:
+                    if isinstance(t, torch.Tensor):
+                        owner._track(t)
+                return out
+
+        self.mode = Mode()
+
+    def _track(self, t: torch.Tensor) -> None:
+        import weakref
+
+        s = t.untyped_storage()
+        key = s.data_ptr()
+        if key not in self.live:
+            self.live[key] = [s.nbytes(), 0]
+            self.now += s.nbytes()
+            self.peak = max(self.peak, self.now)
+        self.live[key][1] += 1
+        weakref.finalize(t, self._drop, key)
+
+    def _drop(self, key: int) -> None:
+        entry = self.live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.now -= entry[0]
+            del self.live[key]
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def random_scalar_decoder(seed: int = 0):
+    from heartmula.codec.scalar import ScalarDecoder, ScalarDecoderArgs
+
+    torch.manual_seed(seed)
+    dec = ScalarDecoder(ScalarDecoderArgs(init_channel=4)).eval()  # the tiny codec's widths, real strides
+    for m in dec.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            torch.nn.init.normal_(m.weight, 0.0, (1.0 / (m.weight.shape[1] * m.weight.shape[2])) ** 0.5)
+    return dec
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scalar_decode_in_chunks_is_the_whole_decode(seed, codec):
+    """Decoded a chunk at a time (each with the latents its first samples reach back to), the
+    audio is the whole decode's: random lengths and chunk sizes, edges included (a chunk of one
+    latent, chunks longer than the song, a song shorter than the context)."""
+    rng = np.random.default_rng(seed)
+    decoders = [codec.scalar_model, random_scalar_decoder(seed)]
+    for n, chunk in [(1, 1), (3, 1), (50, 7), (int(rng.integers(2, 400)), int(rng.integers(1, 200))),
+                     (int(rng.integers(45, 120)), 44), (200, 500)]:
+        latent = torch.from_numpy(rng.uniform(-1, 1, (2, 128, n)).astype(np.float32))
+        for dec in decoders:
+            with torch.inference_mode():
+                whole = dec.decode(latent, chunk=None)
+                parts = dec.decode(latent, chunk=chunk)
+            assert parts.shape == whole.shape == (2, 1, n * dec.args.hop_length)
+            # float32 rounding only (the convolutions' kernels may sum in another order for
+            # another length): within a few ulps of the loudest sample
+            err = float((parts - whole).abs().max() / whole.abs().max())
+            assert err < 3e-6, (n, chunk, err)
+
+
+def test_too_little_context_would_change_the_audio(monkeypatch):
+    """The control: chunks given fewer steps before them than the decoder reaches are wrong."""
+    from heartmula.codec.scalar import ScalarDecoder
+
+    dec = random_scalar_decoder()
+    latent = torch.rand(2, 128, 120) * 2 - 1
+    with torch.inference_mode():
+        whole = dec.decode(latent, chunk=None)
+        monkeypatch.setattr(ScalarDecoder, "left_context", property(lambda self: 30))
+        parts = dec.decode(latent, chunk=40)
+    assert float((parts - whole).abs().max() / whole.abs().max()) > 1e-3
+
+
+def test_the_left_context_is_how_far_back_the_decoder_reaches():
+    """Changing latent t0 changes audio from latent t0 - 2 (the first conv looks 2 ahead) to
+    at most latent t0 + left_context, and no further: the context each chunk is given covers it."""
+    dec = random_scalar_decoder()
+    hop, reach = dec.args.hop_length, dec.left_context
+    assert 40 <= reach <= 50  # 44 for the real strides and dilations
+    n, t0 = 3 * reach, reach
+    latent = torch.rand(1, 128, n) * 2 - 1
+    moved = latent.clone()
+    moved[..., t0] += 0.5
+    with torch.inference_mode():
+        diff = (dec.decode(latent, chunk=None) - dec.decode(moved, chunk=None)).abs()[0, 0]
+    changed = torch.nonzero(diff > 0).flatten()
+    assert changed.min() >= (t0 - 2) * hop
+    assert changed.max() < (t0 + reach + 1) * hop
+    assert changed.max() >= (t0 + reach - 8) * hop  # and not far less: the bound is close
+
+
+def test_scalar_decode_memory_does_not_grow_with_the_window():
+    """A 30 s window's audio is made a chunk at a time: the decoder's largest activations (64
+    channels at 48 kHz, ~3 MB a latent in float32 at the real widths) are held for one chunk,
+    not for the window's 744 latents (~2.2 GB of the 6.5 GiB peak of a low-memory song)."""
+    dec = random_scalar_decoder()
+    held = {}
+    for n in (400, 744):  # both have chunks of a full context before them
+        latent = torch.rand(2, 128, n) * 2 - 1
+        with torch.inference_mode(), LiveBytes() as mem:
+            audio = dec.decode(latent)
+        held[n] = mem.peak - audio.nbytes  # the audio itself grows with the window, one channel
+    assert held[744] < 1.1 * held[400], held

@@ -27,6 +27,11 @@ import torch.nn.functional as F
 
 RESIDUAL_DILATIONS = (1, 3, 5, 7, 9)
 SQ_LEVELS = 9  # the encoder quantizes its tanh output to round(9 x) / 9
+# Latent steps decoded at a time (~7.7 s of audio). At 48 kHz the last stages hold 64 channels,
+# ~3 MB a latent step in float32 per stream: a 30 s window's 744 steps held ~2.2 GB at once, a
+# third of a low-memory song's peak. In chunks of 192 (+ 44 steps of context each, ~23 % more
+# decoder work) they hold ~0.7 GB.
+CHUNK_LATENTS = 192
 
 
 @dataclass(frozen=True)
@@ -148,8 +153,38 @@ class ScalarDecoder(nn.Module):
         first conv); None when the decoder is not causal after it."""
         return self.args.delay_kernel_size // 2 if self.args.causal else None
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        # latent: [B, latent_dim, T] -> [B, 1, T * hop_length]
+    @property
+    def left_context(self) -> int:
+        """How many latent steps before t the output samples of step t depend on: a causal
+        conv of reach r adds r samples at its rate, a causal transposed conv of stride s turns
+        R samples of its output into ceil(R / s) + 1 of its input, and the first conv adds its
+        half width."""
+        a = self.args
+        reach = a.default_kernel_size - 1  # the last conv, at the output rate
+        if a.num_samples > 1:  # the post-processor's conv, then its repeat
+            reach = -(-(reach + a.default_kernel_size - 1) // a.num_samples)
+        residual = sum(d * (a.res_kernel_size - 1) for d in RESIDUAL_DILATIONS)
+        for stride in reversed(a.upsample_factors):
+            reach = -(-(reach + residual) // stride) + 1
+        return reach + a.delay_kernel_size // 2
+
+    def decode(self, latent: torch.Tensor, chunk: int | None = CHUNK_LATENTS) -> torch.Tensor:
+        """latent [B, latent_dim, T] -> [B, 1, T * hop_length], `chunk` latent steps at a time
+        (None: all at once). Each chunk is decoded with the `left_context` steps before it and
+        the look-ahead after it, and only its own samples are kept: the same audio as decoding
+        all at once, with the activations of one chunk held instead of all T steps."""
+        n = latent.shape[-1]
+        if chunk is None or n <= chunk or self.lookahead is None:
+            return self._decode(latent)
+        hop, context = self.args.hop_length, self.left_context
+        out = latent.new_empty(latent.shape[0], 1, n * hop)
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            lo, hi = max(0, a - context), min(n, b + self.lookahead)
+            out[..., a * hop : b * hop] = self._decode(latent[..., lo:hi])[..., (a - lo) * hop : (b - lo) * hop]
+        return out
+
+    def _decode(self, latent: torch.Tensor) -> torch.Tensor:
         x = torch.round(SQ_LEVELS * latent) / SQ_LEVELS  # snap to the encoder's 9 levels
         for layer in self.decoder:
             x = layer(x)
