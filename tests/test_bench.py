@@ -12,13 +12,20 @@ def test_small_cpu_load_row_names_what_ran_and_does_not_judge_the_gpu_target(cap
     assert bench.main(["--device", "cpu", "--size", "small", "--what", "load", "--load-folder", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "checkpoint load" in out, out
-    rows = [line for line in out.splitlines() if line.startswith(("checkpoint load", "  read only"))]
+    rows = [line for line in out.splitlines() if line.startswith(("checkpoint load", "  read only", "codec load",
+                                                                   "both models"))]
     load = rows[0]
     assert load.startswith("checkpoint load, small float32 safetensors -> cpu float32"), out
     assert "3B" not in load and "NO" not in load.split()
     assert load.split()[-2:] == ["—", "—"]  # target and met: the targets are for CUDA at 3B
     assert "not judged here" in out
-    assert len(rows) == len(set(r.strip().split("  ")[0] for r in rows)) == 10  # every row name once (int8 too)
+    assert len(rows) == len(set(r.strip().split("  ")[0] for r in rows)) == 13  # every row name once (int8 too)
+    # issue 21: the codec from a float32 checkpoint of its own, streamed and through the host,
+    # and both models resident (its target is judged on CUDA at 3B only)
+    assert any(r.startswith("codec load, small float32 safetensors -> cpu, streamed") for r in rows), out
+    assert any(r.startswith("codec load, small float32 safetensors -> cpu, through the host") for r in rows), out
+    both = next(r for r in rows if r.startswith("both models resident"))
+    assert both.split()[-2:] == ["—", "—"], both
     # int8's added load time, split into reading in groups and quantizing
     assert any(r.startswith("  read only, in 1 GiB groups as int8 loads read (+") for r in rows), out
     assert any(r.startswith("  read only, in groups, quantizing on the device (+") for r in rows), out

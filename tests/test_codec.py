@@ -230,6 +230,36 @@ def test_low_precision_estimator(codec_dir, golden, dtype, tol):
     assert 0 < err < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_codec_streamed_to_its_device_is_the_one_loaded_through_the_host(codec_dir, dtype):
+    """Off the CPU the codec is read straight to its device, a group of tensors at a time, each
+    cast as it arrives and the encoder's never kept (the language model's loader): the same
+    parameters, bit for bit, as reading it on the host, folding and casting there."""
+    from heartmula import checkpoint
+
+    reads = []
+    real = checkpoint.load_state_dict
+
+    def spy(*args, **kwargs):
+        reads.append(kwargs.get("streamed"))
+        return real(*args, **kwargs)
+
+    import heartmula.codec.decoder as decoder
+
+    host = load_codec(codec_dir, dtype=dtype, streamed=False)
+    decoder.load_state_dict, saved = spy, decoder.load_state_dict
+    try:
+        streamed = load_codec(codec_dir, dtype=dtype, streamed=True)
+    finally:
+        decoder.load_state_dict = saved
+    assert reads == [True]
+    a, b = dict(host.named_parameters()), dict(streamed.named_parameters())
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype and a[name].device == b[name].device, name
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
 # ---- checkpoint keys -----------------------------------------------------------------------------
 
 def test_real_config_keys_match_manifest(golden_dir):

@@ -339,7 +339,8 @@ class HeartCodec(nn.Module):
         return {f"{name}.weight" for name, m in self.named_modules() if getattr(m, "weight_norm", False)}
 
     def convert_checkpoint(self, state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-        """Check the checkpoint's keys and turn them into this module's state dict (float32)."""
+        """Check the checkpoint's keys and turn them into this module's state dict (folded
+        weights and codebooks in float32, the rest in the dtype they came in)."""
         state = {k: v for k, v in state.items() if not IGNORED_KEY.fullmatch(k)}
         check_keys(state, self.checkpoint_shapes(), where, ignore_prefixes=IGNORED_PREFIXES)
         out: dict[str, torch.Tensor] = {}
@@ -354,7 +355,8 @@ class HeartCodec(nn.Module):
                 out[name] = fold_weight_norm(state[f"{stem}.parametrizations.weight.original0"],
                                              state[f"{stem}.parametrizations.weight.original1"])
             else:
-                out[name] = state[name].float()
+                out[name] = state[name]  # in its dtype: load_codec casts (streamed, it is cast already)
+            state.pop(name, None)  # each tensor held once: converted, the checkpoint's goes
         return out
 
     # ---- decoding ------------------------------------------------------------------------
@@ -640,11 +642,15 @@ class StreamDecoder:
         return [(members[j], chunk) for j, chunk in chunks if chunk.shape[1]]
 
 
-def load_codec(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> HeartCodec:
+def load_codec(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+               *, streamed: bool | None = None) -> HeartCodec:
     """Load HeartCodec-oss (config.json + safetensors) onto `device`.
 
     `dtype` is the estimator's compute dtype (float32, bfloat16 or float16); the RVQ, the
-    time conditioning, the norms and the scalar decoder stay float32.
+    time conditioning, the norms and the scalar decoder stay float32. `streamed` (the default
+    off the CPU) reads straight to the device through the language model's reader, a group of
+    tensors at a time, each cast as it arrives: the float32 checkpoint never sits whole in
+    device memory, and the encoder half (not needed to decode) is dropped as it is read.
     """
     folder = Path(folder)
     if dtype not in SUPPORTED_DTYPES:
@@ -652,10 +658,26 @@ def load_codec(folder: str | Path, device: torch.device | str = "cpu", dtype: to
     config = CodecConfig.from_json(folder / "config.json")
     with torch.device("meta"):
         model = HeartCodec(config)
-    state = model.convert_checkpoint(load_state_dict(folder, "cpu"), where=str(folder))
     device = torch.device(device)
-    for name, tensor in state.items():
+    normed = {n[: -len(".weight")] for n in model._weight_normed_params()}
+
+    def target_dtype(name: str) -> torch.dtype:
         keep_fp32 = not name.startswith("flow_matching.estimator.") or any(m in name for m in FP32_PARAM_MARKERS)
-        state[name] = tensor.to(device=device, dtype=torch.float32 if keep_fp32 else dtype)
+        return torch.float32 if keep_fp32 else dtype
+
+    def cast(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if name.startswith(IGNORED_PREFIXES) or IGNORED_KEY.fullmatch(name):
+            return torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")  # its shape is all that is checked
+        if name.rsplit(".parametrizations.", 1)[0] in normed:
+            return tensor.float()  # folded in float32 once both halves are here
+        return tensor.to(target_dtype(name))
+
+    if streamed if streamed is not None else device.type != "cpu":
+        state = load_state_dict(folder, device, streamed=True, convert=cast)
+    else:
+        state = load_state_dict(folder, "cpu", streamed=False)
+    state = model.convert_checkpoint(state, where=str(folder))
+    for name, tensor in state.items():
+        state[name] = tensor.to(device=device, dtype=target_dtype(name))
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)
