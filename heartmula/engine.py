@@ -681,8 +681,15 @@ class Engine:
         except BaseException as e:  # a stop, an error, or the caller gone: free what the job held
             abandoned.set()
             worker.join()
-            with self._lock:  # the next job may already be running on what this one held
-                self._after_failure(e)
+            # The next job may be running on the engine already (the frames are done): it owns the
+            # caches now, and this thread (maybe the server's, closing the stream) must not wait for it.
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._after_failure(e)
+                finally:
+                    self._lock.release()
+            else:
+                self._after_failure(e, free_mula=False)
             raise
         finally:
             abandoned.set()  # a no-op once the frames are done
