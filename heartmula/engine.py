@@ -176,9 +176,11 @@ class Engine:
     # ----- loading -------------------------------------------------------------------
     def load(self, codec: bool = True) -> "Engine":
         """Load the language model (and the codec) now rather than on first use."""
-        self._ensure_mula()
+        with self._lock:  # a job starting meanwhile would load them a second time
+            self._ensure_mula()
         if codec:
-            self._ensure_codec()
+            with self._codec_lock:
+                self._ensure_codec()
         return self
 
     def _ensure_mula(self):

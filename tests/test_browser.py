@@ -730,3 +730,43 @@ def test_a_preset_picked_on_settings_is_named_on_generate(page):
     tab(page, "Settings")
     expect(page.locator("#set-preset input")).to_have_value("balanced")
     expect(page.locator("#set-max_audio_length_ms input[type=number]")).to_have_value("120")
+
+
+def test_unload_or_load_while_a_song_is_made_answers_at_once(demo_page, demo_app):
+    """Reviewer: Unload or Load pressed while a song was made waited silently in the queue
+    behind it, then ran by itself once the song was saved. They answer at once now: the song
+    goes on, and the page says to stop it or let it finish first."""
+    page = demo_page
+    start_long_song(page, 150)
+    watch(page, "#gen-status", "Generating frames", timeout_s=120)
+    tab(page, "Settings")
+    for button in ("#set-unload", "#set-load"):
+        page.locator(button).click()
+        expect(page.locator(".toast-body", has_text="a song is being made").first).to_be_visible()
+        page.locator(".toast-close").first.click()  # the next answer is a toast of its own
+        expect(page.locator(".toast-body")).to_have_count(0)
+    expect(page.locator("#set-engine")).to_contain_text("Loaded now: language model")
+    tab(page, "Generate")
+    assert "Stopped" not in page.locator("#gen-status").inner_text()  # the song was never touched
+    page.locator("#gen-stop").click()
+    watch(page, "#gen-status", ["Stopped", "✅"], timeout_s=60)
+
+
+def test_a_new_page_shows_the_engine_as_loaded_not_as_started(page, browser, studio_app):
+    """Reviewer: after a Load with other settings, a page opened later showed the start-up
+    settings in the controls, so its Load quietly went back to them."""
+    tab(page, "Settings")
+    pick(page, "set-dtype", "bfloat16")
+    page.locator("#set-load").click()
+    expect(page.locator("#set-engine")).to_contain_text("precision bfloat16")
+    try:
+        fresh = browser.new_page(viewport={"width": 1400, "height": 1000})
+        fresh.goto(studio_app.url)
+        wait_idle(fresh)
+        tab(fresh, "Settings")
+        expect(fresh.locator("#set-dtype input")).to_have_value("bfloat16")
+        fresh.close()
+    finally:
+        pick(page, "set-dtype", "auto")  # back as started, as the other tests expect it
+        page.locator("#set-load").click()
+        expect(page.locator("#set-engine")).to_contain_text("precision float32")

@@ -873,3 +873,35 @@ def test_unload_or_load_while_a_song_is_made_says_to_wait(studio, tiny_ckpt, act
     finally:
         release.set()
         job.join()
+
+
+def test_a_run_waiting_for_another_job_says_so(studio):
+    """Reviewer: a second page's run said only "Waiting for the engine…" while another page's
+    song was made; it now says another job is running and that this one starts after it."""
+    session = Session()
+    assert "another job" not in common.start(session, studio)["status"]  # idle: nothing to wait for
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(p):
+        inside.set()
+        release.wait()
+
+    job = threading.Thread(target=studio.engine.generate_frames, args=("la", "pop", GenerateOptions(max_audio_length_ms=400)),
+                           kwargs=dict(on_progress=hold))
+    job.start()
+    inside.wait()
+    try:
+        status = common.start(session, studio)["status"]
+        assert "another job" in status and "starts when it ends" in status, status
+    finally:
+        release.set()
+        job.join()
+
+
+def test_loaded_now_follows_models_that_load_by_themselves(studio):
+    """Reviewer: after Unload, a song loads the models again, but "Loaded now" kept saying
+    nothing until the next Load. The Settings tab's timer refreshes that line too."""
+    user_errors(settings.unload)(studio)
+    assert "nothing" in settings.live(studio)["engine_status"]
+    run(generate.generate, *gen_args(studio, Session()))
+    assert "Loaded now: language model, codec" in settings.live(studio)["engine_status"]

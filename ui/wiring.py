@@ -24,6 +24,9 @@ from .handlers import settings as settings_h
 from .handlers import transcribe as transcribe_h
 
 ENGINE = "engine"  # the concurrency id of every job that uses the device
+# Load and Unload queue behind each other, not behind a song: pressed during one, they answer at
+# once (the handler refuses) instead of waiting for it and then running unasked.
+MODELS = "models"
 QUICK = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
 # Cheap steps that report with a toast (gr.Info / gr.Warning reach the page only from queued events).
 TOAST = dict(show_progress="hidden", api_visibility="undocumented")
@@ -74,12 +77,12 @@ def _on(trigger, fn, inputs, targets: dict, **kwargs):
     return trigger(_named(fn, targets), inputs=inputs, outputs=_flatten(targets), **kwargs)
 
 
-def _run_chain(button, session, job_fn, job_inputs, job_outputs: dict, run_targets: dict, **job_kwargs):
+def _run_chain(studio, button, session, job_fn, job_inputs, job_outputs: dict, run_targets: dict, **job_kwargs):
     """Run button -> start (buttons swap) -> the job -> finish (buttons back), whatever the job
     did. Gradio's frontend runs a `.then` only after a success, so finish also hangs off
     `.failure` (a job error, or an input gradio itself refused before the job ran).
     Returns the finish step of the success path, for what comes after a good run."""
-    job = _on(button.click, common.start, [session], run_targets, **QUICK).then(
+    job = _on(button.click, partial(common.start, studio=studio), [session], run_targets, **QUICK).then(
         _named(job_fn, job_outputs, job_kwargs.pop("api_names", None)), inputs=job_inputs,
         outputs=_flatten(job_outputs), **job_kwargs)
     finish = dict(fn=_named(common.finish, run_targets), inputs=[run_targets["status"]],
@@ -119,7 +122,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     gen_outputs = {"status": gen.status, "audios": gen.audios, "downloads": gen.downloads,
                    "metadata": gen.metadata, "check_take": gen.check_take, "check_result": gen.check_result,
                    "live": gen.live, "live_note": gen.live_note, "play_now": gen.play_now_btn, "hear": gen.hear_take}
-    _run_chain(gen.generate_btn, gen.session, partial(generate_h.generate, studio), gen_inputs, gen_outputs, gen_run,
+    _run_chain(studio, gen.generate_btn, gen.session, partial(generate_h.generate, studio), gen_inputs, gen_outputs, gen_run,
                api_names=gen_api, api_name="generate", concurrency_id=ENGINE, show_progress="minimal",
                show_progress_on=[gen.status]).then(
         _named(partial(history_h.refresh, studio), history_targets), inputs=hist_list_inputs,
@@ -187,7 +190,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     tr_outputs = {"text": tr.text, "segments": tr.segments, "downloads": tr.downloads, "speed": tr.speed}
     _on(tr.preset.select, transcribe_h.preset_settings, [tr.preset], {"options": tr_option_list}, **QUICK)
     tr_api = ["session", "audio"] + [shown_name(n, o) for n, o in options_of(TranscribeOptions).items()]
-    _run_chain(tr.run_btn, tr.session, partial(transcribe_h.transcribe, studio), [tr.session, tr.audio, *tr_option_list],
+    _run_chain(studio, tr.run_btn, tr.session, partial(transcribe_h.transcribe, studio), [tr.session, tr.audio, *tr_option_list],
                tr_outputs, tr_run, api_names=tr_api, api_name="transcribe", concurrency_id=ENGINE,
                show_progress="minimal", show_progress_on=[tr.speed])
     _on(tr.stop_btn.click, common.stop, [tr.session], tr_run, **QUICK)
@@ -195,7 +198,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # ----- Compare -------------------------------------------------------------------------------
     cmp_run = {"run_btn": cmp.run_btn, "stop_btn": cmp.stop_btn, "status": cmp.status}
     cmp_outputs = {"status": cmp.status, "table": cmp.table, "audios": cmp.audios}
-    _run_chain(cmp.run_btn, cmp.session, partial(compare_h.compare, studio),
+    _run_chain(studio, cmp.run_btn, cmp.session, partial(compare_h.compare, studio),
                [cmp.session, cmp.presets, cmp.lyrics, cmp.tags, cmp.length, cmp.seed], cmp_outputs, cmp_run,
                api_name="compare", concurrency_id=ENGINE, show_progress="minimal", show_progress_on=[cmp.status])
     _on(cmp.stop_btn.click, common.stop, [cmp.session], cmp_run, **QUICK)
@@ -206,10 +209,10 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         {"found": st.found, "version": st.version}, **QUICK)
     _on(st.load_btn.click, partial(settings_h.load, studio),
         [st.model_path, st.version, st.device, st.dtype, st.lazy_load, st.codec_device, st.quant],
-        {**status_target, "quant_note": st.quant_note}, concurrency_id=ENGINE, show_progress="minimal")
+        {**status_target, "quant_note": st.quant_note}, concurrency_id=MODELS, show_progress="minimal")
     _on(st.quant.input, partial(settings_h.weights_changed, studio), [st.quant], {"quant_note": st.quant_note},
         **QUICK)
-    _on(st.unload_btn.click, partial(settings_h.unload, studio), None, status_target, concurrency_id=ENGINE)
+    _on(st.unload_btn.click, partial(settings_h.unload, studio), None, status_target, concurrency_id=MODELS)
     _on(st.doctor_btn.click, partial(settings_h.doctor, studio), None, {"doctor": st.doctor},
         concurrency_id=ENGINE)
     field_names = settings_h.PRESET_FIELDS
@@ -241,7 +244,8 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset, gen.preset, tr.preset, cmp.presets],
         {**preset_targets, "preset_note": st.preset_note, "generate_preset_info": gen.preset_info,
          "generate_options": gen_option_list}, **TOAST)
-    _on(st.timer.tick, partial(settings_h.live, studio), None, {"live": st.live}, **QUICK)
+    _on(st.timer.tick, partial(settings_h.live, studio), None, {"live": st.live, "engine_status": st.engine_status},
+        **QUICK)
 
     # ----- first paint ---------------------------------------------------------------------------
     def first_paint():
@@ -252,11 +256,14 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         out.update({f"gen_{k}": v for k, v in generate_h.apply_preset(generate_h.DEFAULT_PRESET).items()})
         out.update(history_h.refresh(studio))
         out.update({f"set_{k}": v for k, v in settings_h.preset_values(out["settings_preset"]["value"]).items()})
-        out["engine_status"] = settings_h.engine_status(studio)
+        out.update(settings_h.engine_controls(studio))  # as loaded now, not as the studio started
         out.update(settings_h.live(studio))
         return out
 
+    engine_control_targets = {"model_path": st.model_path, "version": st.version, "device": st.device,
+                              "codec_device": st.codec_device, "dtype": st.dtype, "quant": st.quant,
+                              "lazy_load": st.lazy_load}
     _on(demo.load, first_paint, None,
         {**preset_targets, **{f"gen_{k}": v for k, v in gen_controls.items()}, **history_targets,
-         **{f"set_{k}": v for k, v in settings_preset_targets.items()},
+         **{f"set_{k}": v for k, v in settings_preset_targets.items()}, **engine_control_targets,
          "engine_status": st.engine_status, "live": st.live}, queue=False, api_visibility="undocumented")

@@ -228,13 +228,15 @@ STOPPING = "⏹ Stopping"
 
 
 # ----- the Run / Stop pair every long job has (keys: run_btn, stop_btn, status) -----------------
-def start(session) -> dict:
+def start(session, studio=None) -> dict:
     """Before a job is queued (outside the queue): a fresh Stop flag, swap the buttons. Fresh, not
     cleared: a stopped job may still be finishing its last codec window in the background, and
     it must keep seeing its own Stop (cleared, it would decode the rest of its song first)."""
     session.cancel = threading.Event()
+    busy = studio is not None and studio.engine.busy  # another page's job, or this one's last
     return {"run_btn": _update(interactive=False), "stop_btn": _update(interactive=True),
-            "status": "⏳ Waiting for the engine…"}
+            "status": "⏳ Waiting for the engine: another job is running, and this one starts when it ends…"
+            if busy else "⏳ Waiting for the engine…"}
 
 
 def stop(session) -> dict:

@@ -42,6 +42,15 @@ def engine_status(studio) -> str:
             f"Loaded now: {', '.join(loaded) or 'nothing (loads on first use)'}{demo}")
 
 
+def engine_controls(studio) -> dict:
+    """The Load controls' values for the engine loaded now (a page opened after a Load shows
+    what that Load chose, so pressing Load again keeps it)."""
+    c = studio.engine.config
+    return {"model_path": str(c.model_path), "version": gr.update(choices=[c.version], value=c.version),
+            "device": c.device, "codec_device": c.codec_device or SAME, "dtype": c.dtype, "quant": c.quant,
+            "lazy_load": bool(c.lazy_load)}
+
+
 def scan_folder(model_path: str, current: str | None = None, *, studio=None) -> dict:
     """What a model folder holds: HeartMuLa versions, codec, transcriber. With a studio
     (as the UI wires it), only folders inside its allowed model roots are looked at."""
@@ -249,4 +258,7 @@ def live(studio) -> dict:
             mem = "not reported (CPU)" if dev.startswith("cpu") else "not reported"
         rows += [[f"Device {dev}", m.get("name", dev)], ["Memory", mem],
                  ["Utilization", device_utilization(dev)]]
-    return {"live": "\n".join(["| Readout | Now |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])}
+    # the engine line too: models load by themselves on a job after an Unload, and free after
+    # one under lazy load; "Loaded now" follows within a tick
+    return {"live": "\n".join(["| Readout | Now |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]),
+            "engine_status": engine_status(studio)}
