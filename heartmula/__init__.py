@@ -8,7 +8,7 @@ The public surface (the UI imports only these names):
 """
 
 from .engine import AudioChunk, DeviceOutOfMemory, Engine, EngineConfig, GenerateResult, GenerationCancelled, load_engine
-from .mula.generate import FramesResult, GenerateOptions, Progress
+from .mula.generate import FramesResult, GenerateOptions, Progress, fresh_seed
 
 # The studio (ui/) imports these too; none of them imports gradio.
 from .audio import FRAME_MS, SAMPLE_RATE, AudioFileError, soft_limit, write_audio
@@ -39,6 +39,7 @@ __all__ = [
     "EngineConfig",
     "FramesResult",
     "GenerateOptions",
+    "fresh_seed",
     "GenerateResult",
     "GenerationCancelled",
     "Progress",

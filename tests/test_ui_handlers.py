@@ -905,3 +905,22 @@ def test_loaded_now_follows_models_that_load_by_themselves(studio):
     assert "nothing" in settings.live(studio)["engine_status"]
     run(generate.generate, *gen_args(studio, Session()))
     assert "Loaded now: language model, codec" in settings.live(studio)["engine_status"]
+
+
+def test_compare_with_a_blank_seed_draws_one_for_every_preset(studio):
+    """Reviewer: the seed box said "blank: a fresh random seed" but held 1234, and blank was
+    refused. Blank now draws one seed, the same for every preset (so they start alike), and
+    says which; a fresh page's box is blank."""
+    import re
+
+    from ui.blocks import build_ui
+
+    outs = run(compare.compare, studio, Session(), ["test-full", "speed"], LYRICS, "pop", 1.6, "")
+    status = outs[-1]["status"]
+    seed = re.search(r"seed (\d+)", status).group(1)
+    players = [o["audios"] for o in outs if "audios" in o][-1]
+    labels = [a["label"] for a in players if a.get("visible")]
+    assert len(labels) == 2 and all(label.endswith(f"seed {seed}") for label in labels), (status, labels)
+    blocks = build_ui(studio.engine, output_dir=studio.history.folder, demo=False)
+    box = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "cmp-seed")
+    assert box.value in ("", None)

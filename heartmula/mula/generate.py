@@ -47,7 +47,7 @@ class GenerateOptions:
         lo=0.05, hi=5.0, step=0.05, advanced=True)
     topk: int = option(50, "Top-k", "sample among the k most likely codes", lo=1, hi=8192, step=1, advanced=True)
     seed: int | None = option(
-        None, "Seed", "the same seed and options give the same song; take i uses seed + i", kind=int,
+        None, "Seed", "the same seed and options give the same song; take i uses seed + i (0 again after the largest)", kind=int,
         lo=0, hi=MAX_SEED, step=1, nullable=True, null_means="a fresh random seed (reported with the song)",
         advanced=True, in_settings=False)
     takes: int = option(1, "Takes", "variations generated together", lo=1, hi=MAX_TAKES, step=1, advanced=True)
@@ -270,8 +270,13 @@ def check_fits(prompt_len: int, opts: GenerateOptions, model_max: int, kept_fram
         )
 
 
+def fresh_seed() -> int:
+    """A random seed, as a request with none gets (short enough to read out and type again)."""
+    return secrets.randbelow(2**31)
+
+
 def take_seeds(opts: GenerateOptions) -> list[int]:
-    base = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
+    base = opts.seed if opts.seed is not None else fresh_seed()
     return [(base + i) % (MAX_SEED + 1) for i in range(opts.takes)]
 
 

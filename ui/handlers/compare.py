@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from heartmula import GenerateOptions, from_shown_values, load_presets, write_audio
+from heartmula import GenerateOptions, fresh_seed, from_shown_values, load_presets, write_audio
 
 from ..controls import form_values
 from .common import ProgressLine, fmt_bytes, follow, reports_end, run_job
@@ -24,8 +24,8 @@ def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
     if missing:
         raise ValueError(f"no preset named {', '.join(map(repr, missing))}")
     shared = form_values(GenerateOptions, ["max_audio_length_ms", "seed"], [max_audio_length_s, seed])
-    if shared["seed"] is None:
-        raise ValueError("compare needs a fixed seed (0 or more) so every preset starts alike")
+    if shared["seed"] is None:  # blank: one fresh seed, the same for every preset (they start alike)
+        shared["seed"] = fresh_seed()
     options = {n: from_shown_values(GenerateOptions, {**shared, "takes": 1}, base=presets[n].generate) for n in names}
     engine = studio.engine
     rows, audios = [], [gr.update(value=None, visible=False, label="")] * MAX_PRESETS

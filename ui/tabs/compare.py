@@ -44,7 +44,7 @@ def build(presets: list[str]) -> CompareComponents:
             presets = gr.CheckboxGroup(label=f"Presets to compare (2 to {MAX_PRESETS})", choices=presets,
                                        elem_id="cmp-presets")
             length = control(GenerateOptions, "max_audio_length_ms", 30_000, elem_id="cmp-duration")
-            seed = control(GenerateOptions, "seed", 1234, elem_id="cmp-seed")
+            seed = control(GenerateOptions, "seed", None, elem_id="cmp-seed")
             with gr.Row():
                 run_btn = gr.Button("Compare", variant="primary", elem_id="cmp-run")
                 stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="cmp-stop")
