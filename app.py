@@ -143,35 +143,11 @@ def main(argv=None) -> int:
     demo_ui.launch(server_name=args.host, server_port=args.port, auth=auth, allowed_paths=[str(output_dir)],
                    max_file_size=args.max_file_size, footer_links=["api", "settings"],
                    app_kwargs={"middleware": [guard]}, prevent_thread_lock=True)
-    if not args.lazy_load and not args.no_warmup:
-        _warm_in_background(engine, demo_ui.studio)
+    # once the page is served: start-up is not slowed by it
+    demo_ui.studio.warm = not args.no_warmup
+    demo_ui.studio.warm_in_background(engine)
     demo_ui.block_thread()
     return 0
-
-
-def _warm_in_background(engine, studio) -> None:
-    """Once the page is served (start-up is not slowed by it): compile and capture the request
-    shapes the studio is likely to be asked for, most likely first, so that a first request of
-    each costs what it costs in steady state. A real request stops the warm step within a frame
-    and goes first; the shape is warmed after it. It ends when the engine is replaced."""
-    import threading
-    import time
-
-    from heartmula import DEFAULT_PRESET, likely_shapes, load_presets, shape_of
-
-    def warm():
-        t = time.perf_counter()
-        try:
-            shapes = likely_shapes(load_presets()[0], DEFAULT_PRESET)
-            warmed = engine.warm_shapes(
-                shapes, should_stop=lambda: studio.engine is not engine,
-                on_warmed=lambda opts, s: log.info("warmed %s in %.1f s", shape_of(opts), s))
-            log.info("warm-up done in %.1f s (%d of %d request shapes)", time.perf_counter() - t, len(warmed),
-                     len(shapes))
-        except Exception:  # a failed warm-up only costs a first request its speed
-            log.exception("warm-up failed; a first request will compile and capture instead")
-
-    threading.Thread(target=warm, name="heartmula-warmup", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -406,7 +406,10 @@ class Engine:
                     continue
             if not reserved:
                 reserved = True
-                self.reserve_for(shapes)
+                with self._lock:  # an unload between the look above and here must not load it again
+                    if stop():
+                        break
+                    self.reserve_for(shapes)
                 continue
             opts, every_length = pending[0]
             t = time.perf_counter()

@@ -452,7 +452,7 @@ def test_extend_then_regenerate_a_song_from_history(page, studio_app):
         new MutationObserver(() => { if (held()) window.__heldBoth = true; })
             .observe(document.body, {subtree: true, attributes: true}); }""")
     page.locator("#hist-extend").click()
-    watch(page, "#hist-continue-status", ["✅ extended"], timeout_s=120)
+    watch(page, "#hist-continue-status", ["” extended:"], timeout_s=120)
     assert page.evaluate("window.__heldBoth")
     expect(page.locator("#hist-regen")).to_be_enabled()
     expect(page.locator("#hist-extend")).to_be_enabled()
@@ -467,7 +467,10 @@ def test_extend_then_regenerate_a_song_from_history(page, studio_app):
     expect(regen_at).to_have_value("0:02")
     before = set(studio_app.sidecars())
     page.locator("#hist-regen").click()
-    watch(page, "#hist-continue-status", ["✅ regenerated from 0:02"], timeout_s=120)
+    seen = watch(page, "#hist-continue-status", ["” regenerated from 0:02"], timeout_s=120)
+    assert "✅" in seen[-1], seen
+    # named after the song it was made from (reviewer: it took a sung line as its title)
+    expect(page.locator("#hist-now")).to_contain_text(" · extended · regenerated from 0:02")
     (redo,) = set(studio_app.sidecars()) - before
     meta = json.loads(redo.read_text())
     assert meta["parent"] == {"sidecar": extended.name, "id": extended.stem, "mode": "regenerate", "from_frame": 25,
@@ -531,7 +534,7 @@ def test_library_click_title_favourite_search_and_variants(page, studio_app):
         click_song(page, made)
     set_number(page, "#hist-extend-s input[type=number]", 1)
     page.locator("#hist-extend").click()
-    watch(page, "#hist-continue-status", ["✅ extended"], timeout_s=120)
+    watch(page, "#hist-continue-status", ["” extended:"], timeout_s=120)
     click_song(page, made)
     page.locator("#hist-variants").click()
     expect(page.get_by_role("tab", name="Compare")).to_have_attribute("aria-selected", "true")

@@ -445,7 +445,7 @@ def test_extend_and_regenerate_from_history(studio):
                                      "from_frame": 20, "at_s": 1.6}
     assert longer.frames().shape == (32, 8) and longer.seed == 31
     np.testing.assert_array_equal(longer.frames()[:20], parent.frames())
-    assert "✅ extended" in out["continue_status"]
+    assert "” extended:" in out["continue_status"]
     out = user_errors(history.regenerate)(studio, longer.id, "0:01", 2, "")
     redo = [s for s in studio.history.list() if s.meta.get("parent", {}).get("mode") == "regenerate"]
     assert len(redo) == 2 and all(s.meta["parent"]["id"] == longer.id and s.meta["parent"]["from_frame"] == 12
@@ -924,3 +924,35 @@ def test_compare_with_a_blank_seed_draws_one_for_every_preset(studio):
     blocks = build_ui(studio.engine, output_dir=studio.history.folder, demo=False)
     box = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "cmp-seed")
     assert box.value in ("", None)
+
+
+def test_a_song_made_from_another_is_named_after_it(studio):
+    """Reviewer: a renamed song, extended, gave a song titled by some sung line ("after close"),
+    and the next Regenerate ran on that one with no name the musician knew. Songs made from a
+    song carry its title and what was done."""
+    run(generate.generate, *gen_args(studio, Session(), seed=32))
+    parent = studio.history.list()[0]
+    history.save_title(studio, parent.id, "Ballade für Zoë 🎹")
+    def title(song_id: str) -> str:
+        return studio.history.find(ids=[song_id])[0][0].title
+
+    out = user_errors(history.extend)(studio, parent.id, 0.96, "")
+    longer = out["song"]
+    assert title(longer) == "Ballade für Zoë 🎹 · extended"
+    out = user_errors(history.regenerate)(studio, longer, "0:01", 1, "")
+    assert title(out["song"]) == "Ballade für Zoë 🎹 · extended · regenerated from 0:00.96"  # 0:01, to the frame
+    assert "Ballade für Zoë 🎹 · extended" in out["continue_status"]  # the song it was made from, by name
+
+
+def test_a_model_loaded_from_settings_is_warmed_like_the_first(studio, tiny_ckpt):
+    """Issue 19's promise after a Load too: the studio warms the engine that Load made (its
+    likely request shapes, in the background), not only the one it started with."""
+    studio.warm = True
+    try:
+        user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", False)
+        assert studio.warm_thread is not None
+        studio.warm_thread.join()
+        assert studio.engine.reserved and studio.engine._ready  # its caches and step buffers are made
+    finally:
+        studio.warm = False
+        studio.engine.unload()

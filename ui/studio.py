@@ -31,6 +31,10 @@ class Studio:
     # Songs being extended or regenerated from now (id -> what the job is doing): they stay
     # until the job ends, or the new song would name a parent that is gone.
     continuing: dict[str, str] = field(default_factory=dict)
+    # Warm each engine (the first, and any a Load makes) in the background: app.py turns it on
+    # unless --no-warmup. `warm_thread`: the last warm-up started.
+    warm: bool = False
+    warm_thread: threading.Thread | None = None
     _transcriber: Transcriber | None = None
     _transcriber_root: str | None = None  # the model folder _transcriber was made for
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,7 +80,38 @@ class Studio:
         with self._lock:
             old, self.engine = self.engine, engine
         if old is not engine:
-            old.unload()
+            old.unload()  # its warm-up, if one runs, gives way and ends
+            self.warm_in_background(engine)
+
+    def warm_in_background(self, engine: Engine) -> None:
+        """Compile and capture the request shapes the studio is likely to be asked for, most
+        likely first, so that a first request of each costs what it costs in steady state. A
+        real request stops the warm step within a frame and goes first; the shape is warmed
+        after it. It ends when the engine is replaced or unloaded. Not under lazy load (the
+        models are freed after every song, and what was warmed with them)."""
+        if not self.warm or engine.config.lazy_load:
+            return
+        import logging
+        import time
+
+        from heartmula import DEFAULT_PRESET, likely_shapes, load_presets, shape_of
+
+        log = logging.getLogger("heartmula.studio")
+
+        def warm():
+            t = time.perf_counter()
+            try:
+                shapes = likely_shapes(load_presets()[0], DEFAULT_PRESET)
+                warmed = engine.warm_shapes(
+                    shapes, should_stop=lambda: self.engine is not engine,
+                    on_warmed=lambda opts, s: log.info("warmed %s in %.1f s", shape_of(opts), s))
+                log.info("warm-up done in %.1f s (%d of %d request shapes)", time.perf_counter() - t, len(warmed),
+                         len(shapes))
+            except Exception:  # a failed warm-up only costs a first request its speed
+                log.exception("warm-up failed; a first request will compile and capture instead")
+
+        self.warm_thread = threading.Thread(target=warm, name="heartmula-warmup", daemon=True)
+        self.warm_thread.start()
 
     def temp_path(self, name: str) -> Path:
         """A fresh path for a temporary file named `name`; old temporaries are pruned at every
