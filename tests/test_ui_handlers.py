@@ -956,3 +956,30 @@ def test_a_model_loaded_from_settings_is_warmed_like_the_first(studio, tiny_ckpt
     finally:
         studio.warm = False
         studio.engine.unload()
+
+
+def test_load_again_under_lazy_load_loads_nothing(studio, tiny_ckpt):
+    """Reviewer 2: the same lazy-load settings, loaded in one tab then in another, showed
+    "nothing loaded" in the first and both models in the second. Lazy load loads on use."""
+    user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", True)
+    out = user_errors(settings.load)(studio, str(tiny_ckpt), "tiny", "cpu", "float32", True)
+    assert studio.engine.mula is None and studio.engine.codec is None
+    assert "nothing (loads on first use)" in out["engine_status"]
+
+
+def test_takes_made_from_a_song_are_told_apart(studio, monkeypatch):
+    """Reviewer 2: two takes regenerated from a song had one title, the status one seed, and
+    the toast named the song they came from by its id alone."""
+    toasts = []
+    monkeypatch.setattr(history, "info", toasts.append)
+    run(generate.generate, *gen_args(studio, Session(), seed=33))
+    parent = studio.history.list()[0]
+    history.save_title(studio, parent.id, "Sunrise Jam")
+    out = user_errors(history.regenerate)(studio, parent.id, "0:01", 2, "")
+    made = [s for s in studio.history.list() if s.meta.get("parent", {}).get("id") == parent.id]
+    titles = sorted(studio.history.find(ids=[s.id])[0][0].title for s in made)
+    assert titles == ["Sunrise Jam · regenerated from 0:00.96 · take 1", "Sunrise Jam · regenerated from 0:00.96 · take 2"]
+    seeds = sorted(s.seed for s in made)
+    assert all(f"seed {seed}" in out["continue_status"] or f"seeds {seeds[0]}, {seeds[1]}" in out["continue_status"]
+               for seed in seeds), out["continue_status"]
+    assert "“Sunrise Jam”" in toasts[-1], toasts

@@ -117,12 +117,14 @@ def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
     # named after the song it was made from (a sung line of its own would be a name nobody gave it)
     entries, _ = studio.history.find(ids=[song.id])
     made_from = entries[0].title if entries else default_title(song.lyrics, song.tags)
-    songs = [studio.history.set_title(s.id, f"{made_from} · {what}") for s in songs]
-    info(f"{len(songs)} new song(s): {song.id} {what}")
+    takes = [f" · take {i + 1}" if len(songs) > 1 else "" for i in range(len(songs))]
+    songs = [studio.history.set_title(s.id, f"{made_from} · {what}{take}") for s, take in zip(songs, takes)]
+    info(f"“{made_from}” {what}: {len(songs)} new song(s)")
     out = refresh(studio, songs[0].id)
     out.update(search="", favourites_only=False)  # so the new songs are in the list
     out["continue_status"] = (f"✅ “{_md(made_from)}” {what}: {', '.join(s.id for s in songs)} "
-                              f"({songs[0].duration_s:.1f} s, seed {songs[0].seed}) · "
+                              f"({songs[0].duration_s:.1f} s, seed{'s' if len(songs) > 1 else ''} "
+                              f"{', '.join(str(s.seed) for s in songs)}) · "
                               f"{song_resources(result.quant, result.peak_memory_bytes, result.device)}")
     return out
 

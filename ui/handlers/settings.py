@@ -92,7 +92,8 @@ def load(studio, model_path, version, device, dtype, lazy_load, codec_device=SAM
         str(Path(c.model_path).expanduser().resolve()), c.version, c.device, c.codec_device, c.dtype, c.lazy_load,
         c.quant)
     if same:
-        studio.engine.load(codec=studio.engine.paths.codec.is_dir())
+        if not lazy_load:  # lazy load loads each model for its phase: nothing to load now
+            studio.engine.load(codec=studio.engine.paths.codec.is_dir())
     else:
         engine = load_engine(model_path, version=version, device=device, codec_device=codec_device, dtype=dtype,
                              lazy_load=bool(lazy_load), quant=quant, preload=False)
