@@ -563,12 +563,14 @@ def demo_page(browser, demo_app):
 def start_long_song(page, seconds, seed=19):
     """A fixed seed: the same song, so the same AAC encoding of it, on every run."""
     page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    # Advanced first: its controls mount when it opens, and one still mounting can take its first
+    # value after a fill (CI once ran a fresh seed where 19 had been typed, on a loaded machine).
+    page.get_by_text("Advanced").click()
+    expect(page.locator("#gen-codec_steps input[type=number]")).to_have_value("10")  # mounted: the default
     pick(page, "gen-preset", "test-full")  # runs to its length (ignore_eos), 2 codec steps
     expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("4")
+    expect(page.locator("#gen-codec_steps input[type=number]")).to_have_value("2")  # the preset's values landed
     set_number(page, "#gen-max_audio_length_ms input[type=number]", seconds)
-    page.get_by_text("Advanced").click()
-    # the accordion's controls are mounted and hold the preset's values: a fill now stays
-    expect(page.locator("#gen-codec_steps input[type=number]")).to_have_value("2")
     fill_until_kept(page.locator("#gen-seed textarea, #gen-seed input").first, str(seed))
     page.locator("#gen-generate").click()
 
