@@ -913,7 +913,7 @@ def _print_kernels(prof, dev, per: int, label: str) -> None:
         print(f"{getattr(e, key) / per / 1e3:8.3f} ms  {e.count / per:6.0f}x  {e.key[:110]}")
 
 
-def profile_step(dev, dtype, frames: int = 3, codec: bool = True) -> int:
+def profile_step(dev, dtype, frames: int = 3, with_codec: bool = True) -> int:
     """Kernel time by name for `frames` frame steps (1 take, cfg 1.5, 812 positions) as a song
     runs them (graph replays where graphs are on; weights per --quant), then for decoding 30 s
     of audio with the codec. Also prints the step's time with and without the profiler, so
@@ -950,7 +950,7 @@ def profile_step(dev, dtype, frames: int = 3, codec: bool = True) -> int:
     _print_kernels(prof, dev, frames, "frame")
     del model, buf, step
     devices.empty_cache(dev)
-    if not codec:
+    if not with_codec:
         return 0
     codec = random_codec(dev, dtype)
     codes = np.random.default_rng(0).integers(0, codec.config.codebook_size, (8, 375))
@@ -1174,7 +1174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         dev = devices.resolve_device(args.device)
         for i, QUANT in enumerate(quants):  # noqa: B007 - the global random_mula reads
-            profile_step(dev, devices.resolve_dtype(args.dtype, dev), codec=i == 0)
+            profile_step(dev, devices.resolve_dtype(args.dtype, dev), with_codec=i == 0)
         return 0
     dev = devices.resolve_device(args.device)
     dtype = devices.resolve_dtype(args.dtype, dev)
