@@ -32,6 +32,21 @@ def test_small_cpu_load_row_names_what_ran_and_does_not_judge_the_gpu_target(cap
     assert any(r.startswith("checkpoint load, small float32 safetensors -> cpu int8, quantized at load (+") for r in rows)
 
 
+def test_small_cpu_cold_read_compares_the_libraries_or_says_why_not(capsys, tmp_path):
+    """issue 21: `--what cold` reads the checkpoint from a cold page cache with the loader's own
+    choice of threads and the comparisons; a library that is not installed gets a row saying so
+    (runai-model-streamer and fastsafetensors are benchmark comparisons, not dependencies)."""
+    assert bench.main(["--device", "cpu", "--size", "small", "--what", "cold", "--load-folder", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("cold read", "checkpoint load from a cold"))]
+    ours = [r for r in rows if "stream_load.py" in r]
+    assert len(ours) == 3 and "page cache probed: 32 threads" in ours[0], out
+    for lib in ("runai-model-streamer", "fastsafetensors (no GDS)"):
+        row = next(r for r in rows if lib in r)
+        assert "not run (ModuleNotFoundError" in row or "GB/s" in row, row
+    assert any(r.startswith("checkpoint load from a cold page cache, small float32") for r in rows), out
+
+
 def test_device_flag_takes_the_one_device_syntax(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--device", "gpu"])

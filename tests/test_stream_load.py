@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -107,3 +108,37 @@ def test_streamed_to_cuda_matches_safetensors(tiny_ckpt):
             _equal(ours, load_state_dict(folder, "cuda", torch.bfloat16, streamed=False))
     model = load_heartmula(tiny_ckpt / "HeartMuLa-oss-tiny", "cuda", torch.bfloat16, fuse=False)
     _equal(model.state_dict(), load_state_dict(tiny_ckpt / "HeartMuLa-oss-tiny", "cpu", torch.bfloat16))
+
+
+def _on_tmpfs(path) -> bool:
+    """Whether `path` lives on a memory filesystem, whose pages never leave the page cache."""
+    best, fstype = "", ""
+    with open("/proc/mounts") as f:
+        for line in f:
+            _, mount, kind, *_ = line.split()
+            if str(path).startswith(mount) and len(mount) > len(best):
+                best, fstype = mount, kind
+    return fstype in ("tmpfs", "ramfs")
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="RWF_NOWAIT is Linux-only")
+def test_the_page_cache_probe_tells_a_cold_file_from_a_warm_one(tmp_path):
+    from heartmula.accel.stream_load import COLD_WORKERS, WORKERS, cached, drop_from_page_cache, workers_for
+
+    paths = []
+    for i in range(2):  # a checkpoint in shards: the probes spread over both
+        p = tmp_path / f"shard{i}.safetensors"
+        save_file({"w": torch.randn(1 << 20)}, p)  # 4 MiB each
+        paths.append(p)
+    for p in paths:
+        p.read_bytes()
+    assert cached(paths) and workers_for(paths) == WORKERS
+    drop_from_page_cache(paths)
+    if _on_tmpfs(tmp_path):  # memory is all such a file has: it is always warm
+        assert cached(paths)
+    else:
+        assert not cached(paths) and workers_for(paths) == COLD_WORKERS
+    # the read from a cold cache gives the same tensors, and leaves the files warm
+    assert torch.equal(load_files(paths[:1], "cpu")["w"], load_file(paths[0])["w"])
+    load_files(paths[1:], "cpu")
+    assert cached(paths)
