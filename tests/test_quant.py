@@ -349,6 +349,62 @@ def test_int8_passes_take_the_tuned_tiles_of_their_rows_bucket_or_the_given_conf
     assert [(la["BLOCK_M"], la["config"]) for la in forced_small["launches"]] == [(4, [2, 128, 8, 5])]
 
 
+INT8_DOT_CHECK = r"""
+import json, torch
+from heartmula.accel import gemv
+from heartmula.mula import quant
+launches = []
+kernels = dict(dot=gemv._matvec_dot_kernel, fma=gemv._matvec_kernel)
+
+
+class Recorded:
+    def __init__(self, name):
+        self.name = name
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            launches.append(dict(kernel=self.name, rows=args[4], BLOCK_M=kw["BLOCK_M"]))
+            return kernels[self.name][grid](*args, **kw)
+        return launch
+
+
+gemv._matvec_dot_kernel, gemv._matvec_kernel = Recorded("dot"), Recorded("fma")
+torch.manual_seed(0)
+out = []
+for n, k in ((40, 96), (70, 300)):
+    w = torch.randn(n, k) / k**0.5
+    w[0] = 0.0
+    w[1] *= 1e4
+    q, s = quant.quantize_rows(w)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for m in (2, 4, 5, 8, 13, 16, 18, 32):
+            x = torch.randn(m, k).to(dtype)
+            launches.clear()
+            y = gemv.matvec(x, q, torch.float32, scale=s)
+            ref = quant.int8_linear(x.double(), q, s)
+            out.append(dict(n=n, dtype=str(dtype), m=m, launches=[(la["kernel"], la["rows"]) for la in launches],
+                            err=((y.double() - ref).norm() / ref.norm()).item(), zero=bool((y[:, 0] == 0).all())))
+print(json.dumps(out))
+"""
+
+
+def test_int8_passes_of_several_takes_run_on_the_tensor_cores_and_match_torch():
+    """Passes of INT8_DOT_MIN_ROWS or more rows of 16-bit activations (several takes) go to
+    `_matvec_dot_kernel`, up to DOT_ROWS a pass, a short remainder to the FMA kernel; float32
+    activations always to the FMA kernel (tl.dot would round them). Every result matches the
+    float64 product of the same int8 weights (Triton's interpreter)."""
+    checks = run_interpreted(INT8_DOT_CHECK)
+    for c in checks:
+        assert c["err"] < KERNEL_VS_TORCH_F32 and c["zero"], c
+        m = c["m"]
+        if c["dtype"] == "torch.float32" or m < 5:
+            assert all(kind == "fma" for kind, _ in c["launches"]), c
+        else:
+            want = {5: [("dot", 5)], 8: [("dot", 8)], 13: [("dot", 13)], 16: [("dot", 16)],
+                    18: [("dot", 16), ("fma", 2)], 32: [("dot", 16), ("dot", 16)]}[m]
+            assert [tuple(la) for la in c["launches"]] == want, c
+
+
 def test_int8_tiles_reads_the_tuned_table_by_rows_bucket_and_falls_back_to_the_rule(monkeypatch):
     from heartmula.accel import gemv
 

@@ -23,6 +23,8 @@ INT8_DECODE_ROWS rows, in passes of INT8_MAX_ROWS) with tiles per (rows bucket, 
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 MAX_ROWS = 4  # rows the kernel was measured on; more go to F.linear
@@ -31,6 +33,12 @@ MAX_ROWS = 4  # rows the kernel was measured on; more go to F.linear
 # which moves 5 bytes per weight where a pass moves 1.
 INT8_MAX_ROWS = 8
 INT8_DECODE_ROWS = 32  # up to here decode products use the int8 kernel (8 takes x cfg x 2 positions)
+# More rows than this in an int8 pass (several takes) go to the tensor cores (`_matvec_dot_kernel`):
+# at 8 rows the FMA kernel spends 8 multiply-adds per weight byte and streams 0.8-0.95 TB/s,
+# where a tl.dot of the same bytes padded to 16 rows streams 1.1-2.9 TB/s at any row count (`bench
+# --what products`, H200). At 2 rows the FMA kernel wins on all but the largest shape.
+INT8_DOT_MIN_ROWS = 5
+DOT_ROWS = 16  # tl.dot's smallest tile: the rows of one tensor-core pass
 
 try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs may have none.
     import triton
@@ -77,6 +85,42 @@ if triton is not None:
             y = y * s[None, :]
         tl.store(Y + rm[:, None] * stride_ym + rn[None, :], y.to(Y.dtype.element_ty),
                  mask=m_ok[:, None] & n_ok[None, :])
+
+
+    @triton.jit
+    def _matvec_dot_kernel(X, W, S, Y, M, N, K, stride_xm, stride_wn, stride_ym,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           STAGES: tl.constexpr, EXACT: tl.constexpr):
+        # Y[m, n] = S[n] * sum_k X[m, k] W[n, k] for an int8 W on the tensor cores: the weight tile is
+        # the product's wide side ([BLOCK_N, BLOCK_K] x [BLOCK_K, BLOCK_M], rows padded to BLOCK_M).
+        # Every int8 value is exact in bf16 and fp16, so the products are exact and only the float32
+        # accumulation order differs from the FMA kernel.
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rm = tl.arange(0, BLOCK_M)
+        rk = tl.arange(0, BLOCK_K)
+        n_ok, m_ok = rn < N, rm < M
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+            k = k0 + rk
+            k_ok = k < K
+            w = tl.load(W + rn[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0,
+                        eviction_policy="evict_first")
+            xt = tl.load(X + rm[None, :] * stride_xm + k[:, None], mask=m_ok[None, :] & k_ok[:, None], other=0.0)
+            if EXACT:  # Triton's interpreter multiplies 16-bit floats as their raw bits: widen both
+                acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(w.to(xt.dtype), xt, acc)
+        y = acc * tl.load(S + rn, mask=n_ok, other=0.0)[:, None]
+        tl.store(Y + rm[None, :] * stride_ym + rn[:, None], y.to(Y.dtype.element_ty),
+                 mask=n_ok[:, None] & m_ok[None, :])
+
+
+def dot_tiles(n: int, k: int) -> tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_K, warps, stages) of `_matvec_dot_kernel` for an int8 [n, k] weight: the best of
+    a sweep at the 3B shapes on an H200 (2026-12-01, 156 tiles each; the top five within 5 %): the
+    3072-row products want 4 warps and a deeper pipeline, the others 2 and 3."""
+    block_k = min(256, max(16, triton.next_power_of_2(k)))
+    return (32, block_k, 4, 4) if n <= 4096 else (32, block_k, 2, 3)
 
 
 # (N, K) -> (BLOCK_N, BLOCK_K, warps, stages): the fastest of `python -m heartmula.bench
@@ -169,10 +213,20 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None 
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     if m == 0 or n == 0:
         return y.reshape(*lead, n)
-    per_pass = INT8_MAX_ROWS if scale is not None else MAX_ROWS
+    dot = (scale is not None and config is None and m >= INT8_DOT_MIN_ROWS
+           and x2.dtype in (torch.bfloat16, torch.float16))
+    per_pass = DOT_ROWS if dot else INT8_MAX_ROWS if scale is not None else MAX_ROWS
     for r0 in range(0, m, per_pass):  # one pass for up to per_pass rows (all decode shapes but the largest)
         xs, ys = x2[r0:r0 + per_pass], y[r0:r0 + per_pass]
         rows = xs.shape[0]
+        if dot and rows >= INT8_DOT_MIN_ROWS:
+            block_n, block_k, warps, stages = dot_tiles(n, k)
+            _matvec_dot_kernel[(triton.cdiv(n, block_n),)](
+                xs, weight, scale, ys, rows, n, k, xs.stride(0), weight.stride(0), ys.stride(0),
+                BLOCK_M=DOT_ROWS, BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages,
+                EXACT=os.environ.get("TRITON_INTERPRET") == "1", num_warps=warps,
+            )
+            continue
         block_m, block_n, block_k, warps, stages = (int8_tiles if scale is not None else tiles)(rows, n, k)
         if config is not None:
             block_n, block_k, warps, stages = config
