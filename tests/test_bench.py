@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from heartmula import bench
+from test_stream_load import _on_tmpfs
 
 
 def test_small_cpu_load_row_names_what_ran_and_does_not_judge_the_gpu_target(capsys, tmp_path):
@@ -40,7 +41,9 @@ def test_small_cpu_cold_read_compares_the_libraries_or_says_why_not(capsys, tmp_
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("cold read", "checkpoint load from a cold"))]
     ours = [r for r in rows if "stream_load.py" in r]
-    assert len(ours) == 3 and "page cache probed: 32 threads" in ours[0], out
+    assert len(ours) == 3 and "as loads read (8 threads)" in ours[0], out
+    # the benchmark's cold reads were cold, or it says they could not be (a memory filesystem)
+    assert ("the page cache kept the files" in out) == _on_tmpfs(tmp_path), out
     for lib in ("runai-model-streamer", "fastsafetensors (no GDS)"):
         row = next(r for r in rows if lib in r)
         assert "not run (ModuleNotFoundError" in row or "GB/s" in row, row

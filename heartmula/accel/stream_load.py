@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 CHUNK_BYTES = 16 << 20  # one host-to-device copy; big enough to run at full PCIe speed
-WORKERS = 8  # concurrent preads: one thread's memcpy out of the page cache tops out near 6 GB/s
-# From a cold page cache the disk, not memcpy, sets the pace, and it wants more requests in
-# flight: `bench --what cold`, 15.75 GB on an H200 host, 8 threads 1.67 GB/s, 16 1.72, 32 1.84
-# (runai-model-streamer 1.69 in the same run). Warm, 32 threads lose to 8 (0.39 s against 0.49).
-COLD_WORKERS = 32
+# Concurrent preads: one thread's memcpy out of the page cache tops out near 6 GB/s. From a cold
+# page cache the disk sets the pace at any count: `bench --what cold`, 15.75 GB on H200 hosts, two
+# runs: 8 threads 9.44 and 9.03 s, 16 9.14 and 10.64 s, 32 8.58 and 9.48 s (runai-model-streamer
+# 9.33 and 9.04 s), so the warm best stands.
+WORKERS = 8
 PROBES = 16  # page-cache probes spread over a checkpoint's bytes
 SLOTS_PER_WORKER = 2  # a worker can read its next chunk while its last one is being copied
 
@@ -153,10 +153,10 @@ def drop_from_page_cache(paths: list[Path]) -> None:
 
 
 def cached(paths: list[Path], probes: int = PROBES) -> bool:
-    """Whether the files' bytes are in the page cache: `probes` 4 KiB reads spread evenly over
-    them, each made with RWF_NOWAIT, which fails rather than wait for the disk. Most probes
-    served means warm. Where the flag is unknown (not Linux, or a filesystem that refuses it),
-    the answer is warm, the reader's long-standing setting."""
+    """Whether the files' bytes are in the page cache (the benchmark checks that its cold reads
+    are cold): `probes` 4 KiB reads spread evenly over them, each made with RWF_NOWAIT, which
+    fails rather than wait for the disk. Most probes served means warm. Where the flag is
+    unknown (not Linux, or a filesystem that refuses it), the answer is warm."""
     sizes = [Path(p).stat().st_size for p in paths]
     total = sum(sizes)
     if not hasattr(os, "RWF_NOWAIT") or total == 0:
@@ -180,20 +180,12 @@ def cached(paths: list[Path], probes: int = PROBES) -> bool:
     return missed <= probes // 2
 
 
-def workers_for(paths: list[Path]) -> int:
-    """Concurrent reads for these files: WORKERS from the page cache, COLD_WORKERS from the disk."""
-    return WORKERS if cached(paths) else COLD_WORKERS
-
-
 def load_files(paths: list[Path], device: torch.device, dtype: torch.dtype | None = None,
-               *, chunk_bytes: int = CHUNK_BYTES, workers: int | None = None,
+               *, chunk_bytes: int = CHUNK_BYTES, workers: int = WORKERS,
                only: set[str] | None = None) -> dict[str, torch.Tensor]:
     """Every tensor of `paths` on `device`; floating-point ones cast to `dtype` if given.
-    `only`: just these tensors (the others' bytes are not read). workers: concurrent reads
-    (default `workers_for`: more where the files must come from the disk)."""
+    `only`: just these tensors (the others' bytes are not read)."""
     device = torch.device(device)
-    if workers is None:
-        workers = workers_for(paths)
     files = [read_header(p) for p in paths]
     if only is not None:
         files = [[e for e in entries if e.name in only] for entries in files]
