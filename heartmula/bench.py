@@ -944,8 +944,12 @@ def bench_products_int8(dev, dtype, results: dict, budget_s: float = INT8_SWEEP_
         gb = (n * k + 4 * n) / 1e12  # int8 bytes and float32 scales a call reads
         tried = len(sweep) + len(refused)
         label = f"{name} [{n}x{k}] int8, {rows} rows"
+        # What the engine runs for these rows: several takes' passes go to the tensor cores
+        # (gemv._matvec_dot_kernel, not swept here), fewer rows to the swept FMA kernel's int8_tiles.
+        on_dot = rows >= gemv.INT8_DOT_MIN_ROWS and dtype in (torch.bfloat16, torch.float16)
+        path = f"tensor cores, dot_tiles() {gemv.dot_tiles(n, k)}" if on_dot else f"int8_tiles() {today}"
         rows_out += [Row(f"{label}: cuBLAS {xname} ({2 * n * k / 1e12 / cublas:.2f} TB/s)", cublas * 1e6, "us"),
-                     Row(f"  int8_tiles() {today} ({gb / ours:.2f} TB/s)", ours * 1e6, "us")]
+                     Row(f"  engine: {path} ({gb / ours:.2f} TB/s)", ours * 1e6, "us")]
         top5 = sorted((v * 1e6, c) for c, v in sweep.items())[:5]
         results[f"products_int8_{rows}rows_{name}"] = dict(cublas_us=cublas * 1e6, tiles_us=ours * 1e6,
                                                            tiles=today, top5=top5, refused=refused)
@@ -955,7 +959,8 @@ def bench_products_int8(dev, dtype, results: dict, budget_s: float = INT8_SWEEP_
                                 f"max rel. err {rel_err(best):.1e}; {len(sweep)} configs ran"
                                 + (f", {len(configs) - tried} not tried: time budget)" if tried < len(configs) else ")"),
                                 sweep[best] * 1e6, "us"))
-            tuned[rows, n, k] = (best, f"{name}, {gb / sweep[best]:.2f} TB/s (int8_tiles {gb / ours:.2f})")
+            tuned[rows, n, k] = (best, f"{name}, {gb / sweep[best]:.2f} TB/s (engine {gb / ours:.2f}"
+                                       + (", tensor cores)" if on_dot else ")"))
             print(f"int8 {label}: top 5 {[(round(us, 2), c) for us, c in top5]}; "
                   f"INT8_TUNED entry {(rows, n, k)}: {best}", file=sys.stderr, flush=True)
         else:

@@ -134,8 +134,11 @@ bench._rotating_int8_weights = lambda n, k, dev, g: [quant.quantize_rows(torch.r
 tuning.int8_sweep_configs = lambda block_m, k: [(1, 256, 2, 1), (4, 128, 4, 2), (3, 256, 2, 1), (16, 256, 8, 1)]
 results = {}
 rows = bench.bench_products_int8(torch.device("cpu"), torch.float32, results)
+# bf16 activations: the 8-row pass is the engine's tensor-core kernel, and the rows say so
+bench.int8_sweep_shapes = lambda: [(8, "codebook head", 37, 256)]
+bf16 = bench.bench_products_int8(torch.device("cpu"), torch.bfloat16, {})
 print(json.dumps(dict(rows=[r.what for r in rows], table=results["int8_tuned_table"],
-                      refused=results["products_int8_2rows_w2"]["refused"])))
+                      refused=results["products_int8_2rows_w2"]["refused"], bf16=[r.what for r in bf16])))
 """
 
 
@@ -146,10 +149,12 @@ def test_int8_sweep_runs_end_to_end_under_the_interpreter_and_prints_its_table()
 
     out = run_interpreted(INT8_SWEEP_CHECK)
     rows = out["rows"]
-    assert rows[0].startswith("w2 [24x512] int8, 2 rows: cuBLAS float32") and rows[1].startswith("  int8_tiles() (")
+    assert rows[0].startswith("w2 [24x512] int8, 2 rows: cuBLAS float32") and rows[1].startswith("  engine: int8_tiles() (")
     assert rows[2].startswith("  best (BLOCK_N, BLOCK_K, warps, stages) = (") and "3 configs ran" in rows[2]
     assert rows[3].startswith("codebook head [37x256] int8, 8 rows")
     assert len(out["refused"]) == 1 and out["refused"][0].startswith("(3, 256, 2, 1) "), out  # named, left out
     table = ast.literal_eval(out["table"].partition(" = ")[2])
     assert set(table) == {(2, 24, 512), (8, 37, 256)}
     assert all(cfg in [(1, 256, 2, 1), (4, 128, 4, 2), (16, 256, 8, 1)] for cfg in table.values())
+    assert rows[4].startswith("  engine: int8_tiles() (")  # float32 activations: the FMA kernel at 8 rows too
+    assert out["bf16"][1].startswith("  engine: tensor cores, dot_tiles() (32, 256, 4, 4) ("), out["bf16"]

@@ -151,7 +151,8 @@ def tiles(m: int, n: int, k: int) -> tuple[int, int, int, int, int]:
 # decoder's 2-position step of it, 8 four takes guided (and each 8-row pass of more). Measured
 # by `python -m heartmula.bench --what products --quant int8` on an NVIDIA H200 (2026-12-01;
 # comments: TB/s of int8 bytes read, against what `_int8_rule` reached). Shapes and buckets
-# not listed (1 row: one take unguided) use `_int8_rule`.
+# not listed (1 row: one take unguided) use `_int8_rule`. Since the 8-row passes of 16-bit
+# activations run on the tensor cores (INT8_DOT_MIN_ROWS), the 8-row entries serve float32 ones.
 INT8_TUNED = {
     (2, 3072, 3072): (4, 512, 2, 3),  # output, projection, 1.50 TB/s (int8_tiles 1.23)
     (2, 3072, 8192): (8, 1024, 4, 3),  # w2, 2.24 TB/s (int8_tiles 1.95)
