@@ -115,6 +115,12 @@ if triton is not None:
                  mask=n_ok[:, None] & m_ok[None, :])
 
 
+def on_tensor_cores(rows: int, dtype: torch.dtype) -> bool:
+    """Whether an int8 pass of `rows` rows of `dtype` activations runs on `_matvec_dot_kernel`:
+    several takes' rows of 16-bit activations (float32 ones would be rounded by tl.dot)."""
+    return rows >= INT8_DOT_MIN_ROWS and dtype in (torch.bfloat16, torch.float16)
+
+
 def dot_tiles(n: int, k: int) -> tuple[int, int, int, int]:
     """(BLOCK_N, BLOCK_K, warps, stages) of `_matvec_dot_kernel` for an int8 [n, k] weight: the best of
     a sweep at the 3B shapes on an H200 (2026-12-01, 156 tiles each; the top five within 5 %): the
@@ -214,13 +220,12 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype | None 
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     if m == 0 or n == 0:
         return y.reshape(*lead, n)
-    dot = (scale is not None and config is None and m >= INT8_DOT_MIN_ROWS
-           and x2.dtype in (torch.bfloat16, torch.float16))
+    dot = scale is not None and config is None and on_tensor_cores(m, x2.dtype)
     per_pass = DOT_ROWS if dot else INT8_MAX_ROWS if scale is not None else MAX_ROWS
     for r0 in range(0, m, per_pass):  # one pass for up to per_pass rows (all decode shapes but the largest)
         xs, ys = x2[r0:r0 + per_pass], y[r0:r0 + per_pass]
         rows = xs.shape[0]
-        if dot and rows >= INT8_DOT_MIN_ROWS:
+        if dot and on_tensor_cores(rows, xs.dtype):  # a short last pass goes to the FMA kernel
             block_n, block_k, warps, stages = dot_tiles(n, k)
             _matvec_dot_kernel[(triton.cdiv(n, block_n),)](
                 xs, weight, scale, ys, rows, n, k, xs.stride(0), weight.stride(0), ys.stride(0),
