@@ -838,7 +838,7 @@ def bench_products(dev, dtype, results: dict, rows_in: int = 2) -> list[Row]:
                      f"max |err| {err:.1e})", sweep[best] * 1e6, "us")]
         print(f"{name}: top 5 {results[f'products_{name}']['top5']}", flush=True)
         del ws
-    return rows + _bench_kth(dev, rows_in)
+    return rows + _bench_draw(dev, rows_in)
 
 
 # The products the depth decoder's first step runs at 2 positions a row (the backbone's last
@@ -973,21 +973,24 @@ def bench_products_int8(dev, dtype, results: dict, budget_s: float = INT8_SWEEP_
     return rows_out
 
 
-def _bench_kth(dev, rows_in: int) -> list[Row]:
-    """kth.py's top-k threshold over the 8,197 codes, by (arity, warps)."""
-    from .accel import kth
+def _bench_draw(dev, rows_in: int) -> list[Row]:
+    """draw.py's kernel, a codebook's codes from its logits (guided: rows_in // 2 takes), over the
+    8,197 codes at top-k 50, by the k-th search's (arity, warps)."""
+    from .accel import draw, kth
 
-    scores = [torch.randn(rows_in, 8197, device=dev) * 3 for _ in range(16)]
-    k = torch.tensor(50, device=dev)
+    takes = max(1, rows_in // 2)
+    logits = [torch.randn(2 * takes, 8197, device=dev) * 3 for _ in range(8)]
+    knobs = [torch.tensor(v, device=dev) for v in (1.5, 1.0)]
+    k, seeds, pos = torch.tensor(50, device=dev), torch.arange(takes, device=dev), torch.tensor([500], device=dev)
     times = {}
-    for arity in (2, 4, 8, 16, 32):
-        for warps in (4, 8, 16, 32):
-            times[arity, warps] = _graph_time(lambda: [kth.kth_largest(s, k, arity, warps) for s in scores], len(scores))
-    print(f"kth (arity, warps) -> us: { {c: round(t * 1e6, 2) for c, t in sorted(times.items())} }", flush=True)
+    for arity in kth.ARITIES:
+        for warps in (4, 8, 16):
+            times[arity, warps] = _graph_time(lambda: [draw.draw_codes(lg, *knobs, k, seeds, pos, 8, i, True, arity, warps)
+                                                       for i, lg in enumerate(logits)], len(logits))
+    print(f"draw (arity, warps) -> us: { {c: round(t * 1e6, 2) for c, t in sorted(times.items())} }", flush=True)
     best, default = min(times, key=times.get), (kth.ARITY, kth.WARPS)
-    return [Row(f"top-k threshold, {rows_in} rows: kth.py default {default}", times[default] * 1e6, "us"),
-            Row(f"  best (arity, warps) = {best}", times[best] * 1e6, "us"),
-            Row("  bisection (2, 16)", times[2, 16] * 1e6, "us")]
+    return [Row(f"a codebook's draw, {takes} take(s) guided: draw.py default {default}", times[default] * 1e6, "us"),
+            Row(f"  best (arity, warps) = {best}", times[best] * 1e6, "us")]
 
 
 def _print_kernels(prof, dev, per: int, label: str) -> None:
@@ -1206,7 +1209,7 @@ def print_table(rows: list[Row], dev, results: dict, stream=None) -> None:
     table = [head] + [(r.what, f"{r.value:.4g}", r.unit, r.target, r.floor, r.pct_floor, r.ok) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
     if devices.triton_kernels_available(dev):
-        kernels = "gemv.py + kth.py (Triton); block products: " + ("gemv.py" if BLOCK_MATVEC else "cuBLAS")
+        kernels = "gemv.py + draw.py (Triton); block products: " + ("gemv.py" if BLOCK_MATVEC else "cuBLAS")
     else:
         kernels = "torch (cuBLAS, topk)"
     print(f"card: {devices.device_name(dev)}; torch {torch.__version__}; compiled: {COMPILE}; "
@@ -1247,7 +1250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for the blocks (implies --compile)")
     p.add_argument("--profile", action="store_true", help="print the kernels of one frame step and exit")
     p.add_argument("--no-triton", action="store_true",
-                   help="heads, projection and top-k through torch (cuBLAS), not gemv.py's and kth.py's kernels")
+                   help="heads, projection and sampling through torch (cuBLAS), not gemv.py's and draw.py's kernels")
     p.add_argument("--blocks-cublas", action="store_true",
                    help="the blocks' 2-row products through cuBLAS, not gemv.py (heads and top-k unchanged)")
     p.add_argument("--size", default="3B", choices=["3B", "small"], help="small: toy sizes, to check the benchmark")

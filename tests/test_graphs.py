@@ -155,6 +155,24 @@ def test_kth_largest_on_cuda_is_the_sorted_kth():
         assert torch.equal(kth.kth_largest(s, torch.tensor(k, device="cuda")), ref)
 
 
+@pytest.mark.requires_cuda
+def test_draw_kernel_on_cuda_draws_what_the_torch_path_draws():
+    from heartmula.accel import draw
+    from heartmula.mula.sampling import pick_codes, vocab_keys
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    keys, pos = vocab_keys(8197, "cuda"), torch.tensor([811], device="cuda")
+    for trial in range(60):
+        guided, takes = trial % 2 == 0, 1 + trial % 3
+        logits = torch.randn(takes * (2 if guided else 1), 8197, device="cuda", generator=g) * 3
+        logits[:, :2000] = logits[:, :2000].round()  # ties
+        knobs = [torch.tensor(v, device="cuda") for v in ((1.5, 1.0), (3.0, 0.05), (1.0, 4.0))[trial % 3]]
+        k = torch.tensor((1, 2, 50, 300, 8197)[trial % 5], device="cuda")
+        seeds = torch.arange(takes, device="cuda") + trial * 2**40
+        ref = pick_codes(logits, *knobs, k, seeds, pos * 8 + trial % 8, keys, guided)
+        assert torch.equal(draw.draw_codes(logits, *knobs, k, seeds, pos, 8, trial % 8, guided), ref), trial
+
+
 def test_codec_warm_up_decodes_on_cpu_without_graphs(tiny_ckpt):
     eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cpu")
     eng.warm_codec(GenerateOptions(takes=2))

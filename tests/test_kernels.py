@@ -40,7 +40,6 @@ print(json.dumps(out))
 KTH_CHECK = r"""
 import json, torch
 from heartmula.accel import kth
-from heartmula.mula.sampling import draw_codes, guided_scores, pick_codes, vocab_keys
 g = torch.Generator().manual_seed(0)
 out = []
 for r, v in ((1, 5), (2, 8197), (3, 300), (4, 1000)):
@@ -51,21 +50,9 @@ for r, v in ((1, 5), (2, 8197), (3, 300), (4, 1000)):
     s = s.float()
     for k in (1, 2, 7, 50, 256, v - 1, v, v + 5):
         ref = s.sort(dim=-1, descending=True).values[:, min(k, v) - 1 : min(k, v)]
-        for arity in (2, 16):  # a bisection, and the 16-way search the GPU runs
+        for arity in (2, 3, kth.ARITY):  # a bisection, and the searches the GPU may run
             ours = kth.kth_largest(s, torch.tensor(k), arity=arity)
             out.append(dict(r=r, v=v, k=k, arity=arity, equal=bool(torch.equal(ours, ref))))
-# the frame loop's sampling: kernel path == torch path, same codes, guided and not
-keys = vocab_keys(8197)
-for guided, rows in ((True, 4), (False, 3)):
-    for k in (1, 40, 300, 8197):
-        logits = torch.randn(rows, 8197, generator=g) * 2
-        takes = rows // 2 if guided else rows
-        seeds = torch.arange(takes) + 11
-        args = (torch.tensor(1.7), torch.tensor(0.9), torch.tensor(k), seeds, torch.tensor(5), keys, guided)
-        torch_codes = pick_codes(logits, *args)
-        scores = guided_scores(logits, torch.tensor(1.7), torch.tensor(0.9), guided)
-        kernel_codes = draw_codes(scores, kth.kth_largest(scores, torch.tensor(k)), seeds, torch.tensor(5), keys, guided)
-        out.append(dict(guided=guided, k=k, same_codes=bool(torch.equal(torch_codes, kernel_codes))))
 print(json.dumps(out))
 """
 
@@ -83,17 +70,16 @@ n = 5
 opts = GenerateOptions(max_audio_length_ms=n * 80, cfg_scale=1.5, topk=1, ignore_eos=True, seed=0)
 fr = engine.generate_frames(meta["lyrics"], meta["tags"], opts)
 blocks = all(layer.attn.matvec and layer.mlp.matvec for layer in engine.mula.backbone.layers + engine.mula.decoder.layers)
-print(json.dumps(dict(gemv=engine.mula.gemv and blocks, kth=next(iter(engine._ready.values()))[0].kth_kernel, ours=fr.frames[0].tolist(), gold=gold["frames_cfg1.5"][:n].tolist())))
+print(json.dumps(dict(gemv=engine.mula.gemv and blocks, draw=next(iter(engine._ready.values()))[0].draw_kernel, ours=fr.frames[0].tolist(), gold=gold["frames_cfg1.5"][:n].tolist())))
 """
 
 
 KTH_SAMPLING_CHECK = r"""
 import json, sys, torch
-from heartmula.accel import kth
-from heartmula.mula.sampling import draw_codes, guided_scores, vocab_keys
+from heartmula.accel import draw
+from heartmula.mula.sampling import guided_scores
 triples = json.loads(sys.argv[1])
 V = 8197
-keys = vocab_keys(V)
 out = []
 g = torch.Generator().manual_seed(2)
 for i, (seed, counter, entry) in enumerate(triples):
@@ -108,7 +94,8 @@ for i, (seed, counter, entry) in enumerate(triples):
             for temp in (0.05, 1.0):
                 cfg, t = torch.tensor(1.5), torch.tensor(temp)
                 scores = guided_scores(logits, cfg, t, guided)
-                codes = draw_codes(scores, kth.kth_largest(scores, torch.tensor(k)), seeds, torch.tensor(counter), keys, guided)
+                # the kernel's counter is pos * n_codebooks + codebook: here exactly `counter`
+                codes = draw.draw_codes(logits, cfg, t, torch.tensor(k), seeds, torch.tensor([counter]), 1, 0, guided)
                 picked = scores.gather(1, codes[:2, None])
                 ok = bool((picked >= scores.topk(k).values[:, -1:]).all())
                 if k == 1:
@@ -117,6 +104,41 @@ for i, (seed, counter, entry) in enumerate(triples):
 print(json.dumps(out))
 """
 
+DRAW_CHECK = r"""
+import json, torch
+from heartmula.accel import draw
+from heartmula.mula.sampling import pick_codes, vocab_keys
+g = torch.Generator().manual_seed(3)
+out = []
+knobs = ((1.0, 1.5), (0.05, 3.0), (4.0, 1.0))  # (temperature, cfg_scale)
+places = ((0, 0), (811, 7), (2**40 + 3, 2**63 - 2))  # (position, seed)
+for V in (8197, 5, 1):
+    keys = vocab_keys(V)
+    for guided, takes in ((True, 1), (True, 3), (False, 1), (False, 2)):
+        rows = takes * (2 if guided else 1)
+        for c, case in enumerate(("plain", "ties", "negative", "infinite", "nan", "huge")):
+            logits = torch.randn(rows, V, generator=g) * 3
+            if case == "ties":
+                logits = logits.round()
+            elif case == "negative":
+                logits = -logits.abs() - 50
+            elif case == "infinite":  # masked entries, as a logits processor would leave them
+                logits[:, ::3] = float("-inf")
+            elif case == "nan":  # a broken row: NaN entries rank below every number, never drawn
+                logits[:, 1::4] = float("nan")
+            elif case == "huge":
+                logits = logits * 1e30
+            for i, k in enumerate((1, 2, 40, 300, V, V + 7)):
+                (temp, cfg), (pos, seed) = knobs[(i + c) % 3], places[(i + 2 * c) % 3]
+                seeds = (torch.arange(takes) + seed) % 2**63
+                posT, t, s = torch.tensor([pos]), torch.tensor(temp), torch.tensor(cfg)
+                # the torch path takes k <= V (StepBuffers clamps it); the kernel clamps itself
+                ref = pick_codes(logits, s, t, torch.tensor(min(k, V)), seeds, posT * 8 + 5, keys, guided)
+                ours = draw.draw_codes(logits, s, t, torch.tensor(k), seeds, posT, 8, 5, guided)
+                out.append(dict(V=V, guided=guided, takes=takes, case=case, k=k, temp=temp, pos=pos,
+                                same=bool(torch.equal(ref, ours)), ref=ref.tolist(), ours=ours.tolist()))
+print(json.dumps(out))
+"""
 
 def run_interpreted(code: str, *args: str) -> object:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), HEARTMULA_TRITON="1")
@@ -138,18 +160,28 @@ def test_matvec_matches_torch_on_odd_shapes_and_dtypes():
 
 def test_frame_loop_through_the_kernel_makes_the_golden_frames(golden_dir):
     r = run_interpreted(FRAMES_CHECK, str(golden_dir))
-    assert r["gemv"] is True and r["kth"] is True  # heads, projection, block products and top-k went through the kernels
+    assert r["gemv"] is True and r["draw"] is True  # heads, projection, block products and sampling went through the kernels
     assert r["ours"] == r["gold"]
 
 
-def test_kth_largest_is_the_sorted_kth_and_sampling_draws_the_same_codes():
+def test_kth_largest_is_the_sorted_kth():
     checks = run_interpreted(KTH_CHECK)
-    assert len(checks) == 64 + 8
+    assert len(checks) == 96
     assert all(c.get("equal", c.get("same_codes")) for c in checks), [c for c in checks if not c.get("equal", c.get("same_codes"))]
 
 
+def test_the_draw_kernel_draws_what_the_torch_path_draws():
+    """draw.py's one kernel a codebook (guidance, temperature, top-k, counter-based noise,
+    argmax, both rows of a take) against sampling.pick_codes: the same codes for every take,
+    vocabulary size, kind of logits, k (1, the vocabulary, beyond it), temperature, position
+    and seed up to the int64 limits."""
+    checks = run_interpreted(DRAW_CHECK)
+    assert len(checks) == 3 * 4 * 6 * 6
+    assert all(c["same"] for c in checks), [c for c in checks if not c["same"]][:3]
+
+
 def test_kernel_threshold_draws_inside_the_topk_at_extreme_hashes():
-    """The Triton path (kth.py's threshold, then the draw) at the exact (seed, counter, entry)
+    """The Triton path (draw.py's kernel) at the exact (seed, counter, entry)
     triples whose hash is extreme, as test_sampling.py checks the torch path."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_sampling import extreme_triples, natural_old_failures

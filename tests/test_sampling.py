@@ -171,6 +171,26 @@ def test_a_threshold_of_minus_infinity_never_draws_minus_infinity():
     assert set(codes.tolist()) == {17, 4000}
 
 
+@pytest.mark.parametrize("guided", [False, True])
+def test_nan_logits_are_never_drawn_and_take_no_topk_place(guided):
+    """A broken row with NaN logits (or -inf in both rows of a guided take, whose difference is
+    NaN) ranks those entries below every number: the draw stays among the top k of the rest,
+    on the torch path as on the kernel path (tests/test_kernels.py)."""
+    g = torch.Generator().manual_seed(5)
+    takes = 64
+    logits = torch.randn(takes * (2 if guided else 1), V, generator=g)
+    logits[:, ::2] = float("nan")
+    if guided:
+        logits[:, 1::4] = float("-inf")  # -inf - -inf: NaN scores too
+    args = (torch.tensor(1.5), torch.tensor(1.0), torch.tensor(3), torch.arange(takes), torch.tensor(7), vocab_keys(V), guided)
+    codes = pick_codes(logits, *args)[:takes]
+    scores = guided_scores(logits, torch.tensor(1.5), torch.tensor(1.0), guided)
+    finite = torch.where(scores.isnan(), float("-inf"), scores)
+    top3 = finite.topk(3).indices
+    assert bool((codes[:, None] == top3).any(dim=1).all()), codes
+    assert len(set(codes.tolist())) > 1  # draws, not a fallback to one code
+
+
 @pytest.mark.parametrize("seed,counter,entry", extreme_triples())
 def test_extreme_hashes_draw_inside_the_topk(seed, counter, entry):
     """At an extreme hash, the entry is masked (worst score) and then the best score: it is

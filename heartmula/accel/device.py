@@ -37,7 +37,7 @@ _TRITON_OK: dict[str, bool] = {}  # device type -> the probe's verdict, once per
 
 
 def triton_kernels_available(device: torch.device) -> bool:
-    """Where our Triton kernels (gemv.py, kth.py) run: CUDA with Triton installed, or the
+    """Where our Triton kernels (gemv.py, draw.py) run: CUDA with Triton installed, or the
     CPU under TRITON_INTERPRET=1 (tests). HEARTMULA_TRITON=0 turns them off (torch paths)."""
     import importlib.util
     import os
@@ -54,23 +54,25 @@ def triton_kernels_available(device: torch.device) -> bool:
 def _probe_triton(device: torch.device) -> bool:
     """Build and run both kernels once on tiny inputs. Triton compiles with the machine's C
     compiler and the card's toolchain; where that fails, generation falls back to torch's
-    own products and top-k with a warning instead of failing the first song."""
+    own products and sampling with a warning instead of failing the first song."""
     import logging
 
-    from . import gemv
-
-    from . import kth
+    from ..mula.sampling import pick_codes, vocab_keys
+    from . import draw, gemv
 
     try:
         x, w, s = (torch.randn(*shape, device=device) for shape in ((2, 64), (24, 64), (2, 100)))
+        knobs = [torch.tensor(v, device=device) for v in (1.5, 1.0, 3)]  # cfg, temperature, top-k
+        seeds, pos = torch.tensor([1], device=device), torch.tensor([2], device=device)
         ok = torch.allclose(gemv.matvec(x, w), x @ w.T, rtol=1e-3, atol=1e-3) and torch.equal(
-            kth.kth_largest(s, torch.tensor(3, device=device)), s.sort(dim=-1, descending=True).values[:, 2:3])
+            draw.draw_codes(s, *knobs, seeds, pos, 8, 1, True),
+            pick_codes(s, *knobs, seeds, pos * 8 + 1, vocab_keys(100, device), True))
         why = "they computed wrong results"
     except Exception as e:  # a missing compiler, an unsupported card, a broken install: all fall back
         ok, why = False, f"{type(e).__name__}: {e}"
     if not ok:
         logging.getLogger("heartmula").warning(
-            "Triton kernels are off on %s (%s); generation uses torch's own products and top-k, ~8 %% slower. "
+            "Triton kernels are off on %s (%s); generation uses torch's own products and sampling, ~8 %% slower. "
             "Set HEARTMULA_TRITON=0 to skip this check.", device, str(why)[:300])
     return bool(ok)
 

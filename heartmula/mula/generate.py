@@ -18,7 +18,7 @@ import torch
 
 from ..audio import FRAME_MS
 from ..options import check_options, option
-from ..accel import kth
+from ..accel import draw
 from ..accel.device import synchronize, triton_kernels_available
 from .model import HeartMuLa
 from .prompt import GenConfig, Prompt
@@ -133,16 +133,19 @@ class StepBuffers:
         self.offsets = model.audio_offsets(dev)  # codebook k's rows start at k * vocab
         self.keys = vocab_keys(model.args.audio_vocab_size, dev)
         self.dec_pos = [torch.tensor([0, 1], device=dev)] + [torch.tensor([i], device=dev) for i in range(2, k)]
-        # Sampling is ~40 small integer and float ops; compiled it is a couple of kernels.
-        # Where kth.py runs, the top-k threshold is its kernel between two compiled halves.
-        self.kth_kernel = triton_kernels_available(dev)
+        # The depth decoder's positions are the same every frame: their RoPE rows and masks once.
+        self.dec_inputs = ([model.decoder.position_inputs(p) for p in self.dec_pos] if model.decoder.rope is not None
+                           else [None] * len(self.dec_pos))  # no caches yet: each step derives them
+        self.n_codebooks = k
+        # Where Triton runs, a codebook's codes come from one kernel (accel/draw.py). Elsewhere
+        # sampling is ~40 small integer and float ops, which compiled make a couple of kernels.
+        self.draw_kernel = triton_kernels_available(dev)
         # audit: every draw is also checked against the scores it came from (sampling.tally_draws)
         self.tally = torch.zeros(3, dtype=torch.long, device=dev) if audit else None
         fn = (lambda f: torch.compile(f, dynamic=False, fullgraph=True)) if compiled else (lambda f: f)
-        if self.kth_kernel or audit:
-            self.scores, self.draw = fn(guided_scores), fn(draw_codes)
-            self.threshold = fn(topk_threshold)
-        else:
+        if audit:
+            self.scores, self.threshold, self.draw = fn(guided_scores), fn(topk_threshold), fn(draw_codes)
+        if not self.draw_kernel:
             self.pick = fn(pick_codes)
 
     def set_request(self, opts: GenerateOptions, seeds: list[int]) -> None:
@@ -152,15 +155,19 @@ class StepBuffers:
         self.seeds.copy_(torch.tensor(seeds, dtype=torch.long))
 
 
-def _pick(logits: torch.Tensor, buf: StepBuffers, counter: torch.Tensor) -> torch.Tensor:
-    if not (buf.kth_kernel or buf.tally is not None):
-        return buf.pick(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, counter, buf.keys, buf.guided,
-                        buf.topk_cap)
-    scores = buf.scores(logits, buf.cfg_scale, buf.temperature, buf.guided)
-    kth_score = kth.kth_largest(scores, buf.topk) if buf.kth_kernel else buf.threshold(scores, buf.topk, buf.topk_cap)
-    codes = buf.draw(scores, kth_score, buf.seeds, counter, buf.keys, buf.guided)
-    if buf.tally is not None:
-        tally_draws(scores, kth_score, codes[: buf.takes], buf.tally)
+def _pick(logits: torch.Tensor, buf: StepBuffers, codebook: int) -> torch.Tensor:
+    """Codebook `codebook`'s codes [rows] from its logits, drawn with the counter
+    input_pos * n_codebooks + codebook."""
+    if buf.draw_kernel:
+        codes = draw.draw_codes(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, buf.input_pos,
+                                buf.n_codebooks, codebook, buf.guided)
+    else:
+        counter = buf.input_pos * buf.n_codebooks + codebook
+        codes = buf.pick(logits, buf.cfg_scale, buf.temperature, buf.topk, buf.seeds, counter, buf.keys, buf.guided,
+                         buf.topk_cap)
+    if buf.tally is not None:  # the audit: torch's own threshold, whichever path drew
+        scores = buf.scores(logits, buf.cfg_scale, buf.temperature, buf.guided)
+        tally_draws(scores, buf.threshold(scores, buf.topk, buf.topk_cap), codes[: buf.takes], buf.tally)
     return codes
 
 
@@ -171,14 +178,13 @@ def depth_frame(model: HeartMuLa, last_h: torch.Tensor, buf: StepBuffers) -> tor
     codebooks 1..K-1 one at a time, restarting at position 0 every frame.
     """
     k = model.args.n_codebooks
-    counter = buf.input_pos * k
-    code = _pick(model.codebook0_logits(last_h), buf, counter)
+    code = _pick(model.codebook0_logits(last_h), buf, 0)
     out = [code]
     x = model.project(torch.stack([last_h, model.embed_audio(0, code[:, None])[:, 0]], dim=1))
     for i in range(1, k):
-        h = model.decoder(x, buf.dec_pos[i - 1])[:, -1]
+        h = model.decoder(x, buf.dec_pos[i - 1], positions=buf.dec_inputs[i - 1])[:, -1]
         logits = model.audio_logits(i - 1, h)
-        code = _pick(logits, buf, counter + i)
+        code = _pick(logits, buf, i)
         out.append(code)
         if i < k - 1:
             x = model.project(model.embed_audio(i, code[:, None]))

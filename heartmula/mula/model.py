@@ -298,6 +298,7 @@ class Llama(nn.Module):
         self._store: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: k, v [rows, n_kv_head, cache_len, head_dim]
         self._views: dict[int, list[KVCache]] = {}  # batch -> per layer, the store's first `batch` rows
         self.reserved = (0, 0)  # (rows, positions) the store is never made smaller than (`reserve_cache`)
+        self.final_norm = final_norm  # `HeartMuLa.compile_blocks` swaps in a compiled one
 
     def setup_cache(self, batch: int, max_len: int, dtype, device) -> None:
         """Point every layer at KV caches of `batch` rows and at least `max_len` positions.
@@ -348,16 +349,29 @@ class Llama(nn.Module):
         """Rows the store holds (0 when there is none)."""
         return self._store[0][0].shape[0] if self._store else 0
 
-    def forward(self, x: torch.Tensor, input_pos: torch.Tensor, attn_len: int | None = None) -> torch.Tensor:
+    def position_inputs(self, input_pos: torch.Tensor, attn_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(RoPE rows [S, head_dim/2, 2], causal mask [S, attn_len]) of the positions input_pos [S]:
+        what `forward` derives each call, for callers whose positions never change."""
+        attn_len = attn_len or self.cache_len
+        return self.rope[input_pos], self.key_pos[None, :attn_len] <= input_pos[:, None]
+
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor, attn_len: int | None = None,
+                positions: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         # x: [B, S, dim]; input_pos: [S] positions of these S inputs (a device tensor).
         # attn_len: attend to cache positions [0, attn_len) only; it must exceed every
         # input_pos. A static int, so that each length bucket is its own device graph.
+        # positions: `position_inputs(input_pos, attn_len)` made beforehand.
         attn_len = attn_len or self.cache_len
-        rope = self.rope[input_pos]
-        mask = self.key_pos[None, :attn_len] <= input_pos[:, None]  # [S, attn_len]: causal
+        rope, mask = positions if positions is not None else self.position_inputs(input_pos, attn_len)
         for layer in self.layers:
             x = layer(x, rope, mask, input_pos, attn_len)
-        return self.norm(x)
+        return (self.final_norm if x.shape[1] <= 2 else final_norm)(self.norm, x)  # compiled for decode shapes only
+
+
+def final_norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """The stack's last norm; a free function that `HeartMuLa.compile_blocks` compiles into one
+    kernel (eagerly it is three)."""
+    return norm(x)
 
 
 class HeartMuLa(nn.Module):
@@ -418,8 +432,10 @@ class HeartMuLa(nn.Module):
         return torch.arange(self.args.n_codebooks, device=device) * self.args.audio_vocab_size
 
     def embed_audio(self, codebook: int, codes: torch.Tensor) -> torch.Tensor:
-        # codes: [B, 1] -> [B, 1, dim]
-        return self.audio_embeddings(codes + codebook * self.args.audio_vocab_size)
+        # codes: [B, 1] -> [B, 1, dim]; codebook k's rows of the table (a view), so no kernel
+        # adds the offset to the codes first
+        vocab = self.args.audio_vocab_size
+        return F.embedding(codes, self.audio_embeddings.weight[codebook * vocab:(codebook + 1) * vocab])
 
     def fuse_projections(self) -> "HeartMuLa":
         """Stack q/k/v and w1/w3 weights and store the codebook heads as [K-1, vocab, dim]
@@ -484,7 +500,9 @@ class HeartMuLa(nn.Module):
         # and backbone vs decoder heads; each costs one compilation at most.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         fn = torch.compile(block_forward, fullgraph=True, **kwargs)
+        norm = torch.compile(final_norm, fullgraph=True, **kwargs)
         for llama in (self.backbone, self.decoder):
+            llama.final_norm = norm
             for layer in llama.layers:
                 layer.decode_fn = fn
         return self

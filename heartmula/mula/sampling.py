@@ -102,7 +102,10 @@ def guided_scores(logits, cfg_scale, temperature, guided: bool):
     if guided:
         n = logits.shape[0] // 2
         logits = logits[n:] + (logits[:n] - logits[n:]) * cfg_scale
-    return logits.float() / temperature
+    scores = logits.float() / temperature
+    # NaN (a broken row, or -inf in both rows of a guided take) ranks below every number: it
+    # takes no top-k place and is never drawn. A sort would rank it first.
+    return torch.where(scores.isnan(), float("-inf"), scores)
 
 
 def draw_codes(scores, kth_score, seeds, counter, keys, guided: bool):
