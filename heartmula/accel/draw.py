@@ -12,8 +12,18 @@ from __future__ import annotations
 
 import torch
 
-from ..mula import sampling
 from . import kth
+
+# The counter-based random stream (mula/sampling.py draws the same bits in torch):
+GOLDEN = 0x9E3779B9  # the hash's multiplier (2**32 / the golden ratio)
+# The uniform takes the hash's top 23 bits m as (2m + 1) / 2**24: 2m + 1 < 2**24 is exact in
+# float32, so u lies in [2**-24, 1 - 2**-24] for every hash, never on 0 or 1. (With 24 bits,
+# m + 0.5 for m = 2**24 - 1 rounds to 2**24 in float32 and u == 1 made the noise +inf:
+# about one draw in 2,000 ignored its scores.)
+UNIFORM_BITS = 23
+# -log(u) is at least 2**-24 in exact arithmetic; the floor only guards approximate device
+# logarithms (fast-math log2 near 1), so the noise stays finite and bounded on every path.
+MIN_EXP = 2.0**-30
 
 try:
     import triton
@@ -103,7 +113,7 @@ def draw_codes(logits: torch.Tensor, cfg_scale: torch.Tensor, temperature: torch
     codes = torch.empty(rows, dtype=torch.long, device=logits.device)
     main, tail = kth.row_split(v)
     _draw_kernel[(takes,)](logits, logits.stride(0), codes, cfg_scale, temperature, topk, seeds, pos, n_codebooks,
-                           codebook, v, takes, GUIDED=guided, GOLDEN=sampling._GOLDEN,
-                           UNIFORM_SHIFT=32 - sampling.UNIFORM_BITS, MIN_EXP=sampling._MIN_EXP,
+                           codebook, v, takes, GUIDED=guided, GOLDEN=GOLDEN,
+                           UNIFORM_SHIFT=32 - UNIFORM_BITS, MIN_EXP=MIN_EXP,
                            MAIN=main, TAIL=tail, ARITY=arity, PASSES=kth.passes(arity), num_warps=warps)
     return codes

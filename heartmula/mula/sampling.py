@@ -12,9 +12,14 @@ import math
 
 import torch
 
+# The random stream's constants (the hash's multiplier, the bits a uniform takes, the floor of
+# -log(u)) are defined once, beside the kernel that draws the same bits on CUDA.
+from ..accel.draw import GOLDEN as _GOLDEN
+from ..accel.draw import MIN_EXP as _MIN_EXP
+from ..accel.draw import UNIFORM_BITS
+
 _M32 = 0xFFFFFFFF
 TOPK_CAP = 256  # top-k up to this uses a partial top-k instead of sorting the whole vocabulary
-_GOLDEN = 0x9E3779B9
 
 
 def _mul32(h: torch.Tensor, c: int) -> torch.Tensor:
@@ -38,14 +43,6 @@ def vocab_keys(vocab_size: int, device=None) -> torch.Tensor:
     return fmix32(_mul32(torch.arange(vocab_size, device=device, dtype=torch.int64), _GOLDEN))
 
 
-# The uniform takes the hash's top 23 bits m as (2m + 1) / 2**24: 2m + 1 < 2**24 is exact in
-# float32, so u lies in [2**-24, 1 - 2**-24] for every hash, never on 0 or 1. (With 24 bits,
-# m + 0.5 for m = 2**24 - 1 rounds to 2**24 in float32 and u == 1 made the noise +inf:
-# about one draw in 2,000 ignored its scores.)
-UNIFORM_BITS = 23
-# -log(u) is at least 2**-24 in exact arithmetic; the floor only guards approximate device
-# logarithms (fast-math log2 near 1), so the noise stays finite and bounded on every path.
-_MIN_EXP = 2.0**-30
 NOISE_MIN = -math.log(-math.log(2.0**-24))  # the noise of the smallest uniform, -2.81
 NOISE_MAX = -math.log(-math.log1p(-(2.0**-24)))  # of the largest, 16.64
 
