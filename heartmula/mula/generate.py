@@ -22,7 +22,7 @@ from ..accel import draw
 from ..accel.device import synchronize, triton_kernels_available
 from .model import HeartMuLa
 from .prompt import GenConfig, Prompt
-from .sampling import TOPK_CAP, draw_codes, guided_scores, pick_codes, tally_draws, topk_cap_for, topk_threshold, vocab_keys
+from .sampling import TOPK_CAP, guided_scores, pick_codes, tally_draws, topk_cap_for, topk_threshold, vocab_keys
 
 SYNC_EVERY = 8  # frames between host looks at the device's end-of-song flags and progress (should_stop is polled every frame)
 BUCKET = 512  # attention reads cache positions in buckets of this many (see attention_length)
@@ -144,7 +144,7 @@ class StepBuffers:
         self.tally = torch.zeros(3, dtype=torch.long, device=dev) if audit else None
         fn = (lambda f: torch.compile(f, dynamic=False, fullgraph=True)) if compiled else (lambda f: f)
         if audit:
-            self.scores, self.threshold, self.draw = fn(guided_scores), fn(topk_threshold), fn(draw_codes)
+            self.scores, self.threshold = fn(guided_scores), fn(topk_threshold)
         if not self.draw_kernel:
             self.pick = fn(pick_codes)
 
