@@ -173,6 +173,50 @@ def test_draw_kernel_on_cuda_draws_what_the_torch_path_draws():
         assert torch.equal(draw.draw_codes(logits, *knobs, k, seeds, pos, 8, trial % 8, guided), ref), trial
 
 
+@pytest.mark.requires_cuda
+def test_decode_attention_on_cuda_matches_float64_and_replays_in_a_graph():
+    """attention.py's kernel on the card, at the 3B backbone's and decoder's shapes, against
+    float64 softmax attention; then replayed from a CUDA graph as positions advance (the parts'
+    completion counts must be back at zero after every replay)."""
+    from heartmula.accel import attention
+
+    g = torch.Generator(device="cuda").manual_seed(2)
+
+    def reference(q, k, v, pos):
+        rep = q.shape[2] // k.shape[1]
+        out = []
+        for s, p in enumerate(pos):
+            kk, vv = (t.double()[:, :, : p + 1].repeat_interleave(rep, 1) for t in (k, v))
+            w = torch.softmax(torch.einsum("bhd,bhnd->bhn", q.double()[:, s], kk) / q.shape[-1] ** 0.5, -1)
+            out.append(torch.einsum("bhn,bhnd->bhd", w, vv).flatten(1))
+        return torch.stack(out, 1)
+
+    for b, s, h, hkv, d, length, pos in ((2, 1, 24, 8, 128, 1024, [0]), (2, 1, 24, 8, 128, 1024, [811]),
+                                         (8, 1, 24, 8, 128, 8192, [8191]), (2, 2, 8, 4, 384, 16, [0, 1]),
+                                         (2, 1, 8, 4, 384, 16, [12])):
+        k, v = (torch.randn(b, hkv, length, d, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+        q = torch.randn(b, s, h, d, device="cuda", generator=g, dtype=torch.bfloat16)
+        pos_t = torch.tensor(pos, device="cuda")
+        ref = reference(q, k, v, pos)
+        y = attention.decode_attention(q, k, v, pos_t, length)
+        assert float((y.double() - ref).abs().max() / ref.abs().max()) < 2e-2, (b, s, length, pos)
+
+    b, hkv, length = 2, 8, 1024
+    k, v = (torch.randn(b, hkv, length, 128, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+    q = torch.randn(b, 1, 24, 128, device="cuda", generator=g, dtype=torch.bfloat16)
+    pos_t = torch.tensor([5], device="cuda")
+    attention.decode_attention(q, k, v, pos_t, length)  # compiles before capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = attention.decode_attention(q, k, v, pos_t, length)
+    for p in (5, 63, 64, 500, 1023):
+        pos_t.fill_(p)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert float((y.double() - reference(q, k, v, [p])).abs().max()) < 2e-2 * float(v.abs().max()), p
+        assert all(int(c.abs().sum()) == 0 for c in attention._COUNTS.values())
+
+
 def test_codec_warm_up_decodes_on_cpu_without_graphs(tiny_ckpt):
     eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cpu")
     eng.warm_codec(GenerateOptions(takes=2))

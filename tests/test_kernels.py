@@ -140,6 +140,86 @@ for V in (8197, 5, 1):
 print(json.dumps(out))
 """
 
+ATTENTION_CHECK = r"""
+import json, torch
+from heartmula.accel import attention
+g = torch.Generator().manual_seed(5)
+out = []
+# (rows B, positions S, heads H, kv heads Hkv, head dim D, attention length, positions, programs)
+cases = [
+    (2, 1, 24, 8, 128, 1024, [811], 264),     # the 3B backbone's step, 1 take guided, split as on an H200
+    (2, 1, 24, 8, 128, 1024, [0], None),      # the first frame: only key 0
+    (2, 1, 24, 8, 128, 1024, [1023], None),   # the bucket's last position
+    (8, 1, 6, 2, 128, 256, [200], 64),        # 4 takes guided, several programs a pair
+    (2, 2, 8, 4, 384, 16, [0, 1], None),      # the depth decoder's first step: 2 positions, D not a power of 2
+    (2, 1, 8, 4, 384, 16, [9], None),
+    (1, 2, 4, 4, 64, 300, [130, 131], 100),   # 2 positions split over many programs, G = 1
+    (3, 1, 4, 1, 32, 700, [699], 7),          # G = 4
+    (2, 1, 6, 2, 48, 200, [5], 400),          # more programs than blocks: empty parts
+]
+for i, (B, S, H, Hkv, D, L, pos, programs) in enumerate(cases):
+    for dtype in (torch.bfloat16, torch.float16):
+        store = torch.randn(B + 1, Hkv, L + 5, D, generator=g)
+        # never read: positions past the last query's, and the store's other row
+        store[:, :, max(pos) + 1:] = float("nan")
+        store[B:] = float("nan")
+        k_cache = store[:B].to(dtype)
+        v_cache = (store[:B] * 2 + 1).to(dtype)
+        q = (torch.randn(B, S, H, D, generator=g) * 3).to(dtype)
+        input_pos = torch.tensor(pos)
+        ys = [attention.decode_attention(q, k_cache, v_cache, input_pos, L, programs) for _ in range(2)]
+        # float64 reference
+        qd, kd, vd = q.double(), k_cache.double(), v_cache.double()
+        ref = torch.empty(B, S, H, D, dtype=torch.float64)
+        for s in range(S):
+            keys = kd[:, :, : pos[s] + 1].repeat_interleave(H // Hkv, dim=1)  # [B, H, n, D]
+            vals = vd[:, :, : pos[s] + 1].repeat_interleave(H // Hkv, dim=1)
+            w = torch.softmax(torch.einsum("bhd,bhnd->bhn", qd[:, s], keys) / D**0.5, dim=-1)
+            ref[:, s] = torch.einsum("bhn,bhnd->bhd", w, vals)
+        ref = ref.reshape(B, S, H * D)
+        err = max(float(((y.double() - ref).abs().max() / ref.abs().max())) for y in ys)
+        out.append(dict(case=i, dtype=str(dtype), err=err, finite=all(bool(y.isfinite().all()) for y in ys),
+                        repeat=bool(torch.equal(ys[0], ys[1])), shape=list(ys[0].shape),
+                        counts_zero=all(int(c.abs().sum()) == 0 for c in attention._COUNTS.values())))
+try:
+    attention.decode_attention(torch.zeros(1, 3, 2, 8, dtype=torch.bfloat16), torch.zeros(1, 1, 8, 8, dtype=torch.bfloat16),
+                               torch.zeros(1, 1, 8, 8, dtype=torch.bfloat16), torch.tensor([0, 1, 2]), 8)
+    out.append("no error")
+except ValueError as e:
+    out.append(str(e))
+print(json.dumps(out))
+"""
+
+MODEL_ATTENTION_CHECK = r"""
+import json, sys, torch
+from heartmula import Engine
+from heartmula.mula import model
+model.SHORT_ATTENTION = 4  # the decoder's 16 positions would take the short path, not the kernel
+golden = sys.argv[1]
+mula = Engine(model_path=f"{golden}/ckpt_tiny", version="tiny", device="cpu", dtype="bfloat16").load(codec=False).mula
+mula.use_gemv(blocks=True)
+out = []
+for name, llama, prompt, steps, attn_len in (("backbone", mula.backbone, 9, 6, 64), ("decoder", mula.decoder, 0, 6, 16)):
+    runs = {}
+    for kernel in (True, False):
+        for layer in llama.layers:
+            layer.attn.decode_kernel = kernel
+        g = torch.Generator().manual_seed(1)
+        llama.setup_cache(2, attn_len, torch.bfloat16, "cpu")
+        dim = llama.args.dim
+        if prompt:
+            llama(torch.randn(2, prompt, dim, generator=g).bfloat16(), torch.arange(prompt), attn_len)
+        # the decoder's first step has two positions, then one a step, as generation runs them
+        ys, pos = [], prompt
+        for s in ([2] if not prompt else []) + [1] * steps:
+            ys.append(llama(torch.randn(2, s, dim, generator=g).bfloat16(), torch.arange(pos, pos + s), attn_len).float())
+            pos += s
+        runs[kernel] = torch.cat([y.flatten() for y in ys])
+    ours, ref = runs[True], runs[False]
+    out.append(dict(name=name, err=float((ours - ref).abs().max() / ref.abs().max())))
+print(json.dumps(out))
+"""
+
 def run_interpreted(code: str, *args: str) -> object:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), HEARTMULA_TRITON="1")
     p = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
@@ -162,6 +242,31 @@ def test_frame_loop_through_the_kernel_makes_the_golden_frames(golden_dir):
     r = run_interpreted(FRAMES_CHECK, str(golden_dir))
     assert r["gemv"] is True and r["draw"] is True  # heads, projection, block products and sampling went through the kernels
     assert r["ours"] == r["gold"]
+
+
+def test_decode_attention_matches_float64_softmax_over_the_causal_keys():
+    """attention.py's decode kernel against softmax attention in float64: the 3B backbone's
+    and depth decoder's shapes, the first and the last position of a bucket, two query
+    positions, one to four query heads a kv head, empty parts, and cache entries past the
+    last query's position set to NaN (never read). Two calls give the same bits (the parts
+    merge in a fixed order) and leave the completion counts at zero."""
+    *checks, refusal = run_interpreted(ATTENTION_CHECK)
+    assert len(checks) == 18
+    for c in checks:
+        assert c["finite"] and c["repeat"] and c["counts_zero"], c
+        assert c["err"] < 2e-2, c  # probabilities rounded to 16 bits before the weighted sum
+    assert "S<=2" in refusal
+
+
+def test_model_decode_steps_through_the_attention_kernel_match_the_torch_path(golden_dir):
+    """The tiny golden model in bfloat16: a prompt, then decode steps of the backbone and the
+    depth decoder (its first step has two positions; the short path that keeps its 16
+    positions off the kernel is lowered here) with attention through attention.py,
+    against the same steps through the torch path (which rounds scores to bfloat16)."""
+    checks = run_interpreted(MODEL_ATTENTION_CHECK, str(golden_dir))
+    assert [c["name"] for c in checks] == ["backbone", "decoder"]
+    for c in checks:
+        assert c["err"] < 3e-2, c
 
 
 def test_kth_largest_is_the_sorted_kth():

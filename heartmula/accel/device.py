@@ -37,7 +37,7 @@ _TRITON_OK: dict[str, bool] = {}  # device type -> the probe's verdict, once per
 
 
 def triton_kernels_available(device: torch.device) -> bool:
-    """Where our Triton kernels (gemv.py, draw.py) run: CUDA with Triton installed, or the
+    """Where our Triton kernels (gemv.py, draw.py, attention.py) run: CUDA with Triton installed, or the
     CPU under TRITON_INTERPRET=1 (tests). HEARTMULA_TRITON=0 turns them off (torch paths)."""
     import importlib.util
     import os
@@ -52,12 +52,12 @@ def triton_kernels_available(device: torch.device) -> bool:
 
 
 def _probe_triton(device: torch.device) -> bool:
-    """Build and run both kernels once on tiny inputs. Triton compiles with the machine's C
+    """Build and run the kernels once on tiny inputs. Triton compiles with the machine's C
     compiler and the card's toolchain; where that fails, generation falls back to torch's
     own products and sampling with a warning instead of failing the first song."""
     import logging
 
-    from . import draw, gemv
+    from . import attention, draw, gemv
 
     try:
         x, w, s = (torch.randn(*shape, device=device) for shape in ((2, 64), (24, 64), (2, 100)))
@@ -66,6 +66,11 @@ def _probe_triton(device: torch.device) -> bool:
         best = (s[1] + (s[0] - s[1]) * cfg).argmax()  # what top-k 1 must draw for both rows
         ok = torch.allclose(gemv.matvec(x, w), x @ w.T, rtol=1e-3, atol=1e-3) and torch.equal(
             draw.draw_codes(s, cfg, temperature, top1, seeds, pos, 8, 1, True), best.repeat(2))
+        q, kv = (torch.randn(*shape, device=device, dtype=torch.float16) for shape in ((1, 1, 2, 16), (1, 1, 8, 16)))
+        at3 = kv[0, 0, :4].float()  # position 3 attends to keys 0..3
+        want = torch.softmax(q[0, 0].float() @ at3.T / 4, -1) @ at3
+        got = attention.decode_attention(q, kv, kv, torch.tensor([3], device=device), 8)
+        ok = ok and torch.allclose(got.view(2, 16).float(), want, rtol=1e-2, atol=1e-2)
         why = "they computed wrong results"
     except Exception as e:  # a missing compiler, an unsupported card, a broken install: all fall back
         ok, why = False, f"{type(e).__name__}: {e}"

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..accel import gemv
+from ..accel import attention, gemv
 from .quant import Int8Linear
 
 
@@ -187,6 +187,7 @@ class Attention(nn.Module):
         self.wqkv: nn.Linear | None = None  # q, k and v stacked, once fuse() has run
         self.kv_cache: KVCache | None = None
         self.matvec = False  # decode products through gemv.py (see `product`)
+        self.decode_kernel = False  # decode attention through accel/attention.py (see `HeartMuLa.use_gemv`)
 
     def fuse(self) -> None:
         """One matrix product instead of three (fewer, larger reads). Changes state_dict names,
@@ -213,6 +214,11 @@ class Attention(nn.Module):
         b, s = q.shape[:2]
         g = self.n_head // self.n_kv_head
         k, v = self.kv_cache.update(input_pos, k, v)
+        if s <= 2 and attn_len > SHORT_ATTENTION and self.decode_kernel and attention.supports(q, k):
+            # Decode in one kernel (accel/attention.py) that reads only the filled positions,
+            # instead of the three below that read all attn_len of them. (The depth decoder's
+            # few positions are faster as the one compiled kernel below: measured on an H200.)
+            return product(self.output_proj, attention.attend(q, k, v, input_pos, attn_len), self.matvec)
         k, v = k[:, :, :attn_len], v[:, :, :attn_len]  # only the part that can be filled
         # Grouped-query attention without copying the cache per query head: the g query
         # heads that share a kv head (heads kv*g .. kv*g+g-1) become g*S query rows.
@@ -479,14 +485,14 @@ class HeartMuLa(nn.Module):
 
     def use_gemv(self, blocks: bool = True) -> "HeartMuLa":
         """Run the heads and projection of decode steps, and with `blocks` the blocks'
-        2-row products, through gemv.py's kernel; call after `fuse_projections`, where
-        `device.triton_kernels_available` says it runs."""
+        2-row products and decode attention, through gemv.py's and attention.py's kernels;
+        call after `fuse_projections`, where `device.triton_kernels_available` says they run."""
         if self.audio_head is not None:
             raise RuntimeError("use_gemv needs the [K-1, vocab, dim] heads: call fuse_projections first")
         self.gemv = True
         for llama in (self.backbone, self.decoder):
             for layer in llama.layers:
-                layer.attn.matvec = layer.mlp.matvec = blocks
+                layer.attn.matvec = layer.mlp.matvec = layer.attn.decode_kernel = blocks
         return self
 
     def compile_blocks(self, **kwargs) -> "HeartMuLa":
