@@ -171,7 +171,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     q: [B, S, H, D] (RoPE applied), S <= 2; k_cache, v_cache: [B, Hkv, positions, D], already
     holding this step's keys and values at `input_pos` [S] (int64, each < attn_len). Query head
     i reads kv head i // (H / Hkv). Returns [B, S, H * D] in q's dtype.
-    programs: the grid to aim for (default: two per SM)."""
+    programs: the grid to aim for (default: one per SM, the best of 16-528 on an H200)."""
     b, s, n_head, d = q.shape
     n_kv = k_cache.shape[1]
     if not supports(q, k_cache) or n_head % n_kv or k_cache.shape[-1] != d or v_cache.shape != k_cache.shape:
@@ -184,7 +184,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     rows = max(16, triton.next_power_of_2(s * g))
     d_pad = triton.next_power_of_2(d)
     if programs is None:
-        programs = 2 * _sm_count(q.device) if q.is_cuda else 8
+        programs = _sm_count(q.device) if q.is_cuda else 8
     splits = splits_for(b * n_kv, attn_len, programs)
     y = torch.empty(b, s, n_head * d, dtype=q.dtype, device=q.device)
     parts = b * n_kv * rows * splits if splits > 1 else 0
