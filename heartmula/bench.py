@@ -341,6 +341,32 @@ def bench_song(dev, results: dict) -> list[Row]:
 QUALITY_FRAMES = 256  # issue 21: codebook-0 logits compared over 256 frames
 
 
+def bench_fp8(dev, results: dict) -> list[Row]:
+    """Whether fp8 weights (e4m3, one scale a row) round the language model's matrices as finely
+    as int8 does: the relative rounding error of both on random [3072, 3072] weights, Gaussian and
+    heavy-tailed (Student's t with 4 degrees of freedom, for the outliers trained weights have).
+    fp8 takes the same bytes as int8, so the same decode speed; issue 21 wants it only where it
+    is as good. A property of the formats, not of the real checkpoint."""
+    g = torch.Generator().manual_seed(0)
+    shape = (3072, 3072)
+    normal = lambda: torch.randn(shape, generator=g)  # noqa: E731
+    weights = {"gaussian": normal(), "student_t4": normal() / (sum(normal() ** 2 for _ in range(4)) / 4).sqrt()}
+    names = {"gaussian": "Gaussian", "student_t4": "Student's t (4 dof)"}
+    rows = []
+    for kind, w in weights.items():
+        w = w.to(dev) * 0.02
+        q, scale = quantization.quantize_rows(w)
+        as_int8 = quantization.dequantize_rows(q, scale)
+        s8 = w.abs().amax(-1, keepdim=True) / torch.finfo(torch.float8_e4m3fn).max
+        as_fp8 = (w / s8).to(torch.float8_e4m3fn).float() * s8
+        for fmt, wq in (("int8", as_int8), ("fp8", as_fp8)):
+            err = float((wq - w).norm() / w.norm())
+            results[f"{fmt}_{kind}_rel_err"] = err
+            label = "int8 (quant.py)" if fmt == "int8" else "fp8 e4m3"
+            rows.append(Row(f"weights' rounding, {label}, one scale a row, {names[kind]} 3072 x 3072", 100 * err, "%"))
+    return rows
+
+
 def bench_quality(dev, dtype, results: dict, frames: int = QUALITY_FRAMES) -> list[Row]:
     """int8 against the unquantized model on the same random weights at the real shapes
     (mula/fidelity.py): codebook-0 logits teacher-forced along the reference's greedy song
@@ -1209,7 +1235,8 @@ def print_table(rows: list[Row], dev, results: dict, stream=None) -> None:
     table = [head] + [(r.what, f"{r.value:.4g}", r.unit, r.target, r.floor, r.pct_floor, r.ok) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
     if devices.triton_kernels_available(dev):
-        kernels = "gemv.py + draw.py (Triton); block products: " + ("gemv.py" if BLOCK_MATVEC else "cuBLAS")
+        kernels = "gemv.py + draw.py (Triton); block products and backbone attention: " + (
+            "gemv.py, attention.py" if BLOCK_MATVEC else "cuBLAS")
     else:
         kernels = "torch (cuBLAS, topk)"
     print(f"card: {devices.device_name(dev)}; torch {torch.__version__}; compiled: {COMPILE}; "
@@ -1230,7 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"where to run: {devices.DEVICE_SYNTAX}")
     p.add_argument("--what", default="generate,codec,song,load",
                    help="comma-separated figures: generate,greedy,codec,song,load,transcribe,pipeline,heads,products,"
-                        "quality (int8 vs unquantized logits),memory (peak of a song: bf16, int8, int8 + lazy load),"
+                        "quality (int8 vs unquantized logits),fp8 (fp8 e4m3 weights' rounding against int8),memory (peak of a song: bf16, int8, int8 + lazy load),"
                         "stream (time to first audio, cold vs warm requests),library (the History index, host only),"
                         "cold (the checkpoint read from a cold page cache, against runai-model-streamer and "
                         "fastsafetensors where installed)")
@@ -1283,6 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "quality" in what:
         measured(bench_quality(dev, dtype, results))
+    if "fp8" in what:
+        measured(bench_fp8(dev, results))
     if "memory" in what:
         measured(bench_memory(dev, dtype, args.load_folder, results))
     for q in quants:

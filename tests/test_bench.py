@@ -76,6 +76,21 @@ def test_small_cpu_quality_rows_compare_int8_with_the_float_model(capsys):
     assert results["quality_positions"] == 12 and results["quality_topk"] == 50
 
 
+def test_fp8_rows_compare_the_rounding_of_both_8_bit_formats(capsys):
+    """`--what fp8`: e4m3 with one scale a row against the engine's int8 (quant.quantize_rows)
+    on random weights of a 3B shape. fp8 has 3 mantissa bits: on Gaussian weights it rounds
+    ~3x coarser than int8's 127 steps; on heavy tails (Student's t, 4 degrees of freedom) int8's
+    steps widen with the row's largest weight and the two come out about equal."""
+    rows = bench.bench_fp8(bench.devices.resolve_device("cpu"), results := {})
+    assert [r.unit for r in rows] == ["%"] * 4
+    assert ["int8" in rows[0].what, "fp8" in rows[1].what, "int8" in rows[2].what, "fp8" in rows[3].what] == [True] * 4
+    assert all("3072 x 3072" in r.what for r in rows)
+    g8, gf, t8, tf = (r.value for r in rows)
+    assert 0.5 < g8 < 1.5 and gf > 2.5 * g8
+    assert t8 < tf < 1.3 * t8
+    assert results["fp8_gaussian_rel_err"] == gf / 100
+
+
 def test_int8_sweep_covers_every_decode_shape_within_its_register_and_time_bounds():
     """The int8 tile sweep (`--what products --quant int8`) times every product at the rows
     gemv.INT8_TUNED is keyed by, tries only configs whose partial sums fit the registers, and
