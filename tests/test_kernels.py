@@ -193,11 +193,16 @@ print(json.dumps(out))
 MODEL_ATTENTION_CHECK = r"""
 import json, sys, torch
 from heartmula import Engine
+from heartmula.accel import attention
 from heartmula.mula import model
 model.SHORT_ATTENTION = 4  # the decoder's 16 positions would take the short path, not the kernel
+calls = []
+through_kernel = attention.decode_attention
+attention.decode_attention = lambda *a, **k: calls.append(1) or through_kernel(*a, **k)
 golden = sys.argv[1]
 mula = Engine(model_path=f"{golden}/ckpt_tiny", version="tiny", device="cpu", dtype="bfloat16").load(codec=False).mula
 mula.use_gemv(blocks=True)
+calls.clear()  # the Triton probe's call at load
 out = []
 for name, llama, prompt, steps, attn_len in (("backbone", mula.backbone, 9, 6, 64), ("decoder", mula.decoder, 0, 6, 16)):
     runs = {}
@@ -216,7 +221,10 @@ for name, llama, prompt, steps, attn_len in (("backbone", mula.backbone, 9, 6, 6
             pos += s
         runs[kernel] = torch.cat([y.flatten() for y in ys])
     ours, ref = runs[True], runs[False]
-    out.append(dict(name=name, err=float((ours - ref).abs().max() / ref.abs().max())))
+    # the kernel ran once a layer and decode step (not for the prompt), the torch path never
+    out.append(dict(name=name, err=float((ours - ref).abs().max() / ref.abs().max()), kernel_calls=len(calls),
+                    expected=len(llama.layers) * (len(ys))))
+    calls.clear()
 print(json.dumps(out))
 """
 
@@ -266,7 +274,7 @@ def test_model_decode_steps_through_the_attention_kernel_match_the_torch_path(go
     checks = run_interpreted(MODEL_ATTENTION_CHECK, str(golden_dir))
     assert [c["name"] for c in checks] == ["backbone", "decoder"]
     for c in checks:
-        assert c["err"] < 3e-2, c
+        assert c["kernel_calls"] == c["expected"] and c["err"] < 3e-2, c
 
 
 def test_kth_largest_is_the_sorted_kth():
