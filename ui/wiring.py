@@ -9,6 +9,8 @@ queue behind each other (one device); Stop buttons and cheap toggles skip the qu
 from __future__ import annotations
 
 import inspect
+import json
+from collections.abc import Iterator
 from functools import partial
 
 import gradio as gr
@@ -54,6 +56,34 @@ def _convert(targets: dict, values: dict | None) -> dict:
     return out or {component: gr.update() for component in _flatten(targets)}
 
 
+def _restating(messages):
+    """A generator's messages, and at its end (done or failed) one more with every update it set
+    earlier and left out of its last message, as it was last set.
+
+    gradio streams a generator's outputs as diffs against its previous message, and its page (6.x)
+    applies them in place to the objects the earlier messages handed over. A page that falls behind
+    (a phone, a loaded laptop) reads a message after the next one has arrived, and an update left
+    out of the next message has had its keys deleted by then: a stopped take's player never showed.
+    The last message is never diffed against, so whatever a slow page skipped, it ends right. Texts
+    and lists are replaced whole by a diff, never emptied; a stream's pieces would play twice."""
+    latest, last = {}, {}
+
+    def left_out() -> Iterator[dict]:
+        if again := {c: v for c, v in latest.items() if last.get(c, gr.update()) == gr.update()}:
+            yield again
+
+    try:
+        for last in messages:
+            # copies: gradio takes the value out of an update dict as it sends it
+            latest.update({c: dict(v) for c, v in last.items() if isinstance(v, dict) and v != gr.update()
+                           and not getattr(c, "streaming", False)})
+            yield last
+    except Exception:
+        yield from left_out()
+        raise
+    yield from left_out()
+
+
 def _named(fn, targets: dict, api_names: list[str] | None = None):
     """fn returning {name: value} -> a gradio function returning {component: value}.
     `api_names`: the names its inputs carry in the API (gradio reads them off the signature),
@@ -61,8 +91,7 @@ def _named(fn, targets: dict, api_names: list[str] | None = None):
     fn = user_errors(fn)
     if inspect.isgeneratorfunction(fn):
         def wrapper(*args):
-            for values in fn(*args):
-                yield _convert(targets, values)
+            yield from _restating(_convert(targets, values) for values in fn(*args))
     else:
         def wrapper(*args):
             return _convert(targets, fn(*args))
@@ -75,6 +104,16 @@ def _named(fn, targets: dict, api_names: list[str] | None = None):
 def _on(trigger, fn, inputs, targets: dict, **kwargs):
     kwargs.setdefault("api_visibility", "undocumented")
     return trigger(_named(fn, targets), inputs=inputs, outputs=_flatten(targets), **kwargs)
+
+
+# Stop's status, written by the page as the click happens (see common.STOPPING); a status that
+# already says how the job ended stays.
+STOP_JS = f"(status) => /^(✅|❌|⏹)/u.test(status || '') ? status : {json.dumps(common.STOPPING + '…')}"
+
+
+def _stop_button(button, session, run_targets: dict) -> None:
+    button.click(None, inputs=[run_targets["status"]], outputs=[run_targets["status"]], js=STOP_JS, **QUICK)
+    _on(button.click, common.stop, [session], {"stop_btn": run_targets["stop_btn"]}, **QUICK)
 
 
 def _run_chain(studio, button, session, job_fn, job_inputs, job_outputs: dict, run_targets: dict, **job_kwargs):
@@ -127,7 +166,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
                show_progress_on=[gen.status]).then(
         _named(partial(history_h.refresh, studio), history_targets), inputs=hist_list_inputs,
         outputs=_flatten(history_targets), **QUICK)
-    _on(gen.stop_btn.click, common.stop, [gen.session], gen_run, **QUICK)
+    _stop_button(gen.stop_btn, gen.session, gen_run)
     _on(gen.play_now_btn.click, generate_h.play_now, [gen.session], {"play_now": gen.play_now_btn}, **QUICK)
     _on(gen.hear_take.select, generate_h.hear_take, [gen.session, gen.hear_take], {"audios": gen.audios,
         "hear": gen.hear_take}, **TOAST)
@@ -193,7 +232,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _run_chain(studio, tr.run_btn, tr.session, partial(transcribe_h.transcribe, studio), [tr.session, tr.audio, *tr_option_list],
                tr_outputs, tr_run, api_names=tr_api, api_name="transcribe", concurrency_id=ENGINE,
                show_progress="minimal", show_progress_on=[tr.speed])
-    _on(tr.stop_btn.click, common.stop, [tr.session], tr_run, **QUICK)
+    _stop_button(tr.stop_btn, tr.session, tr_run)
 
     # ----- Compare -------------------------------------------------------------------------------
     cmp_run = {"run_btn": cmp.run_btn, "stop_btn": cmp.stop_btn, "status": cmp.status}
@@ -201,7 +240,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _run_chain(studio, cmp.run_btn, cmp.session, partial(compare_h.compare, studio),
                [cmp.session, cmp.presets, cmp.lyrics, cmp.tags, cmp.length, cmp.seed], cmp_outputs, cmp_run,
                api_name="compare", concurrency_id=ENGINE, show_progress="minimal", show_progress_on=[cmp.status])
-    _on(cmp.stop_btn.click, common.stop, [cmp.session], cmp_run, **QUICK)
+    _stop_button(cmp.stop_btn, cmp.session, cmp_run)
 
     # ----- Settings ------------------------------------------------------------------------------
     status_target = {"engine_status": st.engine_status}

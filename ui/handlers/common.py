@@ -225,6 +225,9 @@ class _Step:
 
 
 STOPPING = "⏹ Stopping"
+# Stop's "Stopping…" is written by the page itself as the click happens (wiring.STOP_JS), not by
+# the server: an answer from outside the queue can reach a slow page after the job's own last
+# status and overwrite it, which left "⏹ Stopping…" on screen for good.
 
 
 # ----- the Run / Stop pair every long job has (keys: run_btn, stop_btn, status) -----------------
@@ -240,10 +243,11 @@ def start(session, studio=None) -> dict:
 
 
 def stop(session) -> dict:
-    """Stop button (outside the queue): the running job sees the flag within a few frames."""
+    """Stop button (outside the queue): the running job sees the flag within a few frames. The
+    status line is the page's to change (see STOPPING) and the job's."""
     session.stop_at = time.monotonic()  # a job can say how soon after this it ended
     session.cancel.set()
-    return {"status": f"{STOPPING}…", "stop_btn": _update(interactive=False)}
+    return {"stop_btn": _update(interactive=False)}
 
 
 def finish(status: str | None = None) -> dict:
