@@ -216,6 +216,20 @@ def test_transcribe_spoken_clip(studio, speak, heartmula_cache, tmp_path):
         run(transcribe.transcribe, studio, Session(), str(clip), 8, 2, "")
 
 
+def test_a_silent_clip_says_no_words_were_found_and_offers_no_empty_files(studio, heartmula_cache, tmp_path):
+    """Reviewer: 10 minutes of silence reported "⏱ 0.0 s for 10:00 min of audio · real-time factor
+    … 0.000" and offered 0-byte TXT, LRC and SRT files, never saying no speech was found."""
+    import numpy as np
+    import soundfile as sf
+
+    clip = tmp_path / "silence.wav"
+    sf.write(clip, np.zeros((16_000 * 20, 1), np.float32), 16_000)
+    final = run(transcribe.transcribe, studio, Session(), str(clip), 8, 30, "")[-1]
+    assert final["text"] == "" and final["segments"] == []
+    assert not final["downloads"], final["downloads"]
+    assert "No words found" in final["speed"] and "20.0 s" in final["speed"], final["speed"]
+
+
 def test_check_lyrics_of_a_take(studio, heartmula_cache):
     session = Session()
     with pytest.raises(gr.Error, match="generate a song first"):

@@ -40,17 +40,20 @@ def transcribe(studio, session, audio_path, *values):
         studio.stats.finish()
     stem = Path(str(audio_path)).stem[:40] or "transcript"
     files = []
-    for fmt in ("txt", "lrc", "srt"):
+    heard = bool(result.text.strip())
+    for fmt in ("txt", "lrc", "srt") if heard else ():  # empty files would only be downloaded to be thrown away
         path = studio.temp_path(f"{stem}.{fmt}")
         path.write_text(format_transcript(result, fmt), encoding="utf-8")
         files.append(str(path))
     demo = " (English only)" if result.is_demo and "English" not in result.model_name else ""
+    speed = (f"⏱ {fmt_s(result.elapsed_s)} for {fmt_s(result.duration_s)} of audio · "
+             f"**{RTF_LABEL}: {result.real_time_factor:.3f}** · {result.model_name}{demo}")
     yield {
         "text": result.text,
         "segments": [[round(s.start_s, 2), round(s.end_s, 2), s.text] for s in result.segments],
-        "downloads": files,
-        "speed": (f"⏱ {fmt_s(result.elapsed_s)} for {fmt_s(result.duration_s)} of audio · "
-                  f"**{RTF_LABEL}: {result.real_time_factor:.3f}** · {result.model_name}{demo}"),
+        "downloads": files or None,
+        "speed": speed if heard else (f"🔇 No words found in {fmt_s(result.duration_s)} of audio (silence, or "
+                                      f"sound without speech or singing) · {speed}"),
     }
 
 
