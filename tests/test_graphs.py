@@ -217,6 +217,43 @@ def test_decode_attention_on_cuda_matches_float64_and_replays_in_a_graph():
         assert all(int(c.abs().sum()) == 0 for c in attention._COUNTS.values())
 
 
+@pytest.mark.requires_cuda
+def test_decode_step_on_cuda_writes_the_caches_and_attends_as_the_torch_path():
+    """attention.decode_step on the card at the 3B backbone's shape: RoPE, the cache writes and
+    attention against the model's apply_rope, index_copy_ and float64 attention, from a CUDA
+    graph replayed as the position advances."""
+    from heartmula.accel import attention
+    from heartmula.mula.model import FLAVORS, apply_rope, rope_table
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    b, h, hkv, d, length = 2, 24, 8, 128, 1024
+    table = rope_table(FLAVORS["llama-3B"], length, "cuda")
+    k_cache, v_cache = (torch.randn(b, hkv, length, d, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+    qkv = torch.randn(b, 1, (h + 2 * hkv) * d, device="cuda", generator=g, dtype=torch.bfloat16)
+    pos_t = torch.tensor([5], device="cuda")
+    rope = table[pos_t]
+    attention.decode_step(qkv, rope, pos_t, k_cache, v_cache, length, h)  # compiles before capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = attention.decode_step(qkv, rope, pos_t, k_cache, v_cache, length, h)
+    for p in (6, 64, 511, 1023):
+        pos_t.fill_(p)
+        rope.copy_(table[p : p + 1])
+        qkv.normal_(generator=g)
+        ref_k, ref_v = k_cache.clone(), v_cache.clone()
+        graph.replay()
+        torch.cuda.synchronize()
+        q, k, v = qkv.split([h * d, hkv * d, hkv * d], -1)
+        q = apply_rope(q.view(b, 1, h, d), rope)
+        ref_k.index_copy_(2, pos_t, apply_rope(k.view(b, 1, hkv, d), rope).transpose(1, 2))
+        ref_v.index_copy_(2, pos_t, v.view(b, 1, hkv, d).transpose(1, 2))
+        assert (k_cache.float() - ref_k.float()).abs().max() <= 2**-6 and torch.equal(v_cache, ref_v), p
+        kk, vv = (t.double()[:, :, : p + 1].repeat_interleave(h // hkv, 1) for t in (ref_k, ref_v))
+        w = torch.softmax(torch.einsum("bhd,bhnd->bhn", q.double()[:, 0], kk) / d**0.5, -1)
+        ref = torch.einsum("bhn,bhnd->bhd", w, vv).flatten(1)
+        assert float((y[:, 0].double() - ref).abs().max() / ref.abs().max()) < 2e-2, p
+
+
 def test_codec_warm_up_decodes_on_cpu_without_graphs(tiny_ckpt):
     eng = Engine(model_path=str(tiny_ckpt), version="tiny", device="cpu")
     eng.warm_codec(GenerateOptions(takes=2))

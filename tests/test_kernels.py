@@ -37,6 +37,40 @@ except ValueError as e:
 print(json.dumps(out))
 """
 
+GLU_CHECK = r"""
+import json, torch, torch.nn.functional as F
+from heartmula.accel import gemv
+from heartmula.mula import quant
+torch.manual_seed(0)
+out = []
+for dtype in (torch.float32, torch.bfloat16):
+    for m, n, k in ((1, 40, 96), (2, 2 * 8197 // 64, 200), (3, 34, 77), (4, 6150, 64), (2, 18, 1030)):
+        x = torch.randn(m, k, dtype=dtype) * 2
+        w1, w3 = (torch.randn(2, n // 2, k, dtype=dtype) / k**0.5).unbind(0)
+        w13 = gemv.stack_gate_up(w1, w3)
+        q, s = quant.quantize_rows(w13.float())
+        for int8 in (False, True):
+            # the unfused path: the product rounded to x's dtype, then SwiGLU in float32
+            y = gemv.matvec(x, q, scale=s) if int8 else gemv.matvec(x, w13)
+            a, b = gemv.gate_and_up(y)
+            ref = (F.silu(a.float()) * b.float()).to(dtype)
+            want = (F.silu(F.linear(x.double(), w1.double())) * F.linear(x.double(), w3.double()))
+            ours = gemv.matvec(x, q, scale=s, glu=True) if int8 else gemv.matvec(x, w13, glu=True)
+            out.append(dict(dtype=str(dtype), shape=[m, n, k], int8=int8, out=list(ours.shape),
+                            err=((ours.double() - ref.double()).norm() / ref.double().norm()).item(),
+                            exact_err=((ours.double() - want).norm() / want.norm()).item()))
+refusals = []
+q, s = quant.quantize_rows(torch.randn(4, 8))
+for args, kw in (((torch.randn(2, 8), torch.randn(5, 8)), {}), ((torch.randn(6, 8).bfloat16(), q), dict(scale=s))):
+    try:
+        gemv.matvec(*args, glu=True, **kw)
+        refusals.append("accepted")
+    except ValueError as e:
+        refusals.append(str(e))
+out.append(refusals)
+print(json.dumps(out))
+"""
+
 KTH_CHECK = r"""
 import json, torch
 from heartmula.accel import kth
@@ -195,10 +229,10 @@ import json, sys, torch
 from heartmula import Engine
 from heartmula.accel import attention
 from heartmula.mula import model
-model.SHORT_ATTENTION = 4  # the decoder's 16 positions would take the short path, not the kernel
+
 calls = []
-through_kernel = attention.decode_attention
-attention.decode_attention = lambda *a, **k: calls.append(1) or through_kernel(*a, **k)
+through_kernel = attention._launch  # decode_step's and decode_attention's launch
+attention._launch = lambda *a, **k: calls.append(1) or through_kernel(*a, **k)
 golden = sys.argv[1]
 mula = Engine(model_path=f"{golden}/ckpt_tiny", version="tiny", device="cpu", dtype="bfloat16").load(codec=False).mula
 mula.use_gemv(blocks=True)
@@ -228,6 +262,55 @@ for name, llama, prompt, steps, attn_len in (("backbone", mula.backbone, 9, 6, 6
 print(json.dumps(out))
 """
 
+STEP_CHECK = r"""
+import json, torch
+from heartmula.accel import attention
+from heartmula.mula.model import FLAVORS, apply_rope, rope_table
+g = torch.Generator().manual_seed(6)
+out = []
+# (rows B, positions S, heads H, kv heads Hkv, head dim D, attention length, positions, programs)
+cases = [
+    (2, 1, 24, 8, 128, 1024, [811], 128),    # the 3B backbone's step, 1 take guided, split as on an H200
+    (2, 1, 24, 8, 128, 1024, [0], 128),      # the first frame: only its own key, from registers
+    (2, 2, 8, 4, 384, 64, [0, 1], 16),       # two positions: the second query sees the first's new key
+    (2, 2, 4, 2, 16, 40, [37, 38], 8),       # the new keys in different programs' parts
+    (3, 1, 4, 1, 32, 700, [699], 7),         # G = 4, the bucket's last position
+]
+args = FLAVORS["llama-3B"]
+for i, (B, S, H, Hkv, D, L, pos, programs) in enumerate(cases):
+    store = torch.randn(B, Hkv, L, D, generator=g).bfloat16()
+    store[:, :, max(pos) + 1:] = float("nan")  # never read, never written
+    store[:, :, pos] = float("nan")  # what the step replaces: never read
+    k_cache, v_cache = store.clone(), (store * 2 + 1)
+    qkv = torch.randn(B, S, (H + 2 * Hkv) * D, generator=g).bfloat16()
+    table = rope_table(type(args)(1, H, Hkv, H * D, 4 * H * D, L), L)
+    rope = table[torch.tensor(pos)]
+    # the torch path: RoPE, the cache writes, then attention in float64
+    q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], -1)
+    q = apply_rope(q.view(B, S, H, D), rope)
+    k = apply_rope(k.view(B, S, Hkv, D), rope).transpose(1, 2)
+    v = v.view(B, S, Hkv, D).transpose(1, 2)
+    ref_k, ref_v = k_cache.clone(), v_cache.clone()
+    ref_k.index_copy_(2, torch.tensor(pos), k)
+    ref_v.index_copy_(2, torch.tensor(pos), v)
+    y = attention.decode_step(qkv, rope, torch.tensor(pos), k_cache, v_cache, L, H, programs)
+    ref = torch.empty(B, S, H, D, dtype=torch.float64)
+    for s in range(S):
+        keys = ref_k.double()[:, :, : pos[s] + 1].repeat_interleave(H // Hkv, dim=1)
+        vals = ref_v.double()[:, :, : pos[s] + 1].repeat_interleave(H // Hkv, dim=1)
+        w = torch.softmax(torch.einsum("bhd,bhnd->bhn", q.double()[:, s], keys) / D**0.5, dim=-1)
+        ref[:, s] = torch.einsum("bhn,bhnd->bhd", w, vals)
+    ref = ref.reshape(B, S, H * D)
+    filled = slice(0, max(pos) + 1)
+    out.append(dict(case=i, err=float((y.double() - ref).abs().max() / ref.abs().max()),
+                    finite=bool(y.isfinite().all()),
+                    k_written=float((k_cache[:, :, filled].float() - ref_k[:, :, filled].float()).abs().max()),
+                    v_written=bool(torch.equal(v_cache[:, :, filled], ref_v[:, :, filled])),
+                    rest_untouched=bool(k_cache[:, :, max(pos) + 1:].isnan().all() and v_cache[:, :, max(pos) + 1:].isnan().all()),
+                    counts_zero=all(int(c.abs().sum()) == 0 for c in attention._COUNTS.values())))
+print(json.dumps(out))
+"""
+
 def run_interpreted(code: str, *args: str) -> object:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), HEARTMULA_TRITON="1")
     p = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
@@ -244,6 +327,21 @@ def test_matvec_matches_torch_on_odd_shapes_and_dtypes():
         bound = 1e-5 if c["dtype"] == "torch.float32" else (1e-2 if c["out"] == "torch.bfloat16" else 1e-5)
         assert c["err"] < bound, c
     assert "at most 4 rows" in refusal
+
+
+def test_swiglu_in_the_products_epilogue_matches_the_unfused_path():
+    # w13 @ x then silu(gate) * value in float32, against the kernel doing the second step in
+    # its epilogue: bf16 and float32, plain and int8 weights, odd and one-row shapes
+    *checks, refusals = run_interpreted(GLU_CHECK)
+    assert len(checks) == 20
+    for c in checks:
+        assert c["out"] == [c["shape"][0], c["shape"][1] // 2], c
+        # the same roundings in another order: float32 to rounding, bf16 to its last bit or so
+        assert c["err"] < (1e-5 if c["dtype"] == "torch.float32" else 1e-2), c
+        # and the product itself (int8 weights: ~1 % rounding of the weights)
+        assert c["exact_err"] < (1e-5 if c["dtype"] == "torch.float32" and not c["int8"] else 3e-2), c
+    # an odd weight, and rows that go to the tensor cores, are refused with the reason
+    assert "an even number of weight rows; got 5" in refusals[0] and "do not take one" in refusals[1]
 
 
 def test_frame_loop_through_the_kernel_makes_the_golden_frames(golden_dir):
@@ -275,6 +373,19 @@ def test_model_decode_steps_through_the_attention_kernel_match_the_torch_path(go
     assert [c["name"] for c in checks] == ["backbone", "decoder"]
     for c in checks:
         assert c["kernel_calls"] == c["expected"] and c["err"] < 3e-2, c
+
+
+def test_decode_step_applies_rope_writes_the_caches_and_attends():
+    """attention.decode_step against the model's torch path (apply_rope, the caches'
+    index_copy_, then attention in float64): the output, the keys and values it writes (keys
+    within a bfloat16 rounding of apply_rope's complex product, values exactly), nothing
+    written past the step's positions, a step of two positions whose second query sees the
+    first's new key, and new keys in another program's part of the cache."""
+    checks = run_interpreted(STEP_CHECK)
+    assert len(checks) == 5
+    for c in checks:
+        assert c["finite"] and c["v_written"] and c["rest_untouched"] and c["counts_zero"], c
+        assert c["err"] < 2e-2 and c["k_written"] <= 2 ** -6, c
 
 
 def test_kth_largest_is_the_sorted_kth():

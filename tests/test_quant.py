@@ -440,7 +440,9 @@ def test_loader_stores_every_streamed_matrix_as_int8_of_the_checkpoint(tiny_ckpt
         assert torch.equal(layer.attn.wqkv.weight_q, torch.cat([q for q, _ in qkv]))
         assert torch.equal(layer.attn.wqkv.scale, torch.cat([s for _, s in qkv]))
         w13 = [quant.quantize_rows(state[pre + f"mlp.{p}.weight"]) for p in ("w1", "w3")]
-        assert torch.equal(layer.mlp.w13.weight_q, torch.cat([q for q, _ in w13]))
+        # w1 and w3 interleaved row by row (gemv.stack_gate_up), as the SwiGLU epilogue reads them
+        assert torch.equal(layer.mlp.w13.weight_q, torch.stack([q for q, _ in w13], 1).flatten(0, 1))
+        assert torch.equal(layer.mlp.w13.scale, torch.stack([s for _, s in w13], 1).flatten(0, 1))
     heads_q, heads_s = quant.quantize_rows(state["audio_head"].transpose(1, 2))
     for i, head in enumerate(model.audio_heads):
         assert torch.equal(head.weight_q, heads_q[i]) and torch.equal(head.scale, heads_s[i])

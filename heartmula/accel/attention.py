@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 BLOCK_P = 64  # cache positions a program reads per loop step
 WARPS, STAGES = 4, 3  # the launch's warps and the position loop's software-pipeline depth
+SHORT_WARPS = 4  # warps for the depth decoder's short caches (one block of positions a program)
 MAX_POSITIONS = 2  # query positions a step may have (the depth decoder's first step has 2)
 COUNTERS = 4096  # (row, kv head) pairs one call may have; a larger batch stays on torch's path
 
@@ -43,15 +44,37 @@ if triton is not None:
         return tl.dot(a, b)
 
     @triton.jit
-    def _decode_attention_kernel(Q, K, V, POS, Y, PART_ACC, PART_ML, COUNT,
-                                 S, HKV, SCALE,
+    def _rope(x_at, rope_at, ok, dtype):
+        # RoPE as `model.apply_rope` computes it: adjacent pairs (x[2i], x[2i+1]) of the
+        # entries at x_at (the even ones) rotated by rope row (cos, sin) in float32, then
+        # rounded to the cache's dtype, then put back in their interleaved order
+        a = tl.load(x_at, mask=ok, other=0.0).to(tl.float32)
+        b = tl.load(x_at + 1, mask=ok, other=0.0).to(tl.float32)
+        cos = tl.load(rope_at, mask=ok, other=0.0)
+        sin = tl.load(rope_at + 1, mask=ok, other=0.0)
+        return tl.interleave((a * cos - b * sin).to(dtype), (b * cos + a * sin).to(dtype))
+
+    @triton.jit
+    def _new_kv(QKV, ROPE, POS, s: tl.constexpr, S, b, h, NH, HKV, stride_qb, stride_qs, stride_rs, i, i_ok, d,
+                d_ok, D: tl.constexpr, dtype):
+        # this step's key (RoPE applied) and value at query position s of row b, kv head h,
+        # and its position (-1 where s >= S: matches no key)
+        at = QKV + b * stride_qb + s * stride_qs
+        # (the masks as vectors: Triton's interpreter refuses a scalar one in a vector's and)
+        k = _rope(at + (NH + h) * D + 2 * i, ROPE + s * stride_rs + 2 * i, i_ok & (i * 0 + s < S), dtype)
+        v = tl.load(at + (NH + HKV + h) * D + d, mask=d_ok & (d * 0 + s < S), other=0.0)
+        return k, v, tl.where(s < S, tl.load(POS + tl.minimum(s, S - 1)), -1)
+
+    @triton.jit
+    def _decode_attention_kernel(Q, K, V, POS, Y, PART_ACC, PART_ML, COUNT, ROPE,
+                                 S, HKV, SCALE, stride_rs,
                                  stride_qb, stride_qs, stride_qh,
                                  stride_kb, stride_kh, stride_kp,
                                  stride_vb, stride_vh, stride_vp,
                                  stride_yb, stride_ys,
                                  G: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
                                  BLOCK: tl.constexpr, SPLITS: tl.constexpr, MAX_ROWS: tl.constexpr,
-                                 WIDEN: tl.constexpr):
+                                 STEP: tl.constexpr, WIDEN: tl.constexpr):
         pair = tl.program_id(0)  # (row b, kv head h)
         split = tl.program_id(1)
         b = pair // HKV
@@ -66,8 +89,29 @@ if triton is not None:
         pos = tl.load(POS + s)  # [ROWS] each row's own position: it sees keys 0 .. pos
         d = tl.arange(0, D_PAD)
         d_ok = d < D
-        q = tl.load(Q + b * stride_qb + s[:, None] * stride_qs + head[:, None] * stride_qh + d[None, :],
-                    mask=d_ok[None, :], other=0.0)
+        k_at = K + b * stride_kb + h * stride_kh
+        v_at = V + b * stride_vb + h * stride_vh
+        if STEP:
+            # Q is the step's q, k, v projection [B, S, (H + 2 Hkv) D] before RoPE: rotate q
+            # here, and this step's keys and values, which every program uses from registers
+            # (the cache may not hold them yet) and split 0 writes to the cache.
+            i = tl.arange(0, D_PAD // 2)
+            i_ok = i < D // 2
+            q = _rope(Q + b * stride_qb + s[:, None] * stride_qs + head[:, None] * D + 2 * i[None, :],
+                      ROPE + s[:, None] * stride_rs + 2 * i[None, :], i_ok[None, :], K.dtype.element_ty)
+            k0, v0, pos0 = _new_kv(Q, ROPE, POS, 0, S, b, h, HKV * G, HKV, stride_qb, stride_qs, stride_rs,
+                                   i, i_ok, d, d_ok, D, K.dtype.element_ty)
+            k1, v1, pos1 = _new_kv(Q, ROPE, POS, 1, S, b, h, HKV * G, HKV, stride_qb, stride_qs, stride_rs,
+                                   i, i_ok, d, d_ok, D, K.dtype.element_ty)
+            if split == 0:
+                tl.store(k_at + pos0 * stride_kp + d, k0, mask=d_ok)
+                tl.store(v_at + pos0 * stride_vp + d, v0, mask=d_ok)
+                if S > 1:
+                    tl.store(k_at + pos1 * stride_kp + d, k1, mask=d_ok)
+                    tl.store(v_at + pos1 * stride_vp + d, v1, mask=d_ok)
+        else:
+            q = tl.load(Q + b * stride_qb + s[:, None] * stride_qs + head[:, None] * stride_qh + d[None, :],
+                        mask=d_ok[None, :], other=0.0)
 
         # This program's share of the positions [0, hi) that some row attends to.
         hi = tl.max(pos, axis=0) + 1
@@ -78,14 +122,17 @@ if triton is not None:
         m = tl.full([ROWS], float("-inf"), tl.float32)
         l = tl.zeros([ROWS], tl.float32)
         acc = tl.zeros([ROWS, D_PAD], tl.float32)
-        k_at = K + b * stride_kb + h * stride_kh
-        v_at = V + b * stride_vb + h * stride_vh
         for p0 in range(start, end, BLOCK):
             p = p0 + tl.arange(0, BLOCK)
             p_ok = p < end
             kv_ok = p_ok[:, None] & d_ok[None, :]
             k = tl.load(k_at + p[:, None] * stride_kp + d[None, :], mask=kv_ok, other=0.0)
             v = tl.load(v_at + p[:, None] * stride_vp + d[None, :], mask=kv_ok, other=0.0)
+            if STEP:
+                k = tl.where((p == pos0)[:, None], k0[None, :], k)
+                k = tl.where((p == pos1)[:, None], k1[None, :], k)
+                v = tl.where((p == pos0)[:, None], v0[None, :], v)
+                v = tl.where((p == pos1)[:, None], v1[None, :], v)
             scores = _dot(q, tl.trans(k), WIDEN) * SCALE
             scores = tl.where(p_ok[None, :] & (p[None, :] <= pos[:, None]), scores, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, axis=1))
@@ -173,13 +220,40 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     i reads kv head i // (H / Hkv). Returns [B, S, H * D] in q's dtype.
     programs: the grid to aim for (default: one per SM, the best of 16-528 on an H200)."""
     b, s, n_head, d = q.shape
+    if q.stride(-1) != 1:
+        raise ValueError("decode_attention needs q contiguous along the head dimension")
+    return _launch(q, None, k_cache, v_cache, input_pos, attn_len, n_head, programs)
+
+
+def decode_step(qkv: torch.Tensor, rope: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor,
+                v_cache: torch.Tensor, attn_len: int, n_head: int, programs: int | None = None) -> torch.Tensor:
+    """A decode step's attention from its q, k, v projection: RoPE on q and k, k and v written
+    to the caches at `input_pos`, then `decode_attention`. What `model.Attention` does in three
+    more kernels (q's RoPE, k's RoPE with its cache write, v's cache write).
+
+    qkv: [B, S, (n_head + 2 Hkv) D] (q, k, v side by side, before RoPE), S <= 2; rope: [S, D/2, 2]
+    float32 (cos, sin) of the positions `input_pos` [S]. Returns [B, S, n_head * D]."""
+    b, s, width = qkv.shape
+    n_kv, d = k_cache.shape[1], k_cache.shape[-1]
+    if width != (n_head + 2 * n_kv) * d or qkv.stride(-1) != 1 or d % 2:
+        raise ValueError(f"decode_step takes qkv [B, S, (n_head + 2 Hkv) D] = [B, S, {(n_head + 2 * n_kv) * d}], "
+                         f"contiguous along it, even D; got {tuple(qkv.shape)} for caches {tuple(k_cache.shape)}")
+    if rope.shape != (s, d // 2, 2) or rope.dtype != torch.float32:
+        raise ValueError(f"rope must be float32 [{s}, {d // 2}, 2]; got {rope.dtype} {tuple(rope.shape)}")
+    rope = rope.contiguous()
+    q = qkv[..., : n_head * d].unflatten(-1, (n_head, d))  # for its shape and strides; the kernel reads qkv
+    return _launch(q, rope, k_cache, v_cache, input_pos, attn_len, n_head, programs)
+
+
+def _launch(q, rope, k_cache, v_cache, input_pos, attn_len, n_head, programs):
+    b, s, _, d = q.shape
     n_kv = k_cache.shape[1]
     if not supports(q, k_cache) or n_head % n_kv or k_cache.shape[-1] != d or v_cache.shape != k_cache.shape:
         raise ValueError(f"decode_attention takes q [B, S<={MAX_POSITIONS}, H, D] 16-bit and caches [B, Hkv, P, D] "
                          f"of its dtype with H a multiple of Hkv; got q {q.dtype} {tuple(q.shape)}, "
                          f"k {k_cache.dtype} {tuple(k_cache.shape)}, v {tuple(v_cache.shape)}")
-    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
-        raise ValueError("decode_attention needs q and the caches contiguous along the head dimension")
+    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("decode_attention needs the caches contiguous along the head dimension")
     g = n_head // n_kv
     rows = max(16, triton.next_power_of_2(s * g))
     d_pad = triton.next_power_of_2(d)
@@ -192,33 +266,35 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     part_ml = torch.empty(parts * 2, dtype=torch.float32, device=q.device)
     counts = _counters(q.device) if splits > 1 else y
     _decode_attention_kernel[(b * n_kv, splits)](
-        q, k_cache, v_cache, input_pos, y, part_acc, part_ml, counts,
-        s, n_kv, d**-0.5,
+        q, k_cache, v_cache, input_pos, y, part_acc, part_ml, counts, rope if rope is not None else part_ml,
+        s, n_kv, d**-0.5, rope.stride(0) if rope is not None else 0,
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         y.stride(0), y.stride(1),
         G=g, ROWS=rows, D=d, D_PAD=d_pad, BLOCK=BLOCK_P if attn_len > 16 else 16, SPLITS=splits, MAX_ROWS=MAX_POSITIONS * g,
-        WIDEN=os.environ.get("TRITON_INTERPRET") == "1", num_warps=WARPS, num_stages=STAGES,
+        STEP=rope is not None, WIDEN=os.environ.get("TRITON_INTERPRET") == "1", num_warps=WARPS if attn_len > 16 else SHORT_WARPS,
+        num_stages=STAGES,
     )
     return y
 
 
 # Inside torch.compile'd blocks the kernel is an opaque operator (as gemv.py's products).
-@torch.library.custom_op("heartmula::decode_attention", mutates_args=())
-def _decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos: torch.Tensor,
-                         attn_len: int) -> torch.Tensor:
-    return decode_attention(q, k_cache, v_cache, input_pos, attn_len)
+@torch.library.custom_op("heartmula::decode_step", mutates_args=("k_cache", "v_cache"))
+def _decode_step_op(qkv: torch.Tensor, rope: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor,
+                    v_cache: torch.Tensor, attn_len: int, n_head: int) -> torch.Tensor:
+    return decode_step(qkv, rope, input_pos, k_cache, v_cache, attn_len, n_head)
 
 
-@_decode_attention_op.register_fake
-def _(q, k_cache, v_cache, input_pos, attn_len):
-    return q.new_empty(q.shape[0], q.shape[1], q.shape[2] * q.shape[3])
+@_decode_step_op.register_fake
+def _(qkv, rope, input_pos, k_cache, v_cache, attn_len, n_head):
+    return qkv.new_empty(qkv.shape[0], qkv.shape[1], n_head * k_cache.shape[-1])
 
 
-def attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos: torch.Tensor,
-           attn_len: int) -> torch.Tensor:
-    """`decode_attention` callable from compiled and eager code alike."""
+def step(qkv: torch.Tensor, rope: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor,
+         v_cache: torch.Tensor, attn_len: int, n_head: int) -> torch.Tensor:
+    """`decode_step` callable from compiled and eager code alike (the caches are written in place:
+    compiled code calls the kernel on the cache buffers themselves)."""
     if torch.compiler.is_compiling():
-        return _decode_attention_op(q, k_cache, v_cache, input_pos, attn_len)
-    return decode_attention(q, k_cache, v_cache, input_pos, attn_len)
+        return _decode_step_op(qkv, rope, input_pos, k_cache, v_cache, attn_len, n_head)
+    return decode_step(qkv, rope, input_pos, k_cache, v_cache, attn_len, n_head)

@@ -71,6 +71,12 @@ def _probe_triton(device: torch.device) -> bool:
         want = torch.softmax(q[0, 0].float() @ at3.T / 4, -1) @ at3
         got = attention.decode_attention(q, kv, kv, torch.tensor([3], device=device), 8)
         ok = ok and torch.allclose(got.view(2, 16).float(), want, rtol=1e-2, atol=1e-2)
+        # the same step from its projection: RoPE at angle 0 (no rotation) and the cache write
+        qkv = torch.cat([q.flatten(), kv[0, 0, 3], kv[0, 0, 3]]).view(1, 1, 64)
+        rope = torch.tensor([1.0, 0.0], device=device).expand(1, 8, 2)
+        cache = (kv.clone(), kv.clone())
+        got = attention.decode_step(qkv, rope, torch.tensor([3], device=device), *cache, 8, 2)
+        ok = ok and torch.allclose(got.view(2, 16).float(), want, rtol=1e-2, atol=1e-2)
         why = "they computed wrong results"
     except Exception as e:  # a missing compiler, an unsupported card, a broken install: all fall back
         ok, why = False, f"{type(e).__name__}: {e}"

@@ -197,6 +197,23 @@ class Attention(nn.Module):
         self.wqkv.weight = nn.Parameter(w, requires_grad=False)
         del self.q_proj, self.k_proj, self.v_proj
 
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor, input_pos: torch.Tensor,
+                attn_len: int) -> torch.Tensor:
+        # x: [B, S, dim] (normed) -> the output projection of its attention; writes this
+        # step's keys and values to the cache.
+        if (x.shape[1] <= 2 and self.decode_kernel and self.wqkv is not None
+                and attention.supports(x, self.kv_cache.k_cache)):
+            # A decode step in one kernel (accel/attention.py): RoPE, the cache writes and
+            # attention over the filled positions only, where the path below takes six. The
+            # depth decoder's 8 positions too: with the RoPE and cache kernels gone it beats the
+            # short path's one kernel (H200: 3.473 -> 3.426 ms a frame, docs/performance.md).
+            qkv = product(self.wqkv, x, self.matvec)
+            kv = self.kv_cache
+            y = attention.step(qkv, rope, input_pos, kv.k_cache, kv.v_cache, attn_len, self.n_head)
+            return product(self.output_proj, y, self.matvec)
+        q, k, v = self.qkv(x, rope)
+        return self.attend(q, k, v, mask, input_pos, attn_len)
+
     def qkv(self, x: torch.Tensor, rope: torch.Tensor):
         # x: [B, S, dim] -> q [B, S, H, D], k and v [B, Hkv, S, D], RoPE applied
         b, s, _ = x.shape
@@ -214,11 +231,6 @@ class Attention(nn.Module):
         b, s = q.shape[:2]
         g = self.n_head // self.n_kv_head
         k, v = self.kv_cache.update(input_pos, k, v)
-        if s <= 2 and attn_len > SHORT_ATTENTION and self.decode_kernel and attention.supports(q, k):
-            # Decode in one kernel (accel/attention.py) that reads only the filled positions,
-            # instead of the three below that read all attn_len of them. (The depth decoder's
-            # few positions are faster as the one compiled kernel below: measured on an H200.)
-            return product(self.output_proj, attention.attend(q, k, v, input_pos, attn_len), self.matvec)
         k, v = k[:, :, :attn_len], v[:, :, :attn_len]  # only the part that can be filled
         # Grouped-query attention without copying the cache per query head: the g query
         # heads that share a kv head (heads kv*g .. kv*g+g-1) become g*S query rows.
@@ -254,24 +266,34 @@ class FeedForward(nn.Module):
         self.matvec = False  # decode products through gemv.py (see `product`)
 
     def fuse(self) -> None:
-        w = torch.cat([self.w1.weight, self.w3.weight])
+        w = gemv.stack_gate_up(self.w1.weight, self.w3.weight)
         self.w13 = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
         self.w13.weight = nn.Parameter(w, requires_grad=False)
         del self.w1, self.w3
 
     def forward(self, x):
         if self.w13 is not None:
-            a, b = product(self.w13, x, self.matvec).chunk(2, dim=-1)
-            return product(self.w2, F.silu(a) * b, self.matvec)
+            rows, int8 = x.numel() // x.shape[-1], isinstance(self.w13, Int8Linear)
+            if self.matvec and gemv.fuses_glu(rows, x.dtype, int8):
+                # SwiGLU in the product's epilogue: no kernel of its own
+                g = (gemv.linear_int8(x, self.w13.weight_q, self.w13.scale, glu=True) if int8
+                     else gemv.linear(x, self.w13.weight, glu=True))
+            else:
+                a, b = gemv.gate_and_up(product(self.w13, x, self.matvec))
+                g = F.silu(a) * b
+            return product(self.w2, g, self.matvec)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-def block_forward(block: "Block", x, rope, mask, input_pos, attn_len):
-    """h = x + attn(sa_norm(x)); y = h + mlp(mlp_norm(h)). A free function so that one
-    compiled version serves every layer of a model (see `HeartMuLa.compile_blocks`)."""
-    q, k, v = block.attn.qkv(block.sa_norm(x), rope)
-    h = x + block.attn.attend(q, k, v, mask, input_pos, attn_len)
-    return h + block.mlp(block.mlp_norm(h))
+def block_forward(block: "Block", next_norm: "RMSNorm", x, xn, rope, mask, input_pos, attn_len):
+    """One block, given its input x and xn = sa_norm(x): h = x + attn(xn), y = h + mlp(mlp_norm(h)).
+    Returns (y, next_norm(y)), next_norm being the next block's sa_norm or the stack's last
+    norm, so that compiled, the add ending a block and the norm starting the next are one
+    kernel (after the last product the add would otherwise be a kernel of its own). A free
+    function so that one compiled version serves every layer (see `HeartMuLa.compile_blocks`)."""
+    h = x + block.attn(xn, rope, mask, input_pos, attn_len)
+    y = h + block.mlp(block.mlp_norm(h))
+    return y, next_norm(y)
 
 
 class Block(nn.Module):
@@ -282,12 +304,6 @@ class Block(nn.Module):
         self.sa_norm = RMSNorm(args.dim, args.norm_eps)
         self.mlp_norm = RMSNorm(args.dim, args.norm_eps)
         self.decode_fn = block_forward  # `compile_blocks` swaps in a compiled one
-
-    def forward(self, x, rope, mask, input_pos, attn_len):
-        # The compiled function serves the decode shapes only (1 or 2 positions); a prompt
-        # of any length stays eager rather than cost a compilation per length.
-        fn = self.decode_fn if x.shape[1] <= 2 else block_forward
-        return fn(self, x, rope, mask, input_pos, attn_len)
 
 
 class Llama(nn.Module):
@@ -304,7 +320,7 @@ class Llama(nn.Module):
         self._store: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: k, v [rows, n_kv_head, cache_len, head_dim]
         self._views: dict[int, list[KVCache]] = {}  # batch -> per layer, the store's first `batch` rows
         self.reserved = (0, 0)  # (rows, positions) the store is never made smaller than (`reserve_cache`)
-        self.final_norm = final_norm  # `HeartMuLa.compile_blocks` swaps in a compiled one
+        self.norm_fn = first_norm  # the first block's sa_norm; `HeartMuLa.compile_blocks` swaps in a compiled one
 
     def setup_cache(self, batch: int, max_len: int, dtype, device) -> None:
         """Point every layer at KV caches of `batch` rows and at least `max_len` positions.
@@ -369,14 +385,19 @@ class Llama(nn.Module):
         # positions: `position_inputs(input_pos, attn_len)` made beforehand.
         attn_len = attn_len or self.cache_len
         rope, mask = positions if positions is not None else self.position_inputs(input_pos, attn_len)
-        for layer in self.layers:
-            x = layer(x, rope, mask, input_pos, attn_len)
-        return (self.final_norm if x.shape[1] <= 2 else final_norm)(self.norm, x)  # compiled for decode shapes only
+        # The compiled functions serve the decode shapes only (1 or 2 positions); a prompt of
+        # any length stays eager rather than cost a compilation per length.
+        decode = x.shape[1] <= 2
+        xn = (self.norm_fn if decode else first_norm)(self.layers[0].sa_norm, x)
+        next_norms = [layer.sa_norm for layer in self.layers[1:]] + [self.norm]
+        for layer, next_norm in zip(self.layers, next_norms):
+            x, xn = (layer.decode_fn if decode else block_forward)(layer, next_norm, x, xn, rope, mask, input_pos, attn_len)
+        return xn  # the last norm's output: each block returns the next one's normed input
 
 
-def final_norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
-    """The stack's last norm; a free function that `HeartMuLa.compile_blocks` compiles into one
-    kernel (eagerly it is three)."""
+def first_norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """A norm alone (the stack's first, as the blocks apply the others); a free function that
+    `HeartMuLa.compile_blocks` compiles into one kernel (eagerly it is three)."""
     return norm(x)
 
 
@@ -506,9 +527,9 @@ class HeartMuLa(nn.Module):
         # and backbone vs decoder heads; each costs one compilation at most.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         fn = torch.compile(block_forward, fullgraph=True, **kwargs)
-        norm = torch.compile(final_norm, fullgraph=True, **kwargs)
+        norm = torch.compile(first_norm, fullgraph=True, **kwargs)
         for llama in (self.backbone, self.decoder):
-            llama.final_norm = norm
+            llama.norm_fn = norm
             for layer in llama.layers:
                 layer.decode_fn = fn
         return self
