@@ -1048,3 +1048,31 @@ def test_stop_on_a_run_waiting_for_another_ends_it_at_once_and_the_rest_queue(st
     assert "✅" in outs_a[-1]["status"] and len(studio.history.list()) == 1  # A's song, and only it
     assert "compared 2 presets" in list(comparing)[-1]["status"]
     assert not studio.turns.busy and not studio.engine.busy
+
+
+def test_device_jobs_take_their_turns_in_the_order_they_asked():
+    """Studio.turns: one job at a time, first come first served; a job that leaves the line while
+    waiting (stopped, or its page closed) lets the next one go in its place."""
+    from ui.studio import Turns
+
+    turns, order = Turns(), []
+    with turns.take("a song") as first:
+        assert first.wait(0) and first.ahead() == []
+        with turns.take("a comparison") as second:
+            assert not second.wait(0) and second.ahead() == ["a song"]
+
+            def third_job():
+                with turns.take("a transcription") as third:
+                    assert third.ahead() == ["a song", "a comparison"]
+                    third.wait(timeout=60)
+                    order.append("a transcription")
+
+            worker = threading.Thread(target=third_job)
+            worker.start()
+            while len(turns._line) < 3:  # the third is in line (a wait on state, not on time)
+                threading.Event().wait(0.001)
+        # the second left while waiting (a Stop): the third is next, but not while the first runs
+        assert order == []
+        order.append("a song")
+    worker.join(timeout=60)
+    assert order == ["a song", "a transcription"] and not turns.busy
