@@ -787,3 +787,32 @@ def test_a_new_page_shows_the_engine_as_loaded_not_as_started(page, browser, stu
         pick(page, "set-dtype", "auto")  # back as started, as the other tests expect it
         page.locator("#set-load").click()
         expect(page.locator("#set-engine")).to_contain_text("precision float32")
+
+
+def test_stop_on_a_run_waiting_behind_another_pages_song_ends_it_at_once(demo_page, browser, demo_app):
+    """Tester: Stop on a run still waiting behind another tab's song stayed on "⏹ Stopping…" with
+    both buttons greyed until that song ended (gradio's queue held the run, so nothing ended it).
+    The waiting run says it waits, a Stop ends it within a second, and the other song goes on."""
+    a = demo_page
+    before = len(demo_app.sidecars())
+    start_long_song(a, 60)  # three codec windows: still running while the other page waits and stops
+    watch(a, "#gen-status", "Generating frames", timeout_s=120)
+    b = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        b.set_default_timeout(30_000)
+        b.goto(demo_app.url)
+        wait_idle(b)
+        b.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+        b.locator("#gen-generate").click()
+        expect(b.locator("#gen-status")).to_contain_text("Waiting for another song to finish")
+        expect(b.locator("#gen-stop")).to_be_enabled()
+        b.locator("#gen-stop").click()
+        expect(b.locator("#gen-generate")).to_be_enabled(timeout=5_000)  # the other song takes far longer
+        expect(b.locator("#gen-status")).to_contain_text("Stopped before it started")
+        assert b.locator("#gen-stop").is_disabled()
+        assert a.locator("#gen-stop").is_enabled() and "✅" not in a.locator("#gen-status").inner_text()
+    finally:
+        b.close()
+    seen = watch(a, "#gen-status", ["✅", "❌", "Stopped"])  # the other page's song was never touched
+    assert "✅" in seen[-1], seen
+    assert len(demo_app.sidecars()) == before + 1

@@ -997,3 +997,82 @@ def test_takes_made_from_a_song_are_told_apart(studio, monkeypatch):
     assert all(f"seed {seed}" in out["continue_status"] or f"seeds {seeds[0]}, {seeds[1]}" in out["continue_status"]
                for seed in seeds), out["continue_status"]
     assert "“Sunrise Jam”" in toasts[-1], toasts
+
+
+def _first_status(steps, containing: str) -> str:
+    """The first status line of a job's messages that contains `containing` (fails at the job's end)."""
+    for out in steps:
+        status = out.get("status", "")
+        if containing in status:
+            return status
+    pytest.fail(f"the job ended without a status containing {containing!r}")
+
+
+def test_stop_on_a_run_waiting_for_another_ends_it_at_once_and_the_rest_queue(studio):
+    """Tester: Stop on a run still waiting behind another tab's song stayed on "Stopping…" until
+    that song ended. A run waiting for the device says so, a Stop ends it at once (it never
+    reaches the engine), the song it waited for goes on, and a Compare waits its turn too."""
+    import time
+
+    a, b, c = Session(), Session(), Session()
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(p):  # A's progress reports: A holds the device until released
+        inside.set()
+        release.wait(timeout=60)
+
+    studio.stats.progress, original = hold, studio.stats.progress
+    outs_a = []
+    worker = threading.Thread(target=lambda: outs_a.extend(run(generate.generate, *gen_args(studio, a))))
+    worker.start()
+    try:
+        assert inside.wait(timeout=60)
+        assert "another job" in common.start(b, studio)["status"]
+        steps = user_errors(generate.generate)(*gen_args(studio, b, seed=12))
+        assert "Waiting for another song to finish" in _first_status(steps, "Waiting")
+        common.stop(b)
+        t = time.monotonic()
+        rest = list(steps)
+        assert time.monotonic() - t < 1.0, "the waiting run did not end at once"
+        assert rest[-1]["status"].startswith("⏹ Stopped before it started"), rest
+        assert common.finish(rest[-1]["status"]) == {"run_btn": gr.update(interactive=True),
+                                                     "stop_btn": gr.update(interactive=False)}
+        assert worker.is_alive() and not outs_a  # A was never touched
+        common.start(c, studio)
+        comparing = user_errors(compare.compare)(studio, c, ["test-full", "speed"], LYRICS, "pop", 1.6, 42)
+        assert "Waiting for another song to finish" in _first_status(comparing, "Waiting")
+    finally:
+        release.set()
+        worker.join()
+        studio.stats.progress = original
+    assert "✅" in outs_a[-1]["status"] and len(studio.history.list()) == 1  # A's song, and only it
+    assert "compared 2 presets" in list(comparing)[-1]["status"]
+    assert not studio.turns.busy and not studio.engine.busy
+
+
+def test_device_jobs_take_their_turns_in_the_order_they_asked():
+    """Studio.turns: one job at a time, first come first served; a job that leaves the line while
+    waiting (stopped, or its page closed) lets the next one go in its place."""
+    from ui.studio import Turns
+
+    turns, order = Turns(), []
+    with turns.take("a song") as first:
+        assert first.wait(0) and first.ahead() == []
+        with turns.take("a comparison") as second:
+            assert not second.wait(0) and second.ahead() == ["a song"]
+
+            def third_job():
+                with turns.take("a transcription") as third:
+                    assert third.ahead() == ["a song", "a comparison"]
+                    third.wait(timeout=60)
+                    order.append("a transcription")
+
+            worker = threading.Thread(target=third_job)
+            worker.start()
+            while len(turns._line) < 3:  # the third is in line (a wait on state, not on time)
+                threading.Event().wait(0.001)
+        # the second left while waiting (a Stop): the third is next, but not while the first runs
+        assert order == []
+        order.append("a song")
+    worker.join(timeout=60)
+    assert order == ["a song", "a transcription"] and not turns.busy

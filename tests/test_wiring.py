@@ -128,3 +128,20 @@ def test_a_failing_job_restates_before_the_error_and_streams_are_never_repeated(
         raise AssertionError("the error was swallowed")
     assert out[-1] == {button: gr.update(visible=False)}  # the latest, once more, before the error
     assert all(live not in o for o in out[1:])  # a stream's piece sent twice would play twice
+
+
+def test_device_jobs_run_their_handlers_at_once_and_wait_in_the_studio(tiny_ckpt):
+    """Tester: a run held in gradio's queue (one concurrency id, limit 1) behind another tab's song
+    could not be stopped: none of our code ran until its turn. Every device job now reaches its
+    handler, which waits for the device in the studio (Studio.turns) where Stop reaches it."""
+    from heartmula import load_engine
+    from ui import wiring
+    from ui.blocks import build_ui
+
+    demo = build_ui(load_engine(str(tiny_ckpt), version="tiny", device="cpu"))
+    fns = demo.fns if isinstance(demo.fns, list) else list(demo.fns.values())
+    device = [fn for fn in fns if fn.concurrency_id == wiring.ENGINE]
+    names = {fn.api_name for fn in device}
+    assert {"generate", "compare", "transcribe", "extend", "regenerate"} <= names, names
+    assert all(fn.concurrency_limit == wiring.ENGINE_JOBS > 1 for fn in device), [
+        (fn.api_name, fn.concurrency_limit) for fn in device]

@@ -4,7 +4,8 @@
   line at INFO (a user's mistake is not a fault of the server); so is a gr.Error a handler raises
 - RuntimeError (setup problems: missing weights, out of memory; user-facing messages) -> gr.Error(message),
   logged with its traceback
-- GenerationCancelled / TranscriptionCancelled -> gr.Info ("Stopped ...") and the handler ends quietly
+- GenerationCancelled / TranscriptionCancelled / StoppedWaiting -> gr.Info ("Stopped ...") and the handler
+  ends quietly
 - OSError (disk full, permissions) -> gr.Error naming the file and the reason, logged
 - anything else -> logged with its traceback, gr.Error("Internal error: see server log")
 
@@ -27,6 +28,10 @@ from heartmula import GenerationCancelled, TranscriptionCancelled
 
 log = logging.getLogger("heartmula.studio")
 INTERNAL = "Internal error: see server log"
+
+
+class StoppedWaiting(Exception):
+    """Stop was pressed while the job waited for another job to free the device: it never started."""
 
 
 def plain(text: str) -> str:
@@ -53,7 +58,7 @@ def _translate(e: BaseException) -> BaseException | None:
         log.info("refused: %s", e.message)
         e.print_exception = False
         return e
-    if isinstance(e, (GenerationCancelled, TranscriptionCancelled)):
+    if isinstance(e, (GenerationCancelled, TranscriptionCancelled, StoppedWaiting)):
         log.info("stopped: %s", e)
         info(f"Stopped: {e}" if str(e) else "Stopped")
         return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import tempfile
@@ -16,6 +18,58 @@ import tempfile
 from heartmula import Engine, History, LiveStats, Transcriber, prune_tree
 
 TEMP_MAX_AGE_S = 24 * 3600  # transcripts, compare renders and other previews are removed after a day
+
+
+@dataclass(eq=False)  # a turn is itself, whatever it is doing: the line finds and removes it by identity
+class Turn:
+    """One job's place in `Turns`: `what` it is doing, as another job's waiting line names it."""
+    turns: "Turns"
+    what: str
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until this job may use the device; False if `timeout` seconds passed first."""
+        return self.turns._wait(self, timeout)
+
+    def ahead(self) -> list[str]:
+        """What the jobs before this one are doing, the running one first ([] once it is this one's turn)."""
+        return self.turns._ahead(self)
+
+
+class Turns:
+    """One device job at a time, in the order they asked. gradio's queue could hold them (one
+    concurrency id, limit 1), but a job held there cannot be stopped: none of our code runs until
+    its turn, so a Stop reached nothing and the page said "Stopping…" until the other job ended.
+    Here the job's own handler waits, and can watch its Stop flag while it does."""
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._line: list[Turn] = []  # the first one uses the device; the rest wait, in order
+
+    @contextmanager
+    def take(self, what: str) -> Iterator[Turn]:
+        """A place in line, left however the job ends (done, failed, stopped, or its page gone)."""
+        turn = Turn(self, what)
+        with self._cv:
+            self._line.append(turn)
+        try:
+            yield turn
+        finally:
+            with self._cv:
+                self._line.remove(turn)
+                self._cv.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        """A job uses the device or waits for it."""
+        return bool(self._line)
+
+    def _wait(self, turn: Turn, timeout: float | None) -> bool:
+        with self._cv:
+            return self._cv.wait_for(lambda: self._line[0] is turn, timeout=timeout)
+
+    def _ahead(self, turn: Turn) -> list[str]:
+        with self._cv:
+            return [t.what for t in self._line[:self._line.index(turn)]]
 
 
 @dataclass
@@ -37,6 +91,8 @@ class Studio:
     warm_thread: threading.Thread | None = None
     _transcriber: Transcriber | None = None
     _transcriber_root: str | None = None  # the model folder _transcriber was made for
+    # Device jobs (songs, comparisons, transcriptions) wait here for each other, not in gradio's queue.
+    turns: Turns = field(default_factory=Turns)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):

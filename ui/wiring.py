@@ -2,8 +2,8 @@
 
 Handlers return (or yield) dicts keyed by names; `_on` maps those names to this UI's
 components, wraps the handler in `user_errors`, and reaches the Studio through partial.
-Long engine jobs share one concurrency id, so a Generate, a Compare and a Transcribe
-queue behind each other (one device); Stop buttons and cheap toggles skip the queue.
+Long engine jobs queue behind each other (one device) in the studio (Studio.turns), not in
+gradio's queue, so a Stop reaches a job still waiting; Stop buttons and cheap toggles skip the queue.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ from .handlers import settings as settings_h
 from .handlers import transcribe as transcribe_h
 
 ENGINE = "engine"  # the concurrency id of every job that uses the device
+# How many of them gradio lets run at once: one on the device, the rest waiting for it in their
+# handlers (Studio.turns), where a Stop reaches them. gradio's own queue holds any beyond these, and
+# a job held there cannot be stopped until it gets here. A waiting job keeps a worker thread of
+# gradio's pool (40) busy: the pool's other users (every click outside the queue) keep theirs.
+ENGINE_JOBS = 8
+DEVICE_JOB = dict(concurrency_id=ENGINE, concurrency_limit=ENGINE_JOBS)
 # Load and Unload queue behind each other, not behind a song: pressed during one, they answer at
 # once (the handler refuses) instead of waiting for it and then running unasked.
 MODELS = "models"
@@ -162,7 +168,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
                    "metadata": gen.metadata, "check_take": gen.check_take, "check_result": gen.check_result,
                    "live": gen.live, "live_note": gen.live_note, "play_now": gen.play_now_btn, "hear": gen.hear_take}
     _run_chain(studio, gen.generate_btn, gen.session, partial(generate_h.generate, studio), gen_inputs, gen_outputs, gen_run,
-               api_names=gen_api, api_name="generate", concurrency_id=ENGINE, show_progress="minimal",
+               api_names=gen_api, api_name="generate", **DEVICE_JOB, show_progress="minimal",
                show_progress_on=[gen.status]).then(
         _named(partial(history_h.refresh, studio), history_targets), inputs=hist_list_inputs,
         outputs=_flatten(history_targets), **QUICK)
@@ -172,7 +178,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         "hear": gen.hear_take}, **TOAST)
     _on(gen.check_btn.click, partial(generate_h.check_take, studio),
         [gen.session, gen.check_take, gen.lyrics, *tr_option_list],
-        {"check_result": gen.check_result}, concurrency_id=ENGINE, show_progress="minimal")
+        {"check_result": gen.check_result}, **DEVICE_JOB, show_progress="minimal")
     for button in (gen.extend_btn, gen.regen_btn):  # both are done in History, on the picked take
         _on(button.click, partial(generate_h.open_in_history, studio), [gen.session, gen.check_take],
             {"song": hist.song, "tabs": tabs}, **TOAST)
@@ -215,7 +221,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         # Both buttons wait while either job runs (and come back however it ended).
         job = _on(button.click, partial(history_h.continue_started, studio, mode), [hist.song], held, **QUICK).then(
             _named(partial(fn, studio), continue_targets), inputs=inputs, outputs=_flatten(continue_targets),
-            api_name=mode, api_visibility="public", concurrency_id=ENGINE, show_progress="minimal",
+            api_name=mode, api_visibility="public", **DEVICE_JOB, show_progress="minimal",
             show_progress_on=[hist.continue_status])
         ended = dict(fn=_named(history_h.continue_ended, held), inputs=[hist.continue_status], outputs=_flatten(held),
                      **QUICK)
@@ -230,7 +236,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(tr.preset.select, transcribe_h.preset_settings, [tr.preset], {"options": tr_option_list}, **QUICK)
     tr_api = ["session", "audio"] + [shown_name(n, o) for n, o in options_of(TranscribeOptions).items()]
     _run_chain(studio, tr.run_btn, tr.session, partial(transcribe_h.transcribe, studio), [tr.session, tr.audio, *tr_option_list],
-               tr_outputs, tr_run, api_names=tr_api, api_name="transcribe", concurrency_id=ENGINE,
+               tr_outputs, tr_run, api_names=tr_api, api_name="transcribe", **DEVICE_JOB,
                show_progress="minimal", show_progress_on=[tr.speed])
     _stop_button(tr.stop_btn, tr.session, tr_run)
 
@@ -239,7 +245,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     cmp_outputs = {"status": cmp.status, "table": cmp.table, "audios": cmp.audios}
     _run_chain(studio, cmp.run_btn, cmp.session, partial(compare_h.compare, studio),
                [cmp.session, cmp.presets, cmp.lyrics, cmp.tags, cmp.length, cmp.seed], cmp_outputs, cmp_run,
-               api_name="compare", concurrency_id=ENGINE, show_progress="minimal", show_progress_on=[cmp.status])
+               api_name="compare", **DEVICE_JOB, show_progress="minimal", show_progress_on=[cmp.status])
     _stop_button(cmp.stop_btn, cmp.session, cmp_run)
 
     # ----- Settings ------------------------------------------------------------------------------
@@ -253,7 +259,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         **QUICK)
     _on(st.unload_btn.click, partial(settings_h.unload, studio), None, status_target, concurrency_id=MODELS)
     _on(st.doctor_btn.click, partial(settings_h.doctor, studio), None, {"doctor": st.doctor},
-        concurrency_id=ENGINE)
+        **DEVICE_JOB)
     field_names = settings_h.PRESET_FIELDS
     preset_fields = [st.fields[name] for name in field_names]
     settings_preset_targets = {**st.fields, "description": st.description, "delete_btn": st.delete_btn,

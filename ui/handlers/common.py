@@ -10,6 +10,8 @@ from typing import Callable, Iterator
 
 from heartmula import load_presets
 
+from ..errors import StoppedWaiting
+
 log = logging.getLogger("heartmula.studio")
 HEARTBEAT_S = 0.5  # the UI hears from a running job at least this often
 
@@ -105,6 +107,51 @@ def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None 
 
 
 _DONE = object()
+
+
+def wait_turn(turn, cancel: threading.Event | None, key: str) -> Iterator[dict]:
+    """Yield {key: a line saying what the job waits for} until it is `turn`'s turn on the device.
+    Raises StoppedWaiting if `cancel` is set first (or as the turn comes: the job never began)."""
+    started = last = time.monotonic()
+    if not turn.wait(0):
+        yield {key: waiting_text(turn.ahead(), started)}
+    while not turn.wait(STOP_POLL_S):  # the poll is for Stop; the turn itself wakes the wait at once
+        if cancel is not None and cancel.is_set():
+            raise StoppedWaiting("before it started; nothing was made")
+        if time.monotonic() - last >= HEARTBEAT_S:
+            last = time.monotonic()
+            yield {key: waiting_text(turn.ahead(), started)}
+    if cancel is not None and cancel.is_set():
+        raise StoppedWaiting("before it started; nothing was made")
+
+
+def waiting_text(ahead: list[str], started: float) -> str:
+    """'⏳ Waiting for another song to finish…' and how many more wait before this job."""
+    if not ahead:  # the turn came between two looks
+        return "⏳ Starting…"
+    more = f" ({len(ahead) - 1} more job{'s' if len(ahead) > 2 else ''} before this one)" if len(ahead) > 1 else ""
+    return (f"⏳ Waiting for {ahead[0]} to finish{more}: this one starts when it ends (Stop cancels it) · "
+            f"elapsed {fmt_s(time.monotonic() - started)}")
+
+
+def takes_turn(what: str, key: str, stoppable: bool = True):
+    """Decorate a job generator fn(studio, session, ...): it first waits for the device behind the
+    jobs before it (Studio.turns), saying so in `key`, and holds the device until it ends. `what`:
+    what it does, as the waiting line of a job after it names it ("another song"). `stoppable`:
+    the session's Stop flag ends the wait (a job with no Stop button of its own must not see
+    another job's)."""
+    import functools
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(studio, session, *args):
+            with studio.turns.take(what) as turn:
+                yield from wait_turn(turn, session.cancel if stoppable else None, key)
+                return (yield from fn(studio, session, *args))
+
+        return wrapper
+
+    return deco
 
 
 def fmt_s(seconds: float | None) -> str:
@@ -225,6 +272,7 @@ class _Step:
 
 
 STOPPING = "⏹ Stopping"
+STOPPED_WAITING = "⏹ Stopped before it started — nothing was made."
 # Stop's "Stopping…" is written by the page itself as the click happens (wiring.STOP_JS), not by
 # the server: an answer from outside the queue can reach a slow page after the job's own last
 # status and overwrite it, which left "⏹ Stopping…" on screen for good.
@@ -236,15 +284,17 @@ def start(session, studio=None) -> dict:
     cleared: a stopped job may still be finishing its last codec window in the background, and
     it must keep seeing its own Stop (cleared, it would decode the rest of its song first)."""
     session.cancel = threading.Event()
-    busy = studio is not None and studio.engine.busy  # another page's job, or this one's last
+    # another page's job (running or waiting), or this one's stopped job finishing its last window
+    busy = studio is not None and (studio.turns.busy or studio.engine.busy)
     return {"run_btn": _update(interactive=False), "stop_btn": _update(interactive=True),
             "status": "⏳ Waiting for the engine: another job is running, and this one starts when it ends…"
             if busy else "⏳ Waiting for the engine…"}
 
 
 def stop(session) -> dict:
-    """Stop button (outside the queue): the running job sees the flag within a few frames. The
-    status line is the page's to change (see STOPPING) and the job's."""
+    """Stop button (outside the queue): the running job sees the flag within a few frames, a job
+    waiting for the device within STOP_POLL_S. The status line is the page's to change (see
+    STOPPING) and the job's."""
     session.stop_at = time.monotonic()  # a job can say how soon after this it ended
     session.cancel.set()
     return {"stop_btn": _update(interactive=False)}
@@ -277,6 +327,9 @@ def reports_end(key: str):
         def wrapper(*args, **kwargs):
             try:
                 return (yield from fn(*args, **kwargs))
+            except StoppedWaiting:
+                yield {key: STOPPED_WAITING}
+                raise
             except (GenerationCancelled, TranscriptionCancelled):
                 yield {key: "⏹ Stopped. Nothing was saved."}
                 raise

@@ -7,13 +7,14 @@ import gradio as gr
 from heartmula import GenerateOptions, fresh_seed, from_shown_values, load_presets, write_audio
 
 from ..controls import form_values
-from .common import ProgressLine, fmt_bytes, follow, reports_end, run_job
+from .common import ProgressLine, fmt_bytes, follow, reports_end, run_job, takes_turn
 
 MAX_PRESETS = 4
 HEADERS = ["Preset", "Frames/s", "Generation (s)", "Decode (s)", "Total (s)", "Peak memory", "Audio (s)"]
 
 
 @reports_end("status")
+@takes_turn("a comparison", "status")
 def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
     """Generator: progress per preset, the table growing as each finishes, a player per preset."""
     names = list(names or [])

@@ -14,7 +14,7 @@ from heartmula import (DEFAULT_PRESET, FRAME_MS, AudioChunk, GenerateOptions, Ge
 from ..controls import form_values, shown_value
 from ..errors import warning
 from .common import (JobLeftRunning, ProgressLine, exact_for_browser, fmt_s, preset_weights, reports_end, run_job,
-                     song_resources)
+                     song_resources, takes_turn)
 from .live import LivePlayback, can_stream
 
 GEN_NAMES = list(options_of(GenerateOptions))  # the order of the Generate tab's option controls
@@ -130,6 +130,7 @@ STOP_GRACE_S = 0.25  # after Stop, how long the page waits for the engine before
 
 
 @reports_end("status")
+@takes_turn("another song", "status")
 def generate(studio, session, lyrics, tags, *values):
     """Generator: progress lines while the engine works, take 1 on the live player as soon as it
     can play through (see live.py), then one player per take. `values`: the option controls, in
@@ -288,6 +289,7 @@ def hear_take(session, take_label: str | None) -> dict:
     return {"audios": audios}
 
 
+@takes_turn("a lyric check", "check_result", stoppable=False)  # Stop is the song's: it must not end a check
 def check_take(studio, session, take_label: str, lyrics: str, *tr_values):
     """Transcribe one take of the last generation and compare it with the lyrics (word error
     rate), with the Transcribe tab's options (`tr_values`, in TR_NAMES order)."""

@@ -104,15 +104,20 @@ def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
         raise ValueError("pick a song in the list first")
     song = studio.history.get(song_id)
     plan = plan_continuation(song.meta, song.frames(), mode, parent_id=song.id, **how)
-    studio.stats.start(mode)
+    # marked before it waits for the device: deleted meanwhile, the new song would name a parent that is gone
     studio.continuing[song.id] = "extending it" if mode == "extend" else "regenerating from it"
     try:
-        result = studio.engine.generate(plan.lyrics, plan.tags, plan.options, kept=[plan.kept],
-                                        codec_seeds=plan.codec_seeds, on_progress=studio.stats.progress)
-        songs = studio.history.save(replace(result, parent=plan.parent))
+        with studio.turns.take(f"a song being {'extended' if mode == 'extend' else 'regenerated'}") as turn:
+            turn.wait()  # no Stop button to watch: it runs when the jobs before it have ended
+            studio.stats.start(mode)
+            try:
+                result = studio.engine.generate(plan.lyrics, plan.tags, plan.options, kept=[plan.kept],
+                                                codec_seeds=plan.codec_seeds, on_progress=studio.stats.progress)
+                songs = studio.history.save(replace(result, parent=plan.parent))
+            finally:
+                studio.stats.finish()
     finally:
         studio.continuing.pop(song.id, None)
-        studio.stats.finish()
     what = f"{'extended' if mode == 'extend' else 'regenerated from ' + clock(plan.parent['at_s'])}"
     # named after the song it was made from (a sung line of its own would be a name nobody gave it)
     entries, _ = studio.history.find(ids=[song.id])

@@ -121,8 +121,10 @@ def unload(studio) -> dict:
 
 
 def doctor(studio) -> dict:
-    c = studio.engine.config
-    return {"doctor": run_doctor(c.model_path, matmul=True, version=c.version).text()}
+    with studio.turns.take("the doctor's checks") as turn:
+        turn.wait()  # its matmul check uses the device: not beside a song
+        c = studio.engine.config
+        return {"doctor": run_doctor(c.model_path, matmul=True, version=c.version).text()}
 
 
 def weights_changed(studio, quant: str) -> dict:

@@ -10,13 +10,14 @@ import gradio as gr
 from heartmula import RTF_LABEL, AudioFileError, TranscribeOptions, format_transcript, load_presets, options_of
 
 from ..controls import shown_value
-from .common import fmt_s, follow, reports_end, run_job
+from .common import fmt_s, follow, reports_end, run_job, takes_turn
 from .generate import TR_NAMES, transcribe_options
 
 HEADERS = ["Start (s)", "End (s)", "Text"]
 
 
 @reports_end("speed")
+@takes_turn("a transcription", "speed")
 def transcribe(studio, session, audio_path, *values):
     """Generator: a status line, then the transcript, its segments and files. `values`: the
     option controls, in TR_NAMES order."""
