@@ -787,3 +787,52 @@ def test_a_new_page_shows_the_engine_as_loaded_not_as_started(page, browser, stu
         pick(page, "set-dtype", "auto")  # back as started, as the other tests expect it
         page.locator("#set-load").click()
         expect(page.locator("#set-engine")).to_contain_text("precision float32")
+
+
+def _type_and_leave(page, selector, typed):
+    """Type into a slider's number box and leave it (Tab): what the box then holds is what the
+    page will send. Retried while a control still mounting takes its first value."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    box = page.locator(selector)
+    for _ in range(5):
+        box.fill(typed)
+        box.press("Tab")
+        try:
+            expect(box).to_have_value(typed, timeout=3_000)
+            return
+        except (AssertionError, PlaywrightError):
+            continue
+    expect(box).to_have_value(typed)
+
+
+def test_a_number_out_of_range_is_refused_never_changed(page):
+    """A slider's number box keeps what was typed (Gradio's page moved it into the range when
+    the box lost focus: -5 s became a 0.08 s song, 100 takes became 8); the run is refused
+    naming the field, the value and the range, and what else was typed stays."""
+    tab(page, "Generate")
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    page.get_by_text("Advanced").click()
+    for selector, typed in (("#gen-max_audio_length_ms", "-5"), ("#gen-takes", "100"), ("#gen-topk", "1000000000"),
+                            ("#gen-max_audio_length_ms", "0")):
+        _type_and_leave(page, f"{selector} input[type=number]", typed)
+    page.locator("#gen-generate").click()
+    seen = watch(page, "#gen-status", ["✅", "❌"])
+    assert "Maximum length" in seen[-1] and "max_audio_length_s=0 " in seen[-1] and "0.08 to 600 s" in seen[-1], seen
+    expect(page.locator("#gen-generate")).to_be_enabled()
+    expect(page.locator("#gen-lyrics textarea")).to_have_value(SHORT_LYRICS)
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("0")
+    expect(page.locator("#gen-takes input[type=number]")).to_have_value("100")
+    # an emptied box stays empty and is refused as empty (Chromium lets no letters into it)
+    box = page.locator("#gen-max_audio_length_ms input[type=number]")
+    box.fill("")
+    box.press_sequentially("abc")
+    box.press("Tab")
+    expect(box).to_have_value("")
+    page.locator("#gen-generate").click()
+    expect(page.locator("#gen-status")).to_contain_text("Maximum length: max_audio_length_s is empty")
+    # Settings' boxes keep what was typed too, and pass it on to Generate as typed
+    tab(page, "Settings")
+    _type_and_leave(page, "#set-topk input[type=number]", "0")
+    tab(page, "Generate")
+    expect(page.locator("#gen-topk input[type=number]")).to_have_value("0")
