@@ -128,7 +128,8 @@ def parse_number(name: str, opt: Option, value):
     if value is None or value == "":
         if opt.nullable:
             return None
-        raise ValueError(f"{name} is empty; enter a number ({opt.range_text(shown=True)})")
+        shown = name == shown_name(name, opt)  # the CLI names the option in its stored unit (ms)
+        raise ValueError(f"{name} is empty; enter a number ({opt.range_text(shown=shown)})")
     if opt.kind is bool:
         if isinstance(value, bool):
             return value
