@@ -480,8 +480,8 @@ def test_extend_and_regenerate_from_history(studio):
                          (lambda: history.extend(studio, parent.id, "", ""), "enter the seconds to add"),
                          (lambda: history.extend(studio, parent.id, "nan", ""), "must be a number of seconds"),
                          (lambda: history.extend(studio, parent.id, -5, ""), "must be more than 0"),
-                         (lambda: history.regenerate(studio, parent.id, "0:01", "99", ""), "takes must be"),
-                         (lambda: history.regenerate(studio, parent.id, "0:01", "x", ""), "takes must be")):
+                         (lambda: history.regenerate(studio, parent.id, "0:01", "99", ""), "Takes: takes=99 is out"),
+                         (lambda: history.regenerate(studio, parent.id, "0:01", "x", ""), "Takes: takes must be")):
         with pytest.raises(gr.Error, match=message):
             user_errors(bad)()
     parent.codes_path.write_bytes(b"not numpy at all")
@@ -997,3 +997,16 @@ def test_takes_made_from_a_song_are_told_apart(studio, monkeypatch):
     assert all(f"seed {seed}" in out["continue_status"] or f"seeds {seeds[0]}, {seeds[1]}" in out["continue_status"]
                for seed in seeds), out["continue_status"]
     assert "“Sunrise Jam”" in toasts[-1], toasts
+
+
+@pytest.mark.parametrize("takes,message", [
+    (9, "Takes: takes=9 is out of range; allowed: 1 to 8"),
+    (2.5, "Takes: takes must be a whole number, got 2.5"),
+    (None, "Takes: takes is empty; enter a number (1 to 8)"),
+])
+def test_regenerate_takes_are_checked_by_the_option_declaration(studio, takes, message):
+    """History's Takes control is GenerateOptions.takes: its range is the declared one (the
+    tab and the handler each held their own 1 to 8)."""
+    with pytest.raises(gr.Error) as e:
+        user_errors(history.regenerate)(studio, "no-such-song", "0:01", takes, "")
+    assert e.value.message == message

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from heartmula import GenerateOptions, clock, default_title, plan_continuation
+from heartmula import GenerateOptions, clock, default_title, from_shown_values, plan_continuation
 
 from ..controls import shown_value
 from ..errors import info
@@ -158,12 +158,8 @@ def extend(studio, song_id: str | None, seconds, lyrics: str = "") -> dict:
 
 def regenerate(studio, song_id: str | None, at: str, takes=1, lyrics: str = "") -> dict:
     """The picked song kept up to `at` (m:ss), the rest drawn again as `takes` new takes."""
-    if isinstance(takes, str) and takes.strip().lstrip("+").isdigit():
-        takes = int(takes)
-    if (isinstance(takes, bool) or not isinstance(takes, (int, float)) or not math.isfinite(takes)
-            or takes != int(takes) or not 1 <= takes <= 8):
-        raise ValueError(f"takes must be a whole number from 1 to 8, got {takes!r}")
-    return _continue(studio, song_id, "regenerate", at=str(at or "").strip(), takes=int(takes),
+    takes = from_shown_values(GenerateOptions, {"takes": takes}).takes  # the declared range, in its words
+    return _continue(studio, song_id, "regenerate", at=str(at or "").strip(), takes=takes,
                      lyrics=(lyrics or "").strip() or None)
 
 
