@@ -836,3 +836,26 @@ def test_a_number_out_of_range_is_refused_never_changed(page):
     _type_and_leave(page, "#set-topk input[type=number]", "0")
     tab(page, "Generate")
     expect(page.locator("#gen-topk input[type=number]")).to_have_value("0")
+
+
+def test_a_song_deleted_elsewhere_leaves_the_list_when_clicked(page, studio_app):
+    """This tab lists a song that another tab (here the library itself, as that tab's Delete
+    does) has deleted since. Clicking it says so and lists again: the count and rows follow."""
+    from heartmula import History
+    from test_history import _result
+
+    library = History(studio_app.output_dir)
+    (doomed,) = library.save(_result(seed=901))
+    (kept,) = library.save(_result(seed=902))
+    n = len(studio_app.sidecars())
+    tab(page, "History")
+    page.locator("#hist-refresh").click()
+    expect(page.locator("#hist-status")).to_contain_text(f"{n} song(s) in")
+    expect(page.locator("#hist-table")).to_contain_text(doomed.id)
+    library.delete(doomed.id)  # the other tab's Delete
+    page.locator("#hist-table .virtual-row", has_text=doomed.id).first.locator(".body-cell").nth(1).click()
+    expect(page.locator("#hist-status")).to_contain_text("was deleted in another tab or window")
+    expect(page.locator("#hist-status")).to_contain_text(f"{n - 1} song(s) in")
+    expect(page.locator("#hist-table")).not_to_contain_text(doomed.id)
+    expect(page.locator("#hist-table")).to_contain_text(kept.id)
+    expect(page.locator("#hist-now")).to_contain_text("Click a song in the list")
