@@ -18,7 +18,7 @@ from .accel.device import DEVICE_SYNTAX, available_devices, device_choices, pars
 from .doctor import run as run_doctor
 from .mula.generate import MAX_SEED, MAX_TAKES
 from .mula.quant import QUANT_MODES
-from .library.history import History, Song
+from .library.history import History, Song, SongGone
 from .library.index import default_title
 from .library.songs import clock, parse_clock, plan_continuation
 from .library.sweep import prune_tree, sweep_outputs
@@ -46,7 +46,7 @@ __all__ = [
     "load_engine",
     # studio helpers
     "FRAME_MS", "SAMPLE_RATE", "write_audio", "soft_limit", "stream_chunks", "MAX_SEED", "MAX_TAKES", "QUANT_MODES", "AudioFileError", "find_versions", "available_devices", "device_choices", "DEVICE_SYNTAX", "parse_device_arg",
-    "run_doctor", "History", "Song", "default_title", "prune_tree", "sweep_outputs", "LyricCheck", "check_lyrics", "Preset", "DEFAULT_PRESET",
+    "run_doctor", "History", "Song", "SongGone", "default_title", "prune_tree", "sweep_outputs", "LyricCheck", "check_lyrics", "Preset", "DEFAULT_PRESET",
     "delete_preset", "load_preset", "save_preset", "load_presets", "preset_user_dir", "LiveStats",
     "device_utilization", "RTF_LABEL", "Transcriber", "TranscriptionCancelled", "TranscriptionResult",
     "format_transcript", "TranscribeOptions", "Option", "options_of", "likely_shapes", "shape_of", "from_shown_values", "shown_values", "help_text", "shown_name",

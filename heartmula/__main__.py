@@ -53,7 +53,28 @@ def add_option_flags(p: argparse.ArgumentParser, cls) -> None:
         if opt.kind is bool:
             p.add_argument(flag, action="store_true", default=None, help=text)
         else:
-            p.add_argument(flag, type=opt.kind, default=None, metavar=name.upper(), help=text)
+            p.add_argument(flag, type=_flag_type(name, opt), default=None, metavar=name.upper(), help=text)
+
+
+def _flag_type(name: str, opt):
+    """argparse's `type` for an option flag: the option's own parse (1e9 is a whole number, 2.5
+    is not), whose error argparse prints after the flag, with the declared range added (its
+    own "invalid int value: 'abc'" said neither what was wanted nor where). The range itself is
+    checked once, with the other options, by the options class."""
+    from .options import parse_number
+
+    if opt.kind not in (int, float):
+        return opt.kind
+
+    def parse(text: str):
+        try:
+            return parse_number(name, opt, text)
+        except ValueError as e:
+            message = str(e) if opt.range_text() in str(e) else f"{e}; allowed: {opt.range_text()}"
+            raise argparse.ArgumentTypeError(message) from None
+
+    parse.__name__ = opt.kind.__name__
+    return parse
 
 
 def options_from_args(args, cls, base=None):

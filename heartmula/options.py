@@ -128,7 +128,8 @@ def parse_number(name: str, opt: Option, value):
     if value is None or value == "":
         if opt.nullable:
             return None
-        raise ValueError(f"{name} is empty; enter a number ({opt.range_text(shown=True)})")
+        shown = name == shown_name(name, opt)  # the CLI names the option in its stored unit (ms)
+        raise ValueError(f"{name} is empty; enter a number ({opt.range_text(shown=shown)})")
     if opt.kind is bool:
         if isinstance(value, bool):
             return value
@@ -167,19 +168,25 @@ def shown_name(name: str, opt: Option) -> str:
 
 def from_shown_values(cls, values: dict, base=None):
     """A `cls` from values as people see them (the studio's controls, the API), over `base`.
-    Raises ValueError naming the first bad option, in the unit it was given in."""
+    Raises ValueError naming the first bad option by its label (what the page shows) and its
+    name (what the API and the CLI take), in the unit it was given in. A value is refused,
+    never moved into the range: a form that silently sent 8 for 100 takes was the bug."""
     opts = options_of(cls)
     changes = {}
     for name, value in values.items():
         opt = opts[name]
         label = shown_name(name, opt)
-        shown = parse_number(label, opt, value) if opt.kind is not str else value
-        stored = opt.from_shown(shown) if shown is not None else None
-        if opt.scale != 1.0 and stored is not None:
+        try:
+            shown = parse_number(label, opt, value) if opt.kind is not str else value
+            stored = opt.from_shown(shown) if shown is not None else None
             try:
                 check_value(name, opt, stored)
             except ValueError:
+                if opt.scale == 1.0:
+                    raise
                 raise ValueError(f"{label}={shown!r} is out of range; allowed: {opt.range_text(shown=True)}") from None
+        except ValueError as e:
+            raise ValueError(f"{opt.label}: {e}") from None
         changes[name] = stored
     return dataclasses.replace(base if base is not None else cls(), **changes)
 

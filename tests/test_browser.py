@@ -816,3 +816,75 @@ def test_stop_on_a_run_waiting_behind_another_pages_song_ends_it_at_once(demo_pa
     seen = watch(a, "#gen-status", ["✅", "❌", "Stopped"])  # the other page's song was never touched
     assert "✅" in seen[-1], seen
     assert len(demo_app.sidecars()) == before + 1
+
+
+def _type_and_leave(page, selector, typed):
+    """Type into a slider's number box and leave it (Tab): what the box then holds is what the
+    page will send. Retried while a control still mounting takes its first value."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    box = page.locator(selector)
+    for _ in range(5):
+        box.fill(typed)
+        box.press("Tab")
+        try:
+            expect(box).to_have_value(typed, timeout=3_000)
+            return
+        except (AssertionError, PlaywrightError):
+            continue
+    expect(box).to_have_value(typed)
+
+
+def test_a_number_out_of_range_is_refused_never_changed(page):
+    """A slider's number box keeps what was typed (Gradio's page moved it into the range when
+    the box lost focus: -5 s became a 0.08 s song, 100 takes became 8); the run is refused
+    naming the field, the value and the range, and what else was typed stays."""
+    tab(page, "Generate")
+    page.locator("#gen-lyrics textarea").fill(SHORT_LYRICS)
+    page.get_by_text("Advanced").click()
+    for selector, typed in (("#gen-max_audio_length_ms", "-5"), ("#gen-takes", "100"), ("#gen-topk", "1000000000"),
+                            ("#gen-max_audio_length_ms", "0")):
+        _type_and_leave(page, f"{selector} input[type=number]", typed)
+    page.locator("#gen-generate").click()
+    seen = watch(page, "#gen-status", ["✅", "❌"])
+    assert "Maximum length" in seen[-1] and "max_audio_length_s=0 " in seen[-1] and "0.08 to 600 s" in seen[-1], seen
+    expect(page.locator("#gen-generate")).to_be_enabled()
+    expect(page.locator("#gen-lyrics textarea")).to_have_value(SHORT_LYRICS)
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("0")
+    expect(page.locator("#gen-takes input[type=number]")).to_have_value("100")
+    # an emptied box stays empty and is refused as empty (Chromium lets no letters into it)
+    box = page.locator("#gen-max_audio_length_ms input[type=number]")
+    box.fill("")
+    box.press_sequentially("abc")
+    box.press("Tab")
+    expect(box).to_have_value("")
+    page.locator("#gen-generate").click()
+    expect(page.locator("#gen-status")).to_contain_text("Maximum length: max_audio_length_s is empty")
+    # Settings' boxes keep what was typed too, and pass it on to Generate as typed
+    tab(page, "Settings")
+    _type_and_leave(page, "#set-topk input[type=number]", "0")
+    tab(page, "Generate")
+    expect(page.locator("#gen-topk input[type=number]")).to_have_value("0")
+
+
+def test_a_song_deleted_elsewhere_leaves_the_list_when_clicked(page, studio_app):
+    """This tab lists a song that another tab (here the library itself, as that tab's Delete
+    does) has deleted since. Clicking it says so and lists again: the count and rows follow."""
+    from heartmula import History
+    from test_history import _result
+
+    library = History(studio_app.output_dir)
+    (doomed,) = library.save(_result(seed=901))
+    (kept,) = library.save(_result(seed=902))
+    n = len(studio_app.sidecars())
+    tab(page, "History")
+    page.locator("#hist-refresh").click()
+    expect(page.locator("#hist-status")).to_contain_text(f"{n} song(s) in")
+    expect(page.locator("#hist-table")).to_contain_text(doomed.id)
+    library.delete(doomed.id)  # the other tab's Delete
+    page.locator("#hist-table .virtual-row", has_text=doomed.id).first.locator(".body-cell").nth(1).click()
+    expect(page.locator("#hist-status")).to_contain_text("was deleted in another tab or window")
+    expect(page.locator("#hist-status")).to_contain_text(f"{n - 1} song(s) in")
+    expect(page.locator("#hist-table")).not_to_contain_text(doomed.id)
+    expect(page.locator("#hist-table")).to_contain_text(kept.id)
+    expect(page.locator("#hist-now")).to_contain_text("Click a song in the list")

@@ -144,3 +144,19 @@ def test_queue_checks_every_song_before_generating_any(tiny_ckpt, tmp_path):
     binary.write_bytes(bytes(range(256)) * 4)
     r = run_cli("queue", "--songs", str(binary), "--save-dir", str(out), "--model-path", str(tiny_ckpt))
     assert r.returncode == 2 and f"--songs {binary}: not a readable JSON file" in r.stderr, r.stderr
+
+
+def test_a_flag_that_is_not_a_number_names_the_flag_the_value_and_the_range(tiny_ckpt):
+    """argparse's own words ("invalid int value: 'abc'") left the range out; a value in range
+    but of the wrong kind (2.5 takes) is refused the same way, never rounded."""
+    cases = [
+        (["--max-audio-length-ms", "abc"], ["--max-audio-length-ms", "'abc'", "80 to 600000 ms"]),
+        (["--takes", "2.5"], ["--takes", "2.5", "1 to 8"]),
+        (["--topk", "1e9"], ["topk=1000000000", "1 to 8192"]),
+        (["--max-audio-length-ms", "-5"], ["max_audio_length_ms=-5", "80 to 600000 ms"]),
+    ]
+    for extra, words in cases:
+        r = run_cli("generate", "--lyrics", "la", "--tags", "pop", "--model-path", str(tiny_ckpt), "--version", "tiny",
+                    "--device", "cpu", *extra)
+        assert r.returncode == 2 and all(w in r.stderr for w in words), (extra, r.stderr)
+        assert "Traceback" not in r.stderr

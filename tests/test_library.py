@@ -191,3 +191,36 @@ def test_family_of_a_song_and_its_variants(tmp_path):
 
 def _with_parent(result, parent_id, mode):
     return replace(result, parent={"id": parent_id, "mode": mode, "at_s": 1.0, "sidecar": f"{parent_id}.json"})
+
+
+@pytest.mark.parametrize("fts", [True, False], ids=["fts5", "like"])
+def test_a_query_with_no_word_is_matched_as_written(tmp_path, fts):
+    """"(", "%" or "\\" hold no word: they listed every song as a match. They are looked for as
+    written in title, tags and lyrics (a musician typing "(" wants "(live)"); with no letter in
+    them there is no case to ignore."""
+    h = History(tmp_path)
+    h.index.sync()
+    h.index.fts = fts and h.index.fts
+    live = _song(h, "[verse]\nhello", tags="pop")[0]
+    h.set_title(live.id, "Rain (Live)")
+    sure = _song(h, "[verse]\n100% sure", tags="rock")[0]
+    slash = _song(h, "[verse]\nback\\slash", tags="folk_punk")[0]
+    assert _ids(h, "(") == [live.id] and h.find("(")[1] == 1
+    assert _ids(h, " %  ") == [sure.id] and _ids(h, "\\") == [slash.id] and _ids(h, "_") == [slash.id]
+    assert _ids(h, "*") == [] and _ids(h, "'; --") == [] and _ids(h, "\x00") == []
+    assert set(_ids(h, "   ")) == {live.id, sure.id, slash.id}  # blank: no search at all
+
+
+@pytest.mark.parametrize("fts", [True, False], ids=["fts5", "like"])
+def test_a_seed_finds_the_songs_made_with_it(tmp_path, fts):
+    """A whole number matches a song's seed exactly (as the table shows it), besides any word."""
+    h = History(tmp_path)
+    h.index.sync()
+    h.index.fts = fts and h.index.fts
+    first, second = h.save(_result(seed=123456789, takes=2))  # take i uses seed + i
+    small = _song(h, "[verse]\nhello", seed=7)[0]
+    big = _song(h, "[verse]\nhello", seed=2**63 - 1)[0]
+    assert _ids(h, "123456789") == [first.id] and _ids(h, "123456790") == [second.id]
+    assert _ids(h, "7") == [small.id] and _ids(h, "007") == [small.id] and _ids(h, "hello 7") == [small.id]
+    assert _ids(h, str(2**63 - 1)) == [big.id]
+    assert _ids(h, "1234") == [] and _ids(h, "pop 8") == []  # a seed matches whole, never as a prefix

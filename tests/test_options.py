@@ -122,3 +122,20 @@ def test_a_new_option_reaches_studio_cli_presets_and_api_with_no_other_edit(tmp_
     assert got["handler"] == 2.5 and got["preset"] == 2.5, got
     assert got["preset_refuses"] and "fade_out_s=99.0 is out of range; allowed: 0.0 to 10.0 s" in got["preset_refuses"]
     assert got["cli_flag"], got
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("max_audio_length_ms", -5, "Maximum length: max_audio_length_s=-5 is out of range; allowed: 0.08 to 600 s"),
+    ("max_audio_length_ms", "0", "Maximum length: max_audio_length_s=0 is out of range; allowed: 0.08 to 600 s"),
+    ("max_audio_length_ms", "abc", "Maximum length: max_audio_length_s must be a number, got 'abc'"),
+    ("max_audio_length_ms", None, "Maximum length: max_audio_length_s is empty; enter a number (0.08 to 600 s)"),
+    ("takes", 100, "Takes: takes=100 is out of range; allowed: 1 to 8"),
+    ("takes", 2.5, "Takes: takes must be a whole number, got 2.5"),
+    ("topk", 1e9, "Top-k: topk=1000000000 is out of range; allowed: 1 to 8192"),
+])
+def test_a_form_value_is_refused_in_the_words_of_its_control(name, value, message):
+    """What the studio shows: the control's label as the page shows it, the option's name (the
+    API's and the CLI's), the value as sent and the declared range with its unit."""
+    with pytest.raises(ValueError) as e:
+        from_shown_values(GenerateOptions, {name: value})
+    assert str(e.value) == message

@@ -480,8 +480,8 @@ def test_extend_and_regenerate_from_history(studio):
                          (lambda: history.extend(studio, parent.id, "", ""), "enter the seconds to add"),
                          (lambda: history.extend(studio, parent.id, "nan", ""), "must be a number of seconds"),
                          (lambda: history.extend(studio, parent.id, -5, ""), "must be more than 0"),
-                         (lambda: history.regenerate(studio, parent.id, "0:01", "99", ""), "takes must be"),
-                         (lambda: history.regenerate(studio, parent.id, "0:01", "x", ""), "takes must be")):
+                         (lambda: history.regenerate(studio, parent.id, "0:01", "99", ""), "Takes: takes=99 is out"),
+                         (lambda: history.regenerate(studio, parent.id, "0:01", "x", ""), "Takes: takes must be")):
         with pytest.raises(gr.Error, match=message):
             user_errors(bad)()
     parent.codes_path.write_bytes(b"not numpy at all")
@@ -1076,3 +1076,46 @@ def test_device_jobs_take_their_turns_in_the_order_they_asked():
         order.append("a song")
     worker.join(timeout=60)
     assert order == ["a song", "a transcription"] and not turns.busy
+
+
+@pytest.mark.parametrize("takes,message", [
+    (9, "Takes: takes=9 is out of range; allowed: 1 to 8"),
+    (2.5, "Takes: takes must be a whole number, got 2.5"),
+    (None, "Takes: takes is empty; enter a number (1 to 8)"),
+])
+def test_regenerate_takes_are_checked_by_the_option_declaration(studio, takes, message):
+    """History's Takes control is GenerateOptions.takes: its range is the declared one (the
+    tab and the handler each held their own 1 to 8)."""
+    with pytest.raises(gr.Error) as e:
+        user_errors(history.regenerate)(studio, "no-such-song", "0:01", takes, "")
+    assert e.value.message == message
+
+
+def test_a_song_deleted_in_another_tab_is_said_and_the_list_follows(studio):
+    """A tab still lists a song another tab (or window, or the CLI's folder) deleted. Whatever
+    is done to it there says it was deleted elsewhere and lists again: the count, the rows and
+    the pick follow the folder; nothing polls."""
+    from test_history import _result
+
+    (gone,) = studio.history.save(_result(seed=1))
+    (kept,) = studio.history.save(_result(seed=2))
+    assert "2 song(s)" in history.refresh(studio, gone.id)["status"]  # this tab, before
+    run(history.delete, studio, gone.id, "", False)  # another tab
+    acts = {
+        "select": lambda: history.select(studio, gone.id, "", False),
+        "save_title": lambda: history.save_title(studio, gone.id, "x", "", False),
+        "favourite": lambda: history.toggle_favourite(studio, gone.id, "", False),
+        "ask_delete": lambda: history.ask_delete(studio, gone.id, "", False),
+        "delete": lambda: history.delete(studio, gone.id, "", False),
+        "reuse": lambda: history.reuse(studio, gone.id, history.SAME_SEED, "", False),
+        "variants": lambda: history.variants(studio, gone.id, "", False),
+        "extend": lambda: history.extend(studio, gone.id, 1, ""),
+        "regenerate": lambda: history.regenerate(studio, gone.id, "0:01", 1, ""),
+    }
+    for name, act in acts.items():
+        (out,) = run(act)
+        assert out["song"] is None and [r[history.COL["ID"]] for r in out["table"]] == [kept.id], name
+        assert "1 song(s) in" in out["status"] and f"`{gone.id}` was deleted in another tab or window" in out["status"], name
+        assert "tabs" not in out, name  # the page stays on History
+    assert "continue_status" in run(acts["extend"])[0] and "deleted" in run(acts["extend"])[0]["continue_status"]
+    assert history.refresh(studio)["status"].startswith("1 song(s) in")  # the next listing has no warning

@@ -6,6 +6,11 @@
   on a phone it follows a list of three columns (favourite, title, tags).
 - Keyboard: Ctrl/Cmd+Enter in the Generate tab's lyrics or tags presses Generate; Esc presses
   the Stop button of whichever job is running (an enabled, visible Stop), and nothing else.
+- Sliders: a number typed into a slider's box stays as typed when the box loses focus. Gradio's
+  Slider (6.x, its blur handler) moves it into the slider's range there, so -5 s became a
+  0.08 s song and 100 takes became 8 with nothing said; the run now sends what was typed and
+  the option's own check refuses it by name (heartmula/options.py). The blur is stopped on its
+  way down to the box (capture phase at the window), before Gradio's listener sees it.
 """
 
 CSS = """
@@ -32,6 +37,12 @@ CSS = """
 
 HEAD = """
 <script>
+window.addEventListener("blur", (e) => {
+  const t = e.target;
+  if (t instanceof HTMLInputElement && t.type === "number" && t.matches("[data-testid=number-input]")) {
+    e.stopPropagation();
+  }
+}, true);
 document.addEventListener("keydown", (e) => {
   const target = e.target instanceof Element ? e.target : null;
   const usable = (b) => b && !b.disabled && b.offsetParent !== null;

@@ -196,19 +196,21 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
 
     clicked_targets = {"song": hist.song, "continue_status": hist.continue_status}
     hist.table.select(row_clicked, None, _flatten(clicked_targets), **QUICK)
-    _on(hist.song.change, partial(history_h.select, studio), [hist.song], hist_select_targets, **QUICK)
+    # Every step on the picked song may find it deleted in another tab or window: it then lists
+    # again (history_h.gone), so each takes the search and may set the list.
     picked_targets = {**history_targets, **hist_select_targets}
+    _on(hist.song.change, partial(history_h.select, studio), hist_list_inputs, picked_targets, **QUICK)
     _on(hist.save_title_btn.click, partial(history_h.save_title, studio), [hist.song, hist.title, hist.search,
         hist.favourites_only], picked_targets, **TOAST)
     _on(hist.title.submit, partial(history_h.save_title, studio), [hist.song, hist.title, hist.search,
         hist.favourites_only], picked_targets, **TOAST)
     _on(hist.favourite_btn.click, partial(history_h.toggle_favourite, studio), hist_list_inputs, picked_targets,
         **TOAST)
-    _on(hist.variants_btn.click, partial(history_h.variants, studio), [hist.song],
+    _on(hist.variants_btn.click, partial(history_h.variants, studio), hist_list_inputs,
         {"family_note": cmp.family_note, "family_table": cmp.family_table, "family_audios": cmp.family_audios,
-         "tabs": tabs}, **TOAST)
-    _on(hist.delete_btn.click, partial(history_h.ask_delete, studio), [hist.song],
-        {"confirm_row": hist.confirm_row, "confirm_text": hist.confirm_text}, **QUICK)
+         "tabs": tabs, **history_targets}, **TOAST)
+    _on(hist.delete_btn.click, partial(history_h.ask_delete, studio), hist_list_inputs,
+        {"confirm_row": hist.confirm_row, "confirm_text": hist.confirm_text, **history_targets}, **TOAST)
     _on(hist.cancel_btn.click, history_h.cancel_delete, None, {"confirm_row": hist.confirm_row}, **QUICK)
     _on(hist.confirm_btn.click, partial(history_h.delete, studio), hist_list_inputs, picked_targets, **TOAST)
     continue_targets = {**history_targets, "continue_status": hist.continue_status, "search": hist.search,
@@ -227,8 +229,10 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
                      **QUICK)
         job.then(**ended)
         job.failure(**ended)
-    _on(hist.reuse_btn.click, partial(history_h.reuse, studio), [hist.song, hist.reuse_seed],
-        {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs}, **TOAST)
+    _on(hist.reuse_btn.click, partial(history_h.reuse, studio),
+        [hist.song, hist.reuse_seed, hist.search, hist.favourites_only],
+        {"lyrics": gen.lyrics, "tags": gen.tags, "options": gen_option_list, "tabs": tabs, **history_targets},
+        **TOAST)
 
     # ----- Transcribe ----------------------------------------------------------------------------
     tr_run = {"run_btn": tr.run_btn, "stop_btn": tr.stop_btn, "status": tr.speed}

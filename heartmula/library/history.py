@@ -76,6 +76,15 @@ class Song:
         return f"{when} · {tags} · {self.duration_s:.1f} s · seed {self.seed}{take}"
 
 
+class SongGone(ValueError):
+    """No sidecar for this id any more: the song was deleted (by another tab, window or process)
+    after whoever asks listed it."""
+
+    def __init__(self, song_id: str):
+        super().__init__(f"no song {song_id!r} in the history (it may have been deleted)")
+        self.song_id = song_id
+
+
 class MissingAudio(ValueError):
     """A sidecar whose audio file is not there (the index reads it again when the file appears)."""
 
@@ -315,7 +324,7 @@ class History:
             raise ValueError(f"no song {song_id!r} in the history")
         side = self.folder / f"{song_id}.json"
         if not side.is_file():
-            raise ValueError(f"no song {song_id!r} in the history (it may have been deleted)")
+            raise SongGone(song_id)
         return side
 
     # ----- deleting -----------------------------------------------------------------------

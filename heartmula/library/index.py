@@ -8,7 +8,8 @@ whose audio came or went; that keeps a listing of thousands of songs to millisec
 songs saved by another process (the CLI) still show up at once.
 
 Search uses FTS5 where this sqlite has it (prefix match on every word, over title, tags and
-lyrics), and LIKE on each word where it does not. The database lives in the songs' folder
+lyrics), and LIKE on each word where it does not; a whole number also matches a seed, and a
+query with no word in it ("(") is looked for as written. The database lives in the songs' folder
 (`.heartmula-library.sqlite3`); where that folder cannot be written, in memory.
 """
 
@@ -89,8 +90,14 @@ def _entry(row) -> Entry:
 
 
 def search_words(query: str) -> list[str]:
-    """The words of a search box, lower-cased (punctuation and FTS operators are not words)."""
-    return re.findall(r"\w+", (query or "").lower())
+    """The words of a search box, lower-cased: runs of letters and digits, as the FTS tokenizer
+    cuts them (punctuation, "_" and FTS operators are not words)."""
+    return re.findall(r"[^\W_]+", (query or "").lower())
+
+
+def _like(text: str) -> str:
+    """`text` anywhere, for LIKE ... ESCAPE '\\' (its % and _ are themselves)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class SongIndex:
@@ -257,9 +264,13 @@ class SongIndex:
     def find(self, query: str = "", *, favourites: bool = False, limit: int | None = None,
              ids: list[str] | None = None) -> tuple[list[Entry], int]:
         """(entries newest first, how many match in all) for a search over title, tags and
-        lyrics (every word must match, as a word prefix), optionally favourites only, or only
-        the songs `ids`. Call `sync` first for a listing that includes the latest files."""
+        lyrics (every word must match, as a word prefix; a whole number also matches a seed
+        exactly), optionally favourites only, or only the songs `ids`. A query with no word
+        ("(", "%": no letter or digit) is looked for as written: listing every song as its
+        match would say the search found them. Call `sync` first for a listing that includes the
+        latest files."""
         words = search_words(query)
+        literal = (query or "").strip() if not words else ""
         where, args = [], []
         if favourites:
             where.append("favourite = 1")
@@ -268,14 +279,21 @@ class SongIndex:
             args += list(ids)
         with self._lock:
             db = self._connect()
-            if words and self.fts:
-                match = " ".join(f'"{w}"*' for w in words)
-                where.append("id IN (SELECT id FROM songs_fts WHERE songs_fts MATCH ?)")
-                args.append(match)
-            else:
-                for w in words:
-                    where.append("(title || ' ' || tags || ' ' || lyrics) LIKE ? ESCAPE '\\'")
-                    args.append("%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            for w in words:
+                if self.fts:
+                    match = "id IN (SELECT id FROM songs_fts WHERE songs_fts MATCH ?)"
+                    args.append(f'"{w}"*')
+                else:
+                    match = "(title || ' ' || tags || ' ' || lyrics) LIKE ? ESCAPE '\\'"
+                    args.append(_like(w))
+                if w.isascii() and w.isdigit():  # a seed, as the table shows it (no leading zeros)
+                    match = f"({match} OR seed = ?)"
+                    args.append(str(int(w)))
+                where.append(match)
+            if literal:
+                # no letter or digit in it, so no case to ignore: a plain substring test
+                where.append("instr(title || ' ' || tags || ' ' || lyrics, ?) > 0")
+                args.append(literal)
             clause = f" WHERE {' AND '.join(where)}" if where else ""
             total = db.execute(f"SELECT count(*) FROM songs{clause}", args).fetchone()[0]
             page = f" LIMIT {int(limit)}" if limit is not None else ""

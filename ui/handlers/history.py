@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 
-from heartmula import GenerateOptions, clock, default_title, plan_continuation
+from heartmula import GenerateOptions, SongGone, clock, default_title, from_shown_values, plan_continuation
 
 from ..controls import shown_value
-from ..errors import info
+from ..errors import info, warning
 from .common import exact_for_browser, song_resources
 from .generate import GEN_NAMES
 
@@ -60,6 +62,36 @@ def _exists(studio, song_id: str) -> bool:
     return True
 
 
+def gone(studio, song_id: str, query: str = "", favourites: bool = False) -> dict:
+    """The picked song was deleted elsewhere (another tab or window, the CLI's folder) after
+    this tab listed it: say so, and list again. The pick goes (`song` None), and with it, through
+    the song's change event, its player and details; nothing polls for this."""
+    warning(f"Song {song_id} was deleted in another tab or window; the list is up to date again")
+    out = refresh(studio, None, query, favourites, pick_first=False)
+    out["status"] = (f"⚠️ `{str(song_id).replace('`', '')}` was deleted in another tab or window; the list is up "
+                     f"to date again.  \n{out['status']}")
+    return out
+
+
+def lists_again_when_gone(fn):
+    """A handler acting on the picked song answers `gone(...)` where that song's files are gone
+    (its outputs then include the list: table, song, status). Its `query` and `favourites`, where
+    it takes them, keep the list as searched."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SongGone as e:
+            given = signature.bind(*args, **kwargs)
+            given.apply_defaults()
+            a = given.arguments
+            return gone(a["studio"], e.song_id, a.get("query") or "", bool(a.get("favourites")))
+
+    return wrapper
+
+
 def lineage(entry) -> str:
     """What the row says of where a song came from, or that it cannot be continued."""
     if entry.parent_id:
@@ -76,6 +108,7 @@ def clicked(row: list | None, column: int | None) -> dict:
     return {"song": str(row[COL["ID"]]), "continue_status": ""}  # the last extend's line was about another song
 
 
+@lists_again_when_gone
 def save_title(studio, song_id: str | None, title: str, query: str = "", favourites: bool = False) -> dict:
     """Give the picked song a title (blank: its first lyric line again)."""
     if not song_id:
@@ -87,6 +120,7 @@ def save_title(studio, song_id: str | None, title: str, query: str = "", favouri
     return out
 
 
+@lists_again_when_gone
 def toggle_favourite(studio, song_id: str | None, query: str = "", favourites: bool = False) -> dict:
     if not song_id:
         raise ValueError("pick a song in the list first")
@@ -102,7 +136,14 @@ def _continue(studio, song_id: str | None, mode: str, **how) -> dict:
     """Extend a song, or regenerate it from a point: new History entries that name it."""
     if not song_id:
         raise ValueError("pick a song in the list first")
-    song = studio.history.get(song_id)
+    try:
+        song = studio.history.get(song_id)
+    except SongGone:
+        # the list is shown unsearched, as after a run (extend and regenerate take no search)
+        out = gone(studio, song_id)
+        out.update(search="", favourites_only=False,
+                   continue_status="❌ Not done: the song was deleted in another tab or window.")
+        return out
     plan = plan_continuation(song.meta, song.frames(), mode, parent_id=song.id, **how)
     # marked before it waits for the device: deleted meanwhile, the new song would name a parent that is gone
     studio.continuing[song.id] = "extending it" if mode == "extend" else "regenerating from it"
@@ -163,12 +204,8 @@ def extend(studio, song_id: str | None, seconds, lyrics: str = "") -> dict:
 
 def regenerate(studio, song_id: str | None, at: str, takes=1, lyrics: str = "") -> dict:
     """The picked song kept up to `at` (m:ss), the rest drawn again as `takes` new takes."""
-    if isinstance(takes, str) and takes.strip().lstrip("+").isdigit():
-        takes = int(takes)
-    if (isinstance(takes, bool) or not isinstance(takes, (int, float)) or not math.isfinite(takes)
-            or takes != int(takes) or not 1 <= takes <= 8):
-        raise ValueError(f"takes must be a whole number from 1 to 8, got {takes!r}")
-    return _continue(studio, song_id, "regenerate", at=str(at or "").strip(), takes=int(takes),
+    takes = from_shown_values(GenerateOptions, {"takes": takes}).takes  # the declared range, in its words
+    return _continue(studio, song_id, "regenerate", at=str(at or "").strip(), takes=takes,
                      lyrics=(lyrics or "").strip() or None)
 
 
@@ -176,7 +213,8 @@ FAMILY_HEADERS = ["Title", "Made from", "Length (s)", "Seed", "Created", "ID"]
 FAMILY_PLAYERS = 4
 
 
-def variants(studio, song_id: str | None) -> dict:
+@lists_again_when_gone
+def variants(studio, song_id: str | None, query: str = "", favourites: bool = False) -> dict:
     """The Compare tab's song section: the picked song, the song it was made from and every song
     made from either (extensions, regenerations), in a table and side by side in players."""
     if not song_id:
@@ -227,7 +265,8 @@ def _same_song(studio, song_id: str) -> dict:
     return out
 
 
-def select(studio, song_id: str | None) -> dict:
+@lists_again_when_gone
+def select(studio, song_id: str | None, query: str = "", favourites: bool = False) -> dict:
     hide = {"confirm_row": gr.update(visible=False)}  # a delete asked about another song is off
     if not song_id:
         return {"player": None, "downloads": None, "details": None, "now": "*Click a song in the list to play it.*",
@@ -262,7 +301,8 @@ def _md(text: str) -> str:
     return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~" else c for c in str(text))
 
 
-def ask_delete(studio, song_id: str | None) -> dict:
+@lists_again_when_gone
+def ask_delete(studio, song_id: str | None, query: str = "", favourites: bool = False) -> dict:
     """First step of a delete: say which song goes, and show the confirm / keep buttons."""
     if not song_id:
         raise ValueError("pick a song to delete")
@@ -276,6 +316,7 @@ def cancel_delete() -> dict:
     return {"confirm_row": gr.update(visible=False)}
 
 
+@lists_again_when_gone
 def delete(studio, song_id: str | None, query: str = "", favourites: bool = False) -> dict:
     """Second step (the confirm button): delete the song. Nothing is selected afterwards, so
     another click cannot delete the next song by accident."""
@@ -307,7 +348,9 @@ def forget_served_copies(names: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
-def reuse(studio, song_id: str | None, seed_choice: str = SAME_SEED) -> dict:
+@lists_again_when_gone
+def reuse(studio, song_id: str | None, seed_choice: str = SAME_SEED, query: str = "",
+          favourites: bool = False) -> dict:
     """The song's lyrics, tags, every option its sidecar records and, with "same seed", its
     seed, for the Generate tab's controls (an option the sidecar lacks or holds wrongly keeps
     its control's value; "new seed" blanks the seed box: a fresh seed on the next run)."""

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from heartmula import GenerateOptions
+
+from ..controls import control
 from ..handlers.history import HEADERS, NOT_FAVOURITE, SAME_SEED, SEED_CHOICES
 
 
@@ -76,11 +79,11 @@ def build() -> HistoryComponents:
                     extend_btn = gr.Button("Extend…", elem_id="hist-extend")
                 with gr.Row():
                     regen_at = gr.Textbox(label="Regenerate from (m:ss)", value="0:02", elem_id="hist-regen-at")
-                    regen_takes = gr.Slider(1, 8, value=1, step=1, label="Takes", elem_id="hist-regen-takes")
+                    regen_takes = control(GenerateOptions, "takes", 1, elem_id="hist-regen-takes")
                     regen_btn = gr.Button("Regenerate from…", elem_id="hist-regen")
                 # as sent: the handlers answer a string, a blank or an out-of-range value in the
                 # studio's words, where gradio's own checks log a traceback and answer vaguely
-                extend_s.preprocess = regen_takes.preprocess = lambda payload: payload
+                extend_s.preprocess = lambda payload: payload  # (control() does this for regen_takes)
                 continue_lyrics = gr.Textbox(label="Lyrics for the new part (blank: the song's own)", value="", lines=3,
                                              elem_id="hist-continue-lyrics")
                 continue_status = gr.Markdown(elem_id="hist-continue-status")
