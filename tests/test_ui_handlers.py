@@ -284,6 +284,24 @@ def test_compare_two_presets(studio):
         run(compare.compare, studio, Session(), ["speed"], LYRICS, "pop", 2, 1)
 
 
+def test_a_compare_stopped_midway_says_what_finished_and_keeps_its_players(studio):
+    """Reviewer: Compare stopped after its first preset said "⏹ Stopped. Nothing was saved." while
+    that preset's player and table row stayed on the page: the line must say what finished."""
+    session = Session()
+    common.start(session)
+    seen = []
+    for out in user_errors(compare.compare)(studio, session, ["test-full", "speed"], LYRICS, "pop", 6, 42):
+        seen.append(out)
+        if "**speed** (2/2)" in out.get("status", "") and not session.cancel.is_set():
+            common.stop(session)  # the second preset has begun: the first is done
+    status = seen[-1]["status"]
+    assert status.startswith("⏹") and "Nothing was saved" not in status, status
+    assert "1 of 2 presets" in status and "test-full" in status and "not kept in History" in status, status
+    players = [o["audios"] for o in seen if "audios" in o][-1]
+    assert [bool(a.get("visible")) for a in players][:2] == [True, False]
+    assert [r[0] for r in [o["table"] for o in seen if "table" in o][-1]] == ["test-full"]
+
+
 def test_header_says_demo_weights_make_noise(engine, tmp_path):
     from ui.blocks import DOWNLOAD_COMMAND, build_ui, header
 

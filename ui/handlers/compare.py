@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from heartmula import GenerateOptions, fresh_seed, from_shown_values, load_presets, write_audio
+from heartmula import GenerateOptions, GenerationCancelled, fresh_seed, from_shown_values, load_presets, write_audio
 
 from ..controls import form_values
 from .common import ProgressLine, fmt_bytes, follow, reports_end, run_job, takes_turn
@@ -37,8 +37,17 @@ def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
         try:
             job = run_job(lambda **kw: engine.generate(lyrics, tags, options[name], **kw), session.cancel,
                           on_progress=studio.stats.progress)
-            result = yield from follow(
-                job, lambda p: {"status": f"**{name}** ({i + 1}/{len(names)}) · {line(p)}"})
+            try:
+                result = yield from follow(
+                    job, lambda p: {"status": f"**{name}** ({i + 1}/{len(names)}) · {line(p)}"})
+            except GenerationCancelled:
+                if not rows:
+                    raise  # nothing finished: the usual "Stopped. Nothing was saved."
+                # The finished presets' rows and players stay on the page: say so, not "nothing"
+                done = ", ".join(r[0] for r in rows)
+                yield {"status": f"⏹ Stopped during {name}: {len(rows)} of {len(names)} presets compared "
+                                 f"({done}), shown below; comparisons are not kept in History"}
+                return
             studio.stats.generation_done(result)
         finally:
             studio.stats.finish()
