@@ -284,6 +284,21 @@ def test_compare_two_presets(studio):
         run(compare.compare, studio, Session(), ["speed"], LYRICS, "pop", 2, 1)
 
 
+def test_a_stop_that_comes_after_the_song_was_made_is_said_not_swallowed(studio):
+    """Reviewer: a Stop that reached the server once the song was saving gave "✅ saved" as if it
+    had not been pressed. The song is kept (it was finished), and the line says the Stop came late."""
+    session = Session()
+    common.start(session)
+    seen = []
+    for out in user_errors(generate.generate)(*gen_args(studio, session)):
+        seen.append(out)
+        if "Saving" in out.get("status", "") or "saving" in out.get("status", ""):
+            common.stop(session)  # the frames and the decode are done; the take is being saved
+    status = seen[-1]["status"]
+    assert status.startswith("✅") and "Stop came after the song was made" in status, status
+    assert len(studio.history.list()) == 1
+
+
 def test_a_compare_stopped_midway_says_what_finished_and_keeps_its_players(studio):
     """Reviewer: Compare stopped after its first preset said "⏹ Stopped. Nothing was saved." while
     that preset's player and table row stayed on the page: the line must say what finished."""

@@ -199,8 +199,10 @@ def generate(studio, session, lyrics, tags, *values):
     audios = [gr.update(value=str(s.audio_path), visible=True, label=f"Take {i + 1} · seed {s.seed}")
               for i, s in enumerate(songs)]
     audios += [gr.update(value=None, visible=False)] * (MAX_TAKES - len(songs))
+    late = (" · ⏹ Stop came after the song was made, so it was kept (delete it in History if unwanted)"
+            if session.cancel.is_set() else "")
     yield {
-        "status": _results_text(result, songs),
+        "status": _results_text(result, songs) + late,
         "audios": audios,
         "downloads": [str(p) for s in songs for p in s.downloads],
         "metadata": exact_for_browser(songs[0].meta if len(songs) == 1 else [s.meta for s in songs]),
