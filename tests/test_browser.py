@@ -818,6 +818,28 @@ def test_stop_on_a_run_waiting_behind_another_pages_song_ends_it_at_once(demo_pa
     assert len(demo_app.sidecars()) == before + 1
 
 
+def test_a_page_reloaded_mid_song_keeps_the_song(demo_page, demo_app):
+    """Reviewer: reloading mid-run dropped the job quietly (the song ended, nothing saved) and the
+    new page said "Ready.". The song is finished in the background and saved to History, and the
+    reloaded page says so until it is."""
+    import time
+
+    page = demo_page
+    before = len(demo_app.sidecars())
+    start_long_song(page, 20)
+    watch(page, "#gen-status", "Generating frames", timeout_s=120)
+    page.reload()
+    wait_idle(page)
+    expect(page.locator("#gen-status")).to_contain_text("being finished", timeout=10_000)
+    deadline = time.monotonic() + 180
+    while len(demo_app.sidecars()) == before and time.monotonic() < deadline:  # the song's sidecar: the state
+        time.sleep(0.2)
+    assert len(demo_app.sidecars()) == before + 1
+    page.reload()
+    wait_idle(page)
+    expect(page.locator("#gen-status")).to_have_text("Ready.", timeout=10_000)
+
+
 def _type_and_leave(page, selector, typed):
     """Type into a slider's number box and leave it (Tab): what the box then holds is what the
     page will send. Retried while a control still mounting takes its first value."""

@@ -284,6 +284,33 @@ def test_compare_two_presets(studio):
         run(compare.compare, studio, Session(), ["speed"], LYRICS, "pop", 2, 1)
 
 
+def test_a_page_reloaded_mid_song_does_not_lose_the_song(studio):
+    """Reviewer: reloading the page mid-run dropped the job quietly (the song was ended and
+    nothing saved), and the new page said "Ready.". A song whose page went away is finished in
+    the background and saved to History; a page opened meanwhile says so, and its Generate
+    waits for it."""
+    import time
+
+    session = Session()
+    common.start(session)
+    outs = user_errors(generate.generate)(*gen_args(studio, session, duration_s=6))
+    for out in outs:
+        if "Generating frames" in out.get("status", ""):
+            break
+    outs.close()  # what gradio does to a job whose page was reloaded or closed
+    assert studio.turns.busy  # the song still has the device: a new job waits for it
+    assert "being finished" in generate.page_status(studio)
+    deadline = time.monotonic() + 120
+    while (studio.turns.busy or not studio.history.list()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    songs = studio.history.list()
+    assert len(songs) == 1 and songs[0].duration_s == pytest.approx(6, abs=0.2), songs
+    assert not studio.turns.busy and studio.stats.snapshot().job is None
+    assert generate.page_status(studio) == "Ready."
+    # a job after it runs as usual
+    assert run(generate.generate, *gen_args(studio, Session()))[-1]["status"].startswith("✅")
+
+
 def test_a_stop_that_comes_after_the_song_was_made_is_said_not_swallowed(studio):
     """Reviewer: a Stop that reached the server once the song was saving gave "✅ saved" as if it
     had not been pressed. The song is kept (it was finished), and the line says the Stop came late."""

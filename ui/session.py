@@ -15,6 +15,7 @@ class Session:
         self.stop_at: float | None = None  # time.monotonic() of the last Stop
         self.play_now = threading.Event()  # "Play what is ready": start take 1 without waiting
         self.live_files: dict[int, str] = {}  # take index -> its audio so far (or its file, once done)
+        self.turn = None  # the running job's place in Studio.turns (ui.studio.Turn)
 
     def __deepcopy__(self, memo):
         # gr.State deep-copies its initial value for each new session; an Event cannot be

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,20 @@ class Turn:
     """One job's place in `Turns`: `what` it is doing, as another job's waiting line names it."""
     turns: "Turns"
     what: str
+    handed_off: bool = False  # the job goes on without its page (see hand_off)
+
+    def hand_off(self, finish: Callable[[], None]) -> None:
+        """The job's page went away but its work goes on: run `finish` on a thread of its own and
+        end this turn when it returns, not when the page's handler ends."""
+        self.handed_off = True
+
+        def run() -> None:
+            try:
+                finish()
+            finally:
+                self.turns._leave(self)
+
+        threading.Thread(target=run, name="heartmula-finish", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until this job may use the device; False if `timeout` seconds passed first."""
@@ -54,14 +68,24 @@ class Turns:
         try:
             yield turn
         finally:
-            with self._cv:
-                self._line.remove(turn)
-                self._cv.notify_all()
+            if not turn.handed_off:
+                self._leave(turn)
+
+    def _leave(self, turn: Turn) -> None:
+        with self._cv:
+            self._line.remove(turn)
+            self._cv.notify_all()
 
     @property
     def busy(self) -> bool:
         """A job uses the device or waits for it."""
         return bool(self._line)
+
+    @property
+    def finishing(self) -> bool:
+        """A job whose page went away is being finished (`Turn.hand_off`)."""
+        with self._cv:
+            return any(t.handed_off for t in self._line)
 
     def _wait(self, turn: Turn, timeout: float | None) -> bool:
         with self._cv:

@@ -35,25 +35,34 @@ STOP_POLL_S = 0.05  # how often a job with a stop grace looks at the Stop flag
 
 
 def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None = None, *,
-            stream: bool = False, stop_grace_s: float | None = None) -> Iterator:
+            stream: bool = False, stop_grace_s: float | None = None,
+            on_leave: Callable[[Callable[[], object]], None] | None = None) -> Iterator:
     """Run fn(on_progress=..., should_stop=...) on a worker thread.
 
     Yields each Progress the job reports (and None as a heartbeat every HEARTBEAT_S), then
     returns fn's result (`result = yield from run_job(...)`); fn's exception is re-raised here.
-    If the consumer goes away (the browser tab closed), the job is told to stop.
+    If the consumer goes away (the browser tab closed or reloaded), the job is told to stop,
+    unless `on_leave` is given.
 
     `stream`: fn returns an iterator; its items are yielded as they come, and its last item is
     the result. `stop_grace_s`: once Stop is pressed, wait at most this long for the job to end,
     then raise JobLeftRunning and leave it to finish on its own (a codec window being decoded
-    cannot be cut short; what it makes is dropped).
+    cannot be cut short; what it makes is dropped). `on_leave`: if the consumer goes away, the
+    job goes on instead, and on_leave gets a function that waits for it and returns its result
+    (or raises its exception), to call from a thread of its own.
     """
     events: queue.Queue = queue.Queue()
     box: dict = {}
+    gone = threading.Event()  # the consumer left: nobody reads `events` any more
+
+    def put(item) -> None:
+        if not gone.is_set():
+            events.put(item)
 
     def forward(p) -> None:
         if on_progress is not None:
             on_progress(p)
-        events.put(p)
+        put(p)
 
     def work() -> None:
         try:
@@ -62,7 +71,7 @@ def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None 
                 last = _DONE
                 for item in out:
                     if last is not _DONE:
-                        events.put(last)
+                        put(last)
                     last = item
                 out = None if last is _DONE else last
             box["result"] = out
@@ -71,9 +80,14 @@ def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None 
         finally:
             events.put(_DONE)
 
+    def outcome(_=None):
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
     worker = threading.Thread(target=work, name="heartmula-job", daemon=True)
     worker.start()
-    left_running, stop_seen, last_yield = False, None, time.monotonic()
+    left_running, ended, stop_seen, last_yield = False, False, None, time.monotonic()
     try:
         while True:
             timeout = HEARTBEAT_S
@@ -92,18 +106,21 @@ def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None 
                     yield None
                 continue
             if item is _DONE:
+                ended = True
                 break
             last_yield = time.monotonic()
             yield item
     finally:
-        if worker.is_alive() and not left_running:  # consumer closed early: end the job rather than let it run on
-            log.info("stopped: the page went away (closed or reloaded) during a job; the job was ended, "
-                     "nothing of it saved")
-            cancel.set()
-            worker.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+        if not ended and not left_running:  # the consumer closed early: the page went away
+            gone.set()
+            if on_leave is not None:  # (also when the job had just ended: its result is not lost)
+                on_leave(lambda: outcome(worker.join()))
+            elif worker.is_alive():  # end the job rather than let it run on
+                log.info("stopped: the page went away (closed or reloaded) during a job; the job was ended, "
+                         "nothing of it saved")
+                cancel.set()
+                worker.join()
+    return outcome()
 
 
 _DONE = object()
@@ -146,6 +163,7 @@ def takes_turn(what: str, key: str, stoppable: bool = True):
         @functools.wraps(fn)
         def wrapper(studio, session, *args):
             with studio.turns.take(what) as turn:
+                session.turn = turn  # a job that goes on after its page left hands it off (Turn.hand_off)
                 yield from wait_turn(turn, session.cancel if stoppable else None, key)
                 return (yield from fn(studio, session, *args))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import replace
@@ -17,6 +18,7 @@ from .common import (JobLeftRunning, ProgressLine, exact_for_browser, fmt_s, pre
                      song_resources, takes_turn)
 from .live import LivePlayback, can_stream
 
+log = logging.getLogger("heartmula.studio")
 GEN_NAMES = list(options_of(GenerateOptions))  # the order of the Generate tab's option controls
 TR_NAMES = list(options_of(TranscribeOptions))  # and of the Transcribe tab's
 MAX_TAKES = options_of(GenerateOptions)["takes"].hi
@@ -143,6 +145,7 @@ def generate(studio, session, lyrics, tags, *values):
     session.play_now.clear()
     session.live_files = {}
     session.last_song_ids = []  # the result buttons act on this run's takes, once there are some
+    left = []  # set once the page went away and the song is finished in the background
     studio.stats.start("generate")
     try:
         # the last song leaves the page (it is in History): the live player, the takes, their
@@ -155,8 +158,31 @@ def generate(studio, session, lyrics, tags, *values):
         if engine.busy:  # a stopped job ends the codec window it is in before the engine takes another
             line.waiting = "⏳ Waiting for the last job to finish (a stopped song ends the codec window it is in)…"
             yield {"status": line(None)}
+        def finish_without_page(result_of_job) -> None:
+            # The page was closed or reloaded mid-song: nothing the musician made is lost. The
+            # song goes on, keeps the device (a new job waits its turn) and lands in History.
+            left.append(True)
+
+            def finish() -> None:
+                try:
+                    result = result_of_job()
+                    studio.stats.generation_done(result)
+                    studio.stats.phase("saving")
+                    songs = _save(studio, result)
+                    log.info("the page of song %s went away mid-song; it was finished and saved to History",
+                             songs[0].id)
+                except GenerationCancelled:
+                    log.info("the page went away after a Stop: nothing saved")
+                except Exception:
+                    log.exception("the page went away mid-song, and finishing the song failed")
+                finally:
+                    studio.stats.finish()
+
+            session.turn.hand_off(finish)
+
         job = run_job(lambda **kw: engine.generate_stream(lyrics, tags, options, **kw), session.cancel,
-                      on_progress=studio.stats.progress, stream=True, stop_grace_s=STOP_GRACE_S)
+                      on_progress=studio.stats.progress, stream=True, stop_grace_s=STOP_GRACE_S,
+                      on_leave=finish_without_page)
         try:
             while True:
                 try:
@@ -184,15 +210,18 @@ def generate(studio, session, lyrics, tags, *values):
                    "hear": gr.update(visible=False)}
             raise
         live.frames_ended = True  # whatever is left plays now: it is all there
-        yield from _play(live, session)
         studio.stats.generation_done(result)
         studio.stats.phase("saving")
-        yield {"status": line.saving()}
-        # What was heard is what is saved: the chunks, limited one by one as they were played.
-        result = replace(result, audio=[soft_limit(a) for a in result.audio])
-        songs = studio.history.save(result)
+        try:
+            yield from _play(live, session)
+            yield {"status": line.saving()}
+        except GeneratorExit:  # the page went away with the song made: save it all the same
+            finish_without_page(lambda: result)
+            raise
+        songs = _save(studio, result)
     finally:
-        studio.stats.finish()
+        if not left:
+            studio.stats.finish()
     session.last_song_ids = [s.id for s in songs]
     session.last_lyrics = lyrics
     session.live_files = {i: str(s.audio_path) for i, s in enumerate(songs)}
@@ -213,6 +242,22 @@ def generate(studio, session, lyrics, tags, *values):
         "play_now": gr.update(visible=False),
         "hear": gr.update(value=None, visible=False),  # every take has its player and file now
     }
+
+
+def _save(studio, result) -> list:
+    """Save a finished generation's takes to History (what was heard is what is saved: the
+    chunks, limited one by one as they were played)."""
+    return studio.history.save(replace(result, audio=[soft_limit(a) for a in result.audio]))
+
+
+def page_status(studio) -> str:
+    """The Generate tab's status line for a page just opened: whether the device is in use."""
+    if studio.turns.finishing:
+        return ("⏳ A song whose page was closed or reloaded is being finished; it will be saved to History. "
+                "A Generate here waits for it.")
+    if studio.turns.busy:
+        return "⏳ Another page's job is using the device; a Generate here waits for it."
+    return "Ready."
 
 
 def _last_take(session, take_label: str, none_yet: str, pick: str) -> tuple[int, str]:
