@@ -818,6 +818,30 @@ def test_stop_on_a_run_waiting_behind_another_pages_song_ends_it_at_once(demo_pa
     assert len(demo_app.sidecars()) == before + 1
 
 
+def test_a_value_typed_on_settings_reaches_generate_and_transcribe_whole(demo_page):
+    """Tester: typing 45 in Settings' Maximum length at a person's speed on a slow laptop left 4 on
+    Generate (and 25 → 2 for Transcribe's chunk length): each keystroke's copy went to the server
+    and back, and the answers came back out of order. The copy is the page's own now, in order."""
+    page = demo_page
+    slow_cpu(page, rate=6)
+    tab(page, "Settings")
+    typed = {"#set-max_audio_length_ms": ("45", "#gen-max_audio_length_ms"),
+             "#set-chunk_length_s": ("25", "#tr-chunk-length-s")}
+    for field, (value, _) in typed.items():
+        box = page.locator(f"{field} input[type=number]")
+        box.fill("")
+        box.press_sequentially(value, delay=80)
+        box.press("Tab")
+        expect(box).to_have_value(value)
+    tab(page, "Transcribe")
+    expect(page.locator("#tr-chunk-length-s input[type=number]")).to_have_value("25")
+    tab(page, "Generate")
+    expect(page.locator("#gen-max_audio_length_ms input[type=number]")).to_have_value("45")
+    tab(page, "Transcribe")  # a round trip later, no late answer has changed either
+    assert page.locator("#tr-chunk-length-s input[type=number]").input_value() == "25"
+    assert page.locator("#gen-max_audio_length_ms input[type=number]").input_value() == "45"
+
+
 def test_a_page_reloaded_mid_song_keeps_the_song(demo_page, demo_app):
     """Reviewer: reloading mid-run dropped the job quietly (the song ended, nothing saved) and the
     new page said "Ready.". The song is finished in the background and saved to History, and the

@@ -276,7 +276,8 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # typed meanwhile. One the musician picks also sets the run controls.
     _on(st.preset.change, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK)
     _on(st.preset.select, settings_h.preset_values, [st.preset], settings_preset_targets, **QUICK).then(
-        lambda *values: values, inputs=preset_fields, outputs=[run_controls[n] for n in field_names], **QUICK)
+        None, inputs=preset_fields, outputs=[run_controls[n] for n in field_names], js="(...values) => values",
+        **QUICK)
     # Only a preset the musician picks sets the weights choice: one the page sets (first paint,
     # save, delete) leaves what was chosen there.
     _on(st.preset.select, partial(common.preset_weights, studio), [st.preset], weights_targets, **QUICK)
@@ -286,8 +287,12 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # fills Settings' fields only: the run controls already hold them)
     _on(gen.preset.select, lambda name: {"preset": gr.update(value=name)}, [gen.preset], {"preset": st.preset},
         **QUICK)
+    # Copied by the page itself, keystroke by keystroke in order: through the server each
+    # keystroke's copy was a request of its own, and answers that came back out of order left a
+    # prefix of what was typed (45 → 4) on the run controls.
     for name in field_names:
-        st.fields[name].input(lambda value: value, inputs=[st.fields[name]], outputs=[run_controls[name]], **QUICK)
+        st.fields[name].input(None, inputs=[st.fields[name]], outputs=[run_controls[name]], js="(value) => value",
+                              **QUICK)
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields, st.quant],
         {**preset_targets, "preset_note": st.preset_note}, **TOAST)
     _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset, gen.preset, tr.preset, cmp.presets],
