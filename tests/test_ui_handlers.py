@@ -555,6 +555,25 @@ def test_extend_and_regenerate_from_history(studio):
         studio.engine.check_request(LYRICS, " ,,, ", GenerateOptions())
 
 
+def test_a_refused_extend_says_why_on_its_status_line(studio):
+    """Tester: Extend refused (-5 seconds, then 0) said why only in pop-ups, which the page stacked
+    into one ("Error (2) × … got -5 … got 0"), the stale one first; the line said "❌ Not done (see
+    the message)". The line under the buttons says why, as Generate's does."""
+    from functools import partial
+
+    run(generate.generate, *gen_args(studio, Session(), seed=31))
+    song = studio.history.list()[0]
+    handler = user_errors(common.line_says_why(partial(history.extend, studio), "continue_status"))
+    for seconds, why in ((-5, "must be more than 0, got -5"), (0, "must be more than 0, got 0")):
+        seen = []
+        with pytest.raises(gr.Error, match=why):
+            for out in handler(song.id, seconds, ""):
+                seen.append(out)
+        assert seen == [{"continue_status": f"❌ Not done: seconds to add {why}"}], seen
+    done = list(handler(song.id, 0.48, ""))  # and one that runs gives the handler's own answer
+    assert len(done) == 1 and "” extended:" in done[0]["continue_status"]
+
+
 def test_a_non_audio_upload_is_named_by_its_file_name_only(studio, tmp_path):
     upload = tmp_path / "gradio-cache-abc123" / "notes.mp3"  # as an upload lands on the server
     upload.parent.mkdir()

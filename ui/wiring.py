@@ -222,7 +222,8 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
              [hist.song, hist.regen_at, hist.regen_takes, hist.continue_lyrics])):
         # Both buttons wait while either job runs (and come back however it ended).
         job = _on(button.click, partial(history_h.continue_started, studio, mode), [hist.song], held, **QUICK).then(
-            _named(partial(fn, studio), continue_targets), inputs=inputs, outputs=_flatten(continue_targets),
+            _named(common.line_says_why(partial(fn, studio), "continue_status"), continue_targets), inputs=inputs,
+            outputs=_flatten(continue_targets),
             api_name=mode, api_visibility="public", **DEVICE_JOB, show_progress="minimal",
             show_progress_on=[hist.continue_status])
         ended = dict(fn=_named(history_h.continue_ended, held), inputs=[hist.continue_status], outputs=_flatten(held),

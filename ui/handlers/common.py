@@ -363,6 +363,25 @@ def reports_end(key: str):
     return deco
 
 
+def line_says_why(fn: Callable, key: str) -> Callable:
+    """A plain handler as a one-answer generator whose refusal or failure is also written on `key`'s
+    status line, not only in a pop-up (the page stacks pop-ups, stale ones first). The exception
+    still goes on to `user_errors` for the pop-up and API callers."""
+    import functools
+    import inspect
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield fn(*args, **kwargs)
+        except (ValueError, RuntimeError) as e:  # user-facing messages (see ui/errors.py)
+            yield {key: f"❌ Not done: {e}"}
+            raise
+
+    wrapper.__signature__ = inspect.signature(fn)
+    return wrapper
+
+
 JS_SAFE_INT = 2**53  # integers past this lose digits in the browser's JSON (a float64)
 
 
