@@ -819,6 +819,8 @@ def test_a_stop_while_playing_ends_within_a_second_and_keeps_what_was_heard(demo
     kept = [a for a in outs[-2]["audios"] if a.get("visible")]  # the step before reports_end's "Stopped"
     assert len(kept) == 1 and "not saved" in kept[0]["label"]
     np.testing.assert_array_equal(_pcm(kept[0]["value"])[: heard.shape[0]], heard)  # what was heard stays
+    # Tester: what was made could be heard but not downloaded (the Downloads list stayed empty)
+    assert outs[-2]["downloads"] == [kept[0]["value"]] and Path(kept[0]["value"]).name == "take1-stopped.wav"
     assert demo_studio.history.list() == [] and "Stopped" in outs[-1]["status"]
     common.start(session)  # the engine takes the next job
     assert "audios" in run(generate.generate, *gen_args(demo_studio, session, duration_s=2))[-1]

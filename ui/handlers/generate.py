@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import gradio as gr
 
@@ -302,10 +304,15 @@ def _stopped(live: LivePlayback, session) -> dict:
                         + ("What was made stays playable below (not saved to History)." if kept else
                            "No audio was made yet."),
            "play_now": gr.update(visible=False)}
+    for i in kept:  # named for what it is, as the player's and the Downloads' file name
+        stopped = Path(session.live_files[i]).with_name(f"take{i + 1}-stopped.wav")
+        os.replace(session.live_files[i], stopped)
+        session.live_files[i] = str(stopped)
     if kept:
         out["audios"] = [gr.update(value=session.live_files[i], visible=True,
                                    label=f"Take {i + 1} · first {fmt_s(live.playable_s(i))} (stopped; not saved)")
                          if i in kept else gr.update(value=None, visible=False) for i in range(MAX_TAKES)]
+        out["downloads"] = [session.live_files[i] for i in kept]  # not in History: this is the one way to keep it
     return out
 
 
