@@ -859,6 +859,8 @@ def test_a_page_reloaded_mid_song_keeps_the_song(demo_page, demo_app):
     while len(demo_app.sidecars()) == before and time.monotonic() < deadline:  # the song's sidecar: the state
         time.sleep(0.2)
     assert len(demo_app.sidecars()) == before + 1
+    # the line follows (tester: it said "being finished" long after the song was saved)
+    expect(page.locator("#gen-status")).to_contain_text("was saved to History", timeout=10_000)
     page.reload()
     wait_idle(page)
     expect(page.locator("#gen-status")).to_have_text("Ready.", timeout=10_000)

@@ -299,7 +299,10 @@ def test_a_page_reloaded_mid_song_does_not_lose_the_song(studio):
             break
     outs.close()  # what gradio does to a job whose page was reloaded or closed
     assert studio.turns.busy  # the song still has the device: a new job waits for it
-    assert "being finished" in generate.page_status(studio)
+    shown = generate.page_status(studio)
+    assert "being finished" in shown
+    # the opened page asks again while its line says so (tester: it said so long after the save)
+    assert generate.page_status_again(studio, shown) == {}  # still being finished: no change
     deadline = time.monotonic() + 120
     while (studio.turns.busy or not studio.history.list()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -307,6 +310,10 @@ def test_a_page_reloaded_mid_song_does_not_lose_the_song(studio):
     assert len(songs) == 1 and songs[0].duration_s == pytest.approx(6, abs=0.2), songs
     assert not studio.turns.busy and studio.stats.snapshot().job is None
     assert generate.page_status(studio) == "Ready."
+    done = generate.page_status_again(studio, shown)
+    assert "saved to History" in done["status"] and done["page_timer"]["active"] is False
+    # a line the page's own job has written since is never touched, and the asking stops
+    assert generate.page_status_again(studio, "⏳ Waiting for the engine…") == {"page_timer": {"active": False, "__type__": "update"}}
     # a job after it runs as usual
     assert run(generate.generate, *gen_args(studio, Session()))[-1]["status"].startswith("✅")
 

@@ -314,6 +314,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
         out.update(settings_h.engine_controls(studio))  # as loaded now, not as the studio started
         out.update(settings_h.live(studio))
         out["gen_status"] = generate_h.page_status(studio)  # a song left by a reloaded page, say
+        out["gen_page_timer"] = gr.update(active=out["gen_status"] == generate_h.FINISHING)
         return out
 
     engine_control_targets = {"model_path": st.model_path, "version": st.version, "device": st.device,
@@ -322,5 +323,7 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     _on(demo.load, first_paint, None,
         {**preset_targets, **{f"gen_{k}": v for k, v in gen_controls.items()}, **history_targets,
          **{f"set_{k}": v for k, v in settings_preset_targets.items()}, **engine_control_targets,
-         "engine_status": st.engine_status, "live": st.live, "gen_status": gen.status}, queue=False,
-        api_visibility="undocumented")
+         "engine_status": st.engine_status, "live": st.live, "gen_status": gen.status,
+         "gen_page_timer": gen.page_timer}, queue=False, api_visibility="undocumented")
+    _on(gen.page_timer.tick, partial(generate_h.page_status_again, studio), [gen.status],
+        {"status": gen.status, "page_timer": gen.page_timer}, **QUICK)

@@ -252,14 +252,29 @@ def _save(studio, result) -> list:
     return studio.history.save(replace(result, audio=[soft_limit(a) for a in result.audio]))
 
 
+FINISHING = ("⏳ A song whose page was closed or reloaded is being finished; it will be saved to History. "
+             "A Generate here waits for it.")
+
+
 def page_status(studio) -> str:
     """The Generate tab's status line for a page just opened: whether the device is in use."""
     if studio.turns.finishing:
-        return ("⏳ A song whose page was closed or reloaded is being finished; it will be saved to History. "
-                "A Generate here waits for it.")
+        return FINISHING
     if studio.turns.busy:
         return "⏳ Another page's job is using the device; a Generate here waits for it."
     return "Ready."
+
+
+def page_status_again(studio, shown: str) -> dict:
+    """The page's timer, while its line says a left song is being finished (`FINISHING`): the line
+    once that song is saved. A line the page's own job has written since is left alone, and the
+    timer stops either way."""
+    if shown != FINISHING:
+        return {"page_timer": gr.update(active=False)}
+    if studio.turns.finishing:
+        return {}
+    return {"status": "✅ The song of the page that was closed or reloaded was saved to History.",
+            "page_timer": gr.update(active=False)}
 
 
 def _last_take(session, take_label: str, none_yet: str, pick: str) -> tuple[int, str]:

@@ -38,6 +38,7 @@ class GenerateComponents:
     check_result: gr.Markdown
     live: gr.Audio  # streaming: take 1 while it is made
     live_note: gr.Markdown  # what is playable, and when take 1 starts
+    page_timer: gr.Timer  # asks again while a left page's song is being finished (handlers.generate.page_status)
     play_now_btn: gr.Button  # start take 1 without waiting for it to play through
     hear_take: gr.Dropdown  # put another take's audio so far on its player
 
@@ -75,6 +76,7 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="gen-generate")
                 stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="gen-stop")
             status = gr.Markdown("Ready.", elem_id="gen-status")
+            page_timer = gr.Timer(1.0, active=False)
     with gr.Row(equal_height=False, elem_id="gen-live-row"):
         with gr.Column(scale=3):
             live = gr.Audio(label="Live: take 1 plays here while it is made", streaming=True, autoplay=True,
@@ -105,5 +107,5 @@ def build(presets: list[str], preset: str) -> GenerateComponents:
         options=options, dice=dice, generate_btn=generate_btn, stop_btn=stop_btn, status=status, audios=audios,
         downloads=downloads, metadata=metadata, check_take=check_take, check_btn=check_btn, check_result=check_result,
         extend_btn=extend_btn, regen_btn=regen_btn,
-        live=live, live_note=live_note, play_now_btn=play_now_btn, hear_take=hear_take,
+        live=live, live_note=live_note, play_now_btn=play_now_btn, hear_take=hear_take, page_timer=page_timer,
     )
