@@ -749,6 +749,22 @@ def test_a_preset_picked_on_settings_is_named_on_generate(page):
     expect(page.locator("#set-max_audio_length_ms input[type=number]")).to_have_value("120")
 
 
+def test_a_preset_picked_on_generate_sets_transcribe_as_settings_says(demo_page):
+    """Tester: picking `quality` on Generate set Settings' transcription batch size to 12 but left
+    Transcribe at 16 (and its preset box blank), where Settings says a preset applies to both."""
+    page = demo_page
+    pick(page, "gen-preset", "quality")
+    tab(page, "Transcribe")
+    expect(page.locator("#tr-batch-size input[type=number]")).to_have_value("12")
+    expect(page.locator("#tr-preset input")).to_have_value("quality")
+    tab(page, "Settings")
+    expect(page.locator("#set-batch_size input[type=number]")).to_have_value("12")
+    pick(page, "set-preset", "speed")  # and one picked on Settings names itself on Transcribe too
+    tab(page, "Transcribe")
+    expect(page.locator("#tr-batch-size input[type=number]")).to_have_value("32")
+    expect(page.locator("#tr-preset input")).to_have_value("speed")
+
+
 def test_unload_or_load_while_a_song_is_made_answers_at_once(demo_page, demo_app):
     """Reviewer: Unload or Load pressed while a song was made waited silently in the queue
     behind it, then ran by itself once the song was saved. They answer at once now: the song

@@ -288,6 +288,12 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     # fills Settings' fields only: the run controls already hold them)
     _on(gen.preset.select, lambda name: {"preset": gr.update(value=name)}, [gen.preset], {"preset": st.preset},
         **QUICK)
+    # A preset the musician picks on Generate or Settings is the run's defaults for Transcribe too, as
+    # Settings says (Settings' own pick copies its fields there; Generate's sets them from the preset)
+    _on(gen.preset.select, lambda name: {"preset": gr.update(value=name), **transcribe_h.preset_settings(name)},
+        [gen.preset], {"preset": tr.preset, "options": tr_option_list}, **QUICK)
+    _on(st.preset.select, lambda name: {"preset": gr.update(value=name)}, [st.preset], {"preset": tr.preset},
+        **QUICK)
     # Copied by the page itself, keystroke by keystroke in order: through the server each
     # keystroke's copy was a request of its own, and answers that came back out of order left a
     # prefix of what was typed (45 → 4) on the run controls.
