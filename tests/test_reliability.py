@@ -306,7 +306,8 @@ def test_stop_in_every_phase_frees_and_keeps_nothing(demo_path, tmp_path, phase,
                     stats=CancelWhen(session, when))
     # 3 s: 37 frames, progress every 8, so "frames" stops mid-way
     outs = run(generate_h.generate, *gen_args(studio, session, duration_s=3, takes=2))
-    assert studio.stats.pressed and outs[-1]["status"] == "⏹ Stopped. Nothing was saved."
+    # tester: "Nothing was saved." read against the note "What was made stays playable below"
+    assert studio.stats.pressed and outs[-1]["status"] == "⏹ Stopped: not saved to History."
     assert not any(a.get("visible") for o in outs for a in o.get("audios", []))  # no take shown as made
     assert session.last_song_ids == []  # nor one the result buttons could act on
     assert files_in(tmp_path / "outputs") == [] and studio.history.scan() == ([], [])

@@ -96,7 +96,7 @@ def run_job(fn: Callable, cancel: threading.Event, on_progress: Callable | None 
                     stop_seen = stop_seen or time.monotonic()
                     if time.monotonic() - stop_seen > stop_grace_s:
                         left_running = True
-                        raise JobLeftRunning("stopped; the job's last step finishes in the background")
+                        raise JobLeftRunning("the codec's last window finishes in the background")
                 timeout = STOP_POLL_S
             try:
                 item = events.get(timeout=timeout)
@@ -333,9 +333,10 @@ def _update(**kwargs):
     return gr.update(**kwargs)
 
 
-def reports_end(key: str):
+def reports_end(key: str, stopped: str = "⏹ Stopped. Nothing was saved."):
     """Decorate a job generator so its status line says how it ended when it fails or is stopped
-    (the exception still goes on to `user_errors`, which shows the message)."""
+    (the exception still goes on to `user_errors`, which shows the message). `stopped`: the line
+    after a Stop."""
     import functools
 
     from heartmula import GenerationCancelled, TranscriptionCancelled
@@ -349,7 +350,7 @@ def reports_end(key: str):
                 yield {key: STOPPED_WAITING}
                 raise
             except (GenerationCancelled, TranscriptionCancelled):
-                yield {key: "⏹ Stopped. Nothing was saved."}
+                yield {key: stopped}
                 raise
             except (ValueError, RuntimeError) as e:
                 yield {key: f"❌ Not done: {e}"}

@@ -133,7 +133,7 @@ STOP_GRACE_S = 0.25  # after Stop, how long the page waits for the engine before
 # frame takes milliseconds; a codec window being decoded, seconds on a CPU: that one is left to end alone)
 
 
-@reports_end("status")
+@reports_end("status", stopped="⏹ Stopped: not saved to History.")  # what was made may stay playable (_stopped)
 @takes_turn("another song", "status")
 def generate(studio, session, lyrics, tags, *values):
     """Generator: progress lines while the engine works, take 1 on the live player as soon as it
@@ -315,12 +315,16 @@ def _stopped(live: LivePlayback, session) -> dict:
     """After a Stop: how soon the job ended, and every take's audio so far stays playable."""
     after = f"{time.monotonic() - session.stop_at:.2f}" if session.stop_at is not None else "?"
     kept = [i for i in range(live.takes) if live.samples[i]]
+    empty = [i for i in range(live.takes) if i not in kept]
+    none_yet = (f" {', '.join(f'Take {i + 1}' for i in empty)} had no audio yet: a take's audio comes a codec "
+                f"window (about 30 s of song) at a time." if kept and empty else "")
     out = {"live_note": f"⏹ Generation stopped {after} s after Stop. "
                         + ("What was made stays playable below (not saved to History)." if kept else
-                           "No audio was made yet."),
+                           "No audio was made yet.") + none_yet,
            "play_now": gr.update(visible=False)}
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # saved songs are named by time too; two stops never share a name
     for i in kept:  # named for what it is, as the player's and the Downloads' file name
-        stopped = Path(session.live_files[i]).with_name(f"take{i + 1}-stopped.wav")
+        stopped = Path(session.live_files[i]).with_name(f"stopped-{stamp}-take{i + 1}.wav")
         os.replace(session.live_files[i], stopped)
         session.live_files[i] = str(stopped)
     if kept:
