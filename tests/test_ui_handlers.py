@@ -838,6 +838,44 @@ def test_a_stop_while_playing_ends_within_a_second_and_keeps_what_was_heard(demo
     assert "audios" in run(generate.generate, *gen_args(demo_studio, session, duration_s=2))[-1]
 
 
+def test_a_bad_request_is_refused_at_once_not_after_waiting_for_another_job(studio):
+    """Tester: with another tab's song running, Temperature 700 was refused only once that song had
+    ended (minutes of "⏳ Waiting…" to learn a value was wrong). A request is checked first."""
+    import time
+
+    def first_answer(fn, *args):
+        # on a thread: a handler that waits for the turn held below would otherwise wait forever
+        seen, box = [], {}
+
+        def consume():
+            try:
+                for out in user_errors(fn)(*args):
+                    seen.append(out)
+            except gr.Error as e:
+                box["error"] = e
+
+        started = time.monotonic()
+        worker = threading.Thread(target=consume, daemon=True)
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), f"still waiting for the device: {seen[-1:]}"
+        assert "error" in box, seen
+        return box["error"], seen, time.monotonic() - started
+
+    with studio.turns.take("another page's song"):  # the device is in use for as long as this lasts
+        args = list(gen_args(studio, Session()))
+        args[4 + generate.GEN_NAMES.index("temperature")] = 700
+        error, seen, took = first_answer(generate.generate, *args)
+        assert "Temperature: temperature=700" in str(error) and took < 5
+        assert not any("Waiting for" in o.get("status", "") for o in seen), seen
+        error, seen, _ = first_answer(generate.generate, *gen_args(studio, Session(), lyrics="   "))
+        assert "lyrics" in str(error).lower() and not any("Waiting for" in o.get("status", "") for o in seen)
+        error, seen, _ = first_answer(compare.compare, studio, Session(), ["speed"], LYRICS, "pop", 2, 1)
+        assert "pick 2 to 4" in str(error) and not any("Waiting for" in o.get("status", "") for o in seen)
+        error, seen, _ = first_answer(transcribe.transcribe, studio, Session(), None, 8, 30, "")
+        assert not any("Waiting for" in o.get("speed", "") for o in seen), seen
+
+
 def test_a_stopped_take_with_no_audio_yet_is_named_in_the_note(demo_studio):
     """Tester: stopped with three takes, takes 1 and 2 came back playable and take 3 had nothing,
     with no word of why (a take's audio comes a codec window at a time)."""
@@ -888,9 +926,9 @@ def test_a_refused_run_leaves_no_live_note_promising_audio(studio):
     with pytest.raises(gr.Error, match="shorten the lyrics"):
         for out in user_errors(generate.generate)(*gen_args(studio, session, lyrics="hello world " * 40, duration_s=15)):
             outs.append(out)
-    notes = [o["live_note"] for o in outs if "live_note" in o]
-    assert notes and notes[-1] == "Nothing was made."
-    assert [o for o in outs if "hear" in o][-1]["hear"]["visible"] is False
+    # (refused before it starts since the checks come first: it then writes no note at all)
+    assert all(o["live_note"] == "Nothing was made." for o in outs if "live_note" in o)
+    assert all(o["hear"].get("visible") is False for o in outs if "hear" in o)
 
 
 def test_picking_a_take_with_no_audio_yet_says_so_and_clears_the_pick():

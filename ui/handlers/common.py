@@ -151,17 +151,20 @@ def waiting_text(ahead: list[str], started: float) -> str:
             f"elapsed {fmt_s(time.monotonic() - started)}")
 
 
-def takes_turn(what: str, key: str, stoppable: bool = True):
+def takes_turn(what: str, key: str, stoppable: bool = True, check: Callable | None = None):
     """Decorate a job generator fn(studio, session, ...): it first waits for the device behind the
     jobs before it (Studio.turns), saying so in `key`, and holds the device until it ends. `what`:
     what it does, as the waiting line of a job after it names it ("another song"). `stoppable`:
     the session's Stop flag ends the wait (a job with no Stop button of its own must not see
-    another job's)."""
+    another job's). `check(studio, *args)`: raises ValueError for a request that would be refused,
+    before any waiting (a bad value is not learnt minutes later, when the other job ends)."""
     import functools
 
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(studio, session, *args):
+            if check is not None:
+                check(studio, *args)
             with studio.turns.take(what) as turn:
                 session.turn = turn  # a job that goes on after its page left hands it off (Turn.hand_off)
                 yield from wait_turn(turn, session.cancel if stoppable else None, key)

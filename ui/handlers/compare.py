@@ -13,10 +13,8 @@ MAX_PRESETS = 4
 HEADERS = ["Preset", "Frames/s", "Generation (s)", "Decode (s)", "Total (s)", "Peak memory", "Audio (s)"]
 
 
-@reports_end("status")
-@takes_turn("a comparison", "status")
-def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
-    """Generator: progress per preset, the table growing as each finishes, a player per preset."""
+def compare_options(names, max_audio_length_s, seed) -> dict[str, GenerateOptions]:
+    """Each picked preset's options for this comparison (ValueError for a bad pick or value)."""
     names = list(names or [])
     if not 2 <= len(names) <= MAX_PRESETS:
         raise ValueError(f"pick 2 to {MAX_PRESETS} presets to compare (picked {len(names)})")
@@ -27,7 +25,22 @@ def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
     shared = form_values(GenerateOptions, ["max_audio_length_ms", "seed"], [max_audio_length_s, seed])
     if shared["seed"] is None:  # blank: one fresh seed, the same for every preset (they start alike)
         shared["seed"] = fresh_seed()
-    options = {n: from_shown_values(GenerateOptions, {**shared, "takes": 1}, base=presets[n].generate) for n in names}
+    return {n: from_shown_values(GenerateOptions, {**shared, "takes": 1}, base=presets[n].generate) for n in names}
+
+
+def check_compare(studio, names, lyrics, tags, max_audio_length_s, seed) -> None:
+    """What `compare` would refuse before it runs: the picks, the values, the texts (ValueError)."""
+    for opts in compare_options(names, max_audio_length_s, seed).values():
+        studio.engine.check_request(lyrics, tags, opts)
+
+
+@reports_end("status")
+@takes_turn("a comparison", "status", check=check_compare)
+def compare(studio, session, names, lyrics, tags, max_audio_length_s, seed):
+    """Generator: progress per preset, the table growing as each finishes, a player per preset."""
+    names = list(names or [])
+    options = compare_options(names, max_audio_length_s, seed)
+    presets, _ = load_presets()
     engine = studio.engine
     rows, audios = [], [gr.update(value=None, visible=False, label="")] * MAX_PRESETS
     yield {"table": rows, "audios": audios}

@@ -133,8 +133,13 @@ STOP_GRACE_S = 0.25  # after Stop, how long the page waits for the engine before
 # frame takes milliseconds; a codec window being decoded, seconds on a CPU: that one is left to end alone)
 
 
+def check_generate(studio, lyrics, tags, *values) -> None:
+    """What `generate` would refuse before it runs (options, texts, fit): ValueError."""
+    studio.engine.check_request(lyrics, tags, build_options(None, *values))
+
+
 @reports_end("status", stopped="⏹ Stopped: not saved to History.")  # what was made may stay playable (_stopped)
-@takes_turn("another song", "status")
+@takes_turn("another song", "status", check=check_generate)
 def generate(studio, session, lyrics, tags, *values):
     """Generator: progress lines while the engine works, take 1 on the live player as soon as it
     can play through (see live.py), then one player per take. `values`: the option controls, in

@@ -16,13 +16,19 @@ from .generate import TR_NAMES, transcribe_options
 HEADERS = ["Start (s)", "End (s)", "Text"]
 
 
+def check_transcribe(studio, audio_path, *values) -> None:
+    """What `transcribe` would refuse before it runs: no clip, a bad option (ValueError)."""
+    if not audio_path:
+        raise ValueError("upload or record a clip first")
+    transcribe_options(*values)
+
+
 @reports_end("speed")
-@takes_turn("a transcription", "speed")
+@takes_turn("a transcription", "speed", check=check_transcribe)
 def transcribe(studio, session, audio_path, *values):
     """Generator: a status line, then the transcript, its segments and files. `values`: the
     option controls, in TR_NAMES order."""
-    if not audio_path:
-        raise ValueError("upload or record a clip first")
+    check_transcribe(studio, audio_path, *values)
     options = transcribe_options(*values)
     name = Path(str(audio_path)).name
     transcriber = studio.transcriber()
