@@ -168,11 +168,12 @@ def shown_name(name: str, opt: Option) -> str:
 
 def from_shown_values(cls, values: dict, base=None):
     """A `cls` from values as people see them (the studio's controls, the API), over `base`.
-    Raises ValueError naming the first bad option by its label (what the page shows) and its
-    name (what the API and the CLI take), in the unit it was given in. A value is refused,
-    never moved into the range: a form that silently sent 8 for 100 takes was the bug."""
+    Raises ValueError naming every bad option by its label (what the page shows) and its name
+    (what the API and the CLI take), in the unit it was given in, all in one message: refused
+    one at a time, a form needs as many tries as it has mistakes. A value is refused, never
+    moved into the range: a form that silently sent 8 for 100 takes was the bug."""
     opts = options_of(cls)
-    changes = {}
+    changes, problems = {}, []
     for name, value in values.items():
         opt = opts[name]
         label = shown_name(name, opt)
@@ -186,8 +187,11 @@ def from_shown_values(cls, values: dict, base=None):
                     raise
                 raise ValueError(f"{label}={shown!r} is out of range; allowed: {opt.range_text(shown=True)}") from None
         except ValueError as e:
-            raise ValueError(f"{opt.label}: {e}") from None
+            problems.append(f"{opt.label}: {e}")
+            continue
         changes[name] = stored
+    if problems:
+        raise ValueError("; ".join(problems))
     return dataclasses.replace(base if base is not None else cls(), **changes)
 
 

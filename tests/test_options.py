@@ -139,3 +139,18 @@ def test_a_form_value_is_refused_in_the_words_of_its_control(name, value, messag
     with pytest.raises(ValueError) as e:
         from_shown_values(GenerateOptions, {name: value})
     assert str(e.value) == message
+
+
+def test_every_bad_value_of_a_form_is_named_at_once():
+    """Tester: Temperature 700 and Takes -5 gave only the Temperature refusal; fixed, the next run
+    gave the Takes one. All of them come in one message, in the form's order."""
+    from heartmula import GenerateOptions, from_shown_values
+
+    with pytest.raises(ValueError) as caught:
+        from_shown_values(GenerateOptions, {"temperature": 700, "takes": -5, "topk": 50, "cfg_scale": "x"})
+    message = str(caught.value)
+    assert message.index("Temperature: temperature=700") < message.index("Takes: takes=-5")
+    assert "Guidance" in message or "cfg_scale" in message, message
+    assert "Top-k" not in message  # a good value is not named
+    with pytest.raises(ValueError, match=r"^Takes: takes=0 is out of range; allowed: 1 to 8$"):
+        from_shown_values(GenerateOptions, {"takes": 0})  # one bad value: the message as before
