@@ -858,6 +858,26 @@ def test_a_value_typed_on_settings_reaches_generate_and_transcribe_whole(demo_pa
     assert page.locator("#gen-max_audio_length_ms input[type=number]").input_value() == "45"
 
 
+def test_a_settings_value_a_run_would_refuse_is_said_at_once(demo_page):
+    """Tester: Settings kept 0 s, temperature 700 and -5 takes without a word, and Generate copied
+    them; the refusal came only at the next run. The value stays as typed (never changed), and a
+    line under the fields says at once what a run would refuse, until it is put right."""
+    page = demo_page
+    tab(page, "Settings")
+    note = page.locator("#set-values-note")
+    box = page.locator("#set-temperature input[type=number]")
+    box.fill("")
+    box.press_sequentially("700", delay=60)
+    box.press("Tab")
+    expect(note).to_contain_text("Temperature: temperature=700")
+    expect(box).to_have_value("700")
+    box.fill("")
+    box.press_sequentially("1", delay=60)
+    box.press("Tab")
+    expect(note).not_to_contain_text("Temperature")
+    expect(note).to_have_text("")
+
+
 def test_a_page_reloaded_mid_song_keeps_the_song(demo_page, demo_app):
     """Reviewer: reloading mid-run dropped the job quietly (the song ended, nothing saved) and the
     new page said "Ready.". The song is finished in the background and saved to History, and the

@@ -1268,3 +1268,14 @@ def test_a_song_deleted_in_another_tab_is_said_and_the_list_follows(studio):
         assert "tabs" not in out, name  # the page stays on History
     assert "continue_status" in run(acts["extend"])[0] and "deleted" in run(acts["extend"])[0]["continue_status"]
     assert history.refresh(studio)["status"].startswith("1 song(s) in")  # the next listing has no warning
+
+
+def test_settings_says_what_a_run_would_refuse_and_never_changes_a_value():
+    """Tester: Settings took 700 for the temperature and 0 for the batch size in silence."""
+    values = settings.preset_values("balanced")
+    row = {name: values[name] for name in settings.PRESET_FIELDS}
+    assert settings.values_problems(*row.values()) == {"values_note": ""}
+    row.update(temperature=700, batch_size=0)
+    note = settings.values_problems(*row.values())["values_note"]
+    assert note.startswith("⚠️ A run would refuse:") and "Temperature: temperature=700" in note
+    assert "batch_size=0" in note

@@ -300,6 +300,9 @@ def wire(demo, studio, tabs, gen, hist, tr, st, cmp) -> None:
     for name in field_names:
         st.fields[name].input(None, inputs=[st.fields[name]], outputs=[run_controls[name]], js="(value) => value",
                               **QUICK)
+        # every field is read: the answer is the whole form's, whichever change it follows
+        _on(st.fields[name].change, settings_h.values_problems, preset_fields, {"values_note": st.values_note},
+            trigger_mode="always_last", **QUICK)
     _on(st.save_btn.click, partial(settings_h.save, studio), [st.new_name, st.description, *preset_fields, st.quant],
         {**preset_targets, "preset_note": st.preset_note}, **TOAST)
     _on(st.delete_btn.click, partial(settings_h.delete, studio), [st.preset, gen.preset, tr.preset, cmp.presets],

@@ -165,6 +165,20 @@ def preset_from_values(name: str, description: str, values: dict) -> Preset:
                   description=(description or "").strip())
 
 
+def values_problems(*values) -> dict:
+    """The line under Settings' fields (`values`: the PRESET_FIELDS controls): what a run with
+    them would refuse, said as it is typed rather than at the next run. Values are never changed."""
+    by_cls = {cls: {k: v for k, v in zip(PRESET_FIELDS, values) if SETTINGS_FIELDS[k] is cls}
+              for cls in (GenerateOptions, TranscribeOptions)}
+    problems = []
+    for cls, shown in by_cls.items():
+        try:
+            from_shown_values(cls, shown)
+        except ValueError as e:
+            problems.append(str(e))
+    return {"values_note": f"⚠️ A run would refuse: {'; '.join(problems)}" if problems else ""}
+
+
 def save(studio, name, description, *values) -> dict:
     """Save Settings as a preset. `values`: the PRESET_FIELDS controls, then (optionally) the
     weights choice: int8 is kept in the preset (`quant`); "none" leaves it to the loader."""

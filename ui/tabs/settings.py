@@ -32,6 +32,7 @@ class SettingsComponents:
     preset_note: gr.Markdown
     preset_problems: gr.Markdown  # preset files that did not load: file, key, reason
     fields: dict  # option name -> its control (SETTINGS_FIELDS: GenerateOptions, then TranscribeOptions)
+    values_note: gr.Markdown
     new_name: gr.Textbox
     description: gr.Textbox
     save_btn: gr.Button
@@ -85,6 +86,7 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
             gr.Markdown("These are the defaults: a change applies to the next run on the Generate and Transcribe "
                         "tabs (whose controls it sets), and **Save preset** keeps them.", elem_id="set-defaults-note")
             fields = {name: control(cls, name, elem_id=f"set-{name}") for name, cls in SETTINGS_FIELDS.items()}
+            values_note = gr.Markdown(elem_id="set-values-note")  # what a run would refuse, as it is typed
             description = gr.Textbox(label="Description", elem_id="set-description")
             with gr.Row():
                 new_name = gr.Textbox(label="Save as", placeholder="my preset", scale=3, elem_id="set-new-name")
@@ -94,6 +96,6 @@ def build(model_path: str, version: str, device: str, codec_device: str | None, 
         engine_status=engine_status, model_path=model_path_box, scan_btn=scan_btn, found=found, version=version_dd,
         device=device_dd, codec_device=codec_dd, dtype=dtype_dd, quant=quant_dd, quant_note=quant_note,
         lazy_load=lazy, load_btn=load_btn, unload_btn=unload_btn, live=live,
-        timer=timer, preset=preset, preset_note=preset_note, preset_problems=preset_problems, fields=fields, new_name=new_name,
+        timer=timer, preset=preset, preset_note=preset_note, preset_problems=preset_problems, fields=fields, values_note=values_note, new_name=new_name,
         description=description, save_btn=save_btn, delete_btn=delete_btn, doctor_btn=doctor_btn, doctor=doctor,
     )
