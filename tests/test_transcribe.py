@@ -190,7 +190,7 @@ def test_cli_bad_values_exit_2(capsys, short_wav, tmp_path, heartmula_cache):
     music = ["--music-path", str(short_wav)]
     cases = [
         (["--batch-size", "0"], "batch_size"),
-        (["--batch-size", "many"], "invalid int value"),
+        (["--batch-size", "many"], "argument --batch-size: batch_size must be a number, got 'many'; allowed: 1 to 64"),
         (["--chunk-length-s", "60"], "chunk_length_s"),
         (["--format", "doc"], "invalid choice"),
         (["--device", "tpu"], "'tpu' is not a device name"),
