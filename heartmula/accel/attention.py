@@ -219,7 +219,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     holding this step's keys and values at `input_pos` [S] (int64, each < attn_len). Query head
     i reads kv head i // (H / Hkv). Returns [B, S, H * D] in q's dtype.
     programs: the grid to aim for (default: one per SM, the best of 16-528 on an H200)."""
-    b, s, n_head, d = q.shape
+    n_head = q.shape[2]
     if q.stride(-1) != 1:
         raise ValueError("decode_attention needs q contiguous along the head dimension")
     return _launch(q, None, k_cache, v_cache, input_pos, attn_len, n_head, programs)

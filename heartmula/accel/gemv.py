@@ -53,6 +53,7 @@ def gate_and_up(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(x @ w1.T, x @ w3.T) out of y = x @ w13.T, in `stack_gate_up`'s layout."""
     return y.unflatten(-1, (-1, 2)).unbind(-1)
 
+
 try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs may have none.
     import triton
     import triton.language as tl

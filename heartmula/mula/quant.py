@@ -218,12 +218,10 @@ def fused_int8_state(state: dict) -> dict[str, torch.Tensor]:
             if len(stack) == parts:
                 done = stacks.pop(base)
                 ordered = [done[i] for i in range(parts)]
-                if fused == "mlp.w13":  # the feed-forward's own layout (gemv.stack_gate_up)
-                    out[f"{base}.weight_q"] = gemv.stack_gate_up(ordered[0][0], ordered[1][0])
-                    out[f"{base}.scale"] = gemv.stack_gate_up(ordered[0][1], ordered[1][1])
-                else:
-                    out[f"{base}.weight_q"] = torch.cat([q for q, _ in ordered])
-                    out[f"{base}.scale"] = torch.cat([s for _, s in ordered])
+                # w1/w3 in the feed-forward's own layout (gemv.stack_gate_up), q/k/v one after another
+                stack = (lambda ts: gemv.stack_gate_up(*ts)) if fused == "mlp.w13" else torch.cat
+                out[f"{base}.weight_q"] = stack([q for q, _ in ordered])
+                out[f"{base}.scale"] = stack([s for _, s in ordered])
                 del ordered, done, stack
         elif name == "audio_head":
             for i in range(q.shape[0]):

@@ -27,8 +27,7 @@ def check_transcribe(studio, audio_path, *values) -> None:
 @takes_turn("a transcription", "speed", check=check_transcribe)
 def transcribe(studio, session, audio_path, *values):
     """Generator: a status line, then the transcript, its segments and files. `values`: the
-    option controls, in TR_NAMES order."""
-    check_transcribe(studio, audio_path, *values)
+    option controls, in TR_NAMES order (`check_transcribe` has passed them)."""
     options = transcribe_options(*values)
     name = Path(str(audio_path)).name
     transcriber = studio.transcriber()
