@@ -90,18 +90,7 @@ def check(box):
 def set_number(page, selector, value):
     """Type a number until the page keeps it (a control still mounting, e.g. in the Advanced
     accordion on a loaded machine, takes its first value after the fill)."""
-    from playwright.sync_api import Error as PlaywrightError
-
-    box = page.locator(selector)
-    for _ in range(5):
-        box.fill(str(value))
-        box.press("Enter")
-        try:
-            expect(box).to_have_value(str(value), timeout=3_000)
-            return
-        except (AssertionError, PlaywrightError):
-            continue
-    expect(box).to_have_value(str(value))
+    fill_until_kept(page.locator(selector), str(value), then="Enter")
 
 
 def watch(page, selector, until, timeout_s=180):
@@ -575,13 +564,16 @@ def start_long_song(page, seconds, seed=19):
     page.locator("#gen-generate").click()
 
 
-def fill_until_kept(box, text):
-    """Fill a text box until the page keeps the text: the Advanced accordion mounts its controls
-    when first opened, and a control still mounting takes its first value after a fill."""
+def fill_until_kept(box, text, then: str | None = None):
+    """Fill a text box (then press the key `then`) until the page keeps the text: the Advanced
+    accordion mounts its controls when first opened, and a control still mounting takes its
+    first value after a fill."""
     from playwright.sync_api import Error as PlaywrightError
 
     for _ in range(5):
         box.fill(text)
+        if then:
+            box.press(then)
         try:
             expect(box).to_have_value(text, timeout=3_000)
             return
@@ -905,18 +897,7 @@ def test_a_page_reloaded_mid_song_keeps_the_song(demo_page, demo_app):
 def _type_and_leave(page, selector, typed):
     """Type into a slider's number box and leave it (Tab): what the box then holds is what the
     page will send. Retried while a control still mounting takes its first value."""
-    from playwright.sync_api import Error as PlaywrightError
-
-    box = page.locator(selector)
-    for _ in range(5):
-        box.fill(typed)
-        box.press("Tab")
-        try:
-            expect(box).to_have_value(typed, timeout=3_000)
-            return
-        except (AssertionError, PlaywrightError):
-            continue
-    expect(box).to_have_value(typed)
+    fill_until_kept(page.locator(selector), typed, then="Tab")
 
 
 def test_a_number_out_of_range_is_refused_never_changed(page):
